@@ -1,0 +1,1 @@
+"""The swarm's agents, one package each; they talk to each other only through the bus."""

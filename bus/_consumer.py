@@ -1,0 +1,494 @@
+"""Consumer side: at-least-once delivery of an inbox to a handler.
+
+One ``Subscription`` is one consumer in the inbox's consumer group. It first drains its own
+pending entries (left by an earlier run under the same consumer name), then reads new ones;
+a reclaim loop takes over entries left idle by dead consumers (XAUTOCLAIM), and a heartbeat
+loop keeps the idle time of entries in progress low so a live consumer is never robbed.
+Entries are acked only after the handler finished and its reply was stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from bus._dead_letters import letter_fields
+from bus._transport import Entry, GroupMissing
+from bus._wire import decode_fields, encode_fields, raw_body
+from protocol import (
+    DEAD_LETTERED,
+    INTERNAL_ERROR,
+    BusMeta,
+    Envelope,
+    ErrorData,
+    ErrorResponse,
+    RejectMessage,
+    RequestId,
+    RequestMessage,
+    RequestTimeout,
+    ResponseMessage,
+    RetryLater,
+    RpcError,
+    Unavailable,
+    error_from_exception,
+    salvage_meta,
+)
+
+if TYPE_CHECKING:
+    from bus._bus import Bus
+
+__all__ = ["Delivery", "Handler", "Subscription"]
+
+log = structlog.get_logger("bus.consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a message came from and how often it has been delivered."""
+
+    agent: str
+    stream: str
+    entry_id: str
+    consumer: str
+    deliveries: int
+
+
+Handler = Callable[[Envelope, Delivery], Awaitable[ResponseMessage | None]]
+"""Handles one message; returns the response for requests (``None`` for notifications)."""
+
+
+class _StoredResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    correlation_id: str
+    response: ResponseMessage
+
+
+def _readdress(response: ResponseMessage, request_id: RequestId) -> ResponseMessage:
+    return response.model_copy(update={"id": request_id})
+
+
+class Subscription:
+    """One consumer of one agent inbox. Run with ``await sub.run()``; stop with ``sub.stop()``."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        agent: str,
+        handler: Handler,
+        consumer: str,
+        concurrency: int = 4,
+        burst: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._bus = bus
+        self._transport = bus.transport
+        self._opts = bus.options
+        self.agent = agent
+        self.stream = bus.keys.inbox(agent)
+        self.group = agent
+        self.consumer = consumer
+        self._handler = handler
+        self._concurrency = concurrency
+        self._burst = burst
+        self._slots = anyio.Semaphore(concurrency)
+        self.in_flight: dict[str, Delivery] = {}
+        self._stop = anyio.Event()
+        self._stopped = anyio.Event()
+        self._grace = 30.0
+        self._read_scope: anyio.CancelScope | None = None
+        self._reclaim_cursor = "0-0"
+        self._drained = anyio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def stop(self, *, grace: float = 30.0) -> None:
+        """Stop taking work; in-flight handlers get ``grace`` seconds, then are released."""
+        self._grace = grace
+        self._stop.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._ensure_group()
+            async with anyio.create_task_group() as workers, anyio.create_task_group() as loops:
+                loops.start_soon(self._heartbeat_loop)
+                task_status.started()
+                await self._drain_own_pending(workers)
+                await self._read_loop(workers)
+                await self._finish_in_flight(workers)
+                loops.cancel_scope.cancel()
+        finally:
+            self._stopped.set()
+
+    async def _ensure_group(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._transport.ensure_group(self.stream, self.group)
+                return
+            except Unavailable as exc:
+                log.warning("broker unreachable, retrying", agent=self.agent, error=exc.message)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _finish_in_flight(self, workers: anyio.abc.TaskGroup) -> None:
+        with anyio.move_on_after(self._grace):
+            while self.in_flight:
+                self._drained = anyio.Event()
+                await self._drained.wait()
+        if self.in_flight:
+            ids = list(self.in_flight)
+            workers.cancel_scope.cancel()
+            # Make them idle at once so a live replica reclaims them without waiting.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                released = await self._transport.touch(
+                    self.stream, self.group, self.consumer, ids, idle_ms=10 * self._opts.reclaim_idle_ms
+                )
+                log.warning("released unfinished messages", agent=self.agent, ids=released)
+
+    # -- reading --------------------------------------------------------------------------
+    async def _take_slots(self) -> int:
+        await self._slots.acquire()
+        taken = 1
+        while taken < self._opts.batch_size:
+            try:
+                self._slots.acquire_nowait()
+            except anyio.WouldBlock:
+                break
+            taken += 1
+        return taken
+
+    def _give_slots(self, n: int) -> None:
+        for _ in range(n):
+            self._slots.release()
+
+    async def _read_loop(self, workers: anyio.abc.TaskGroup) -> None:
+        """Take free slots, fill them with reclaimed entries when a pass is due, else new ones.
+
+        Reclaim runs in this loop rather than beside it so the two never compete for slots.
+        """
+        backoff = 0.1
+        reclaim_every = max(self._opts.reclaim_idle_ms / 4, 20) / 1000
+        next_reclaim = anyio.current_time() + reclaim_every
+        while not self._stop.is_set():
+            taken = 0
+            batch: list[tuple[Entry, int]] = []
+            with anyio.CancelScope() as scope:
+                self._read_scope = scope
+                taken = await self._take_slots()
+                try:
+                    if anyio.current_time() >= next_reclaim:
+                        next_reclaim = anyio.current_time() + reclaim_every
+                        batch = await self._reclaim(taken)
+                    if not batch:
+                        batch = [(e, 1) for e in await self._read_new(taken)]
+                    backoff = 0.1
+                except Unavailable as exc:
+                    log.warning("broker unreachable, retrying", agent=self.agent, error=exc.message)
+                    self._give_slots(taken)
+                    taken = 0
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+            self._read_scope = None
+            self._give_slots(taken - len(batch))
+            for entry, deliveries in batch:
+                self._dispatch(workers, entry, deliveries)
+            idle = self._burst and not batch and not self.in_flight
+            if idle and await self._transport.pending_count(self.stream, self.group) == 0:
+                return
+
+    async def _read_new(self, count: int) -> list[Entry]:
+        block = 50 if self._burst else self._opts.block_ms
+        try:
+            return await self._transport.read_group(
+                self.stream, self.group, self.consumer, pending=False, count=count, block_ms=block
+            )
+        except GroupMissing:
+            await self._ensure_group()
+            return []
+
+    async def _reclaim(self, count: int) -> list[tuple[Entry, int]]:
+        """One XAUTOCLAIM pass: entries idle past ``reclaim_idle_ms`` belong to dead consumers."""
+        try:
+            claim = await self._transport.autoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_ms=self._opts.reclaim_idle_ms,
+                start=self._reclaim_cursor,
+                count=count,
+            )
+        except GroupMissing:
+            await self._ensure_group()
+            return []
+        self._reclaim_cursor = claim.next_start
+        if claim.deleted:
+            log.error(
+                "pending messages were trimmed from the inbox before completion",
+                agent=self.agent,
+                ids=claim.deleted,
+            )
+        if not claim.entries:
+            return []
+        counts = await self._transport.delivery_counts(self.stream, self.group, [e.id for e in claim.entries])
+        fresh = []
+        for entry in claim.entries:
+            if entry.id in self.in_flight:
+                continue  # our own slow handler's entry: it is still being worked on
+            log.info(
+                "reclaimed message", agent=self.agent, entry_id=entry.id, deliveries=counts.get(entry.id)
+            )
+            fresh.append((entry, counts.get(entry.id, 1)))
+        return fresh
+
+    async def _drain_own_pending(self, workers: anyio.abc.TaskGroup) -> None:
+        while not self._stop.is_set():
+            taken = await self._take_slots()
+            try:
+                entries = await self._transport.read_group(
+                    self.stream, self.group, self.consumer, pending=True, count=taken, block_ms=0
+                )
+                counts = await self._transport.delivery_counts(
+                    self.stream, self.group, [e.id for e in entries]
+                )
+            except (Unavailable, GroupMissing):
+                self._give_slots(taken)
+                return
+            fresh = [e for e in entries if e.id not in self.in_flight]
+            self._give_slots(taken - len(fresh))
+            for entry in fresh:
+                self._dispatch(workers, entry, counts.get(entry.id, 1))
+            if len(entries) < taken or not fresh:
+                return
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await anyio.sleep(self._opts.heartbeat_ms / 1000)
+            ids = list(self.in_flight)
+            if not ids:
+                continue
+            try:
+                owned = await self._transport.touch(self.stream, self.group, self.consumer, ids)
+            except (Unavailable, GroupMissing) as exc:
+                log.warning("heartbeat failed", agent=self.agent, error=str(exc))
+                continue
+            lost = [i for i in ids if i not in owned and i in self.in_flight]
+            if lost:
+                log.warning("lost ownership of in-flight messages", agent=self.agent, ids=sorted(lost))
+
+    # -- processing -----------------------------------------------------------------------
+    def _dispatch(self, workers: anyio.abc.TaskGroup, entry: Entry, deliveries: int) -> None:
+        delivery = Delivery(self.agent, self.stream, entry.id, self.consumer, deliveries)
+        self.in_flight[entry.id] = delivery
+        workers.start_soon(self._process, entry, delivery)
+
+    async def _process(self, entry: Entry, delivery: Delivery) -> None:
+        try:
+            await self._process_one(entry, delivery)
+        except Unavailable as exc:
+            # The outcome could not be recorded; the entry stays pending and is redelivered.
+            log.warning("could not settle message", agent=self.agent, entry_id=entry.id, error=exc.message)
+        except GroupMissing:
+            log.warning("consumer group vanished while settling a message", agent=self.agent)
+        except Exception:
+            # A defect here must not take the consumer down; the entry stays pending.
+            log.exception("unexpected error settling a message", agent=self.agent, entry_id=entry.id)
+        finally:
+            self.in_flight.pop(entry.id, None)
+            self._slots.release()
+            if not self.in_flight:
+                self._drained.set()
+
+    async def _process_one(self, entry: Entry, delivery: Delivery) -> None:
+        opts = self._opts
+        try:
+            envelope = decode_fields(entry.fields, max_bytes=opts.max_message_bytes)
+        except RpcError as exc:
+            if not entry.fields:
+                await self._transport.ack(self.stream, self.group, [entry.id])
+                log.error("acked a pending entry whose content was trimmed", entry_id=entry.id)
+                return
+            meta, request_id = salvage_meta(raw_body(entry.fields) or b"")
+            await self._dead_letter(entry, delivery, exc.to_error_data(), meta, request_id)
+            return
+        meta = envelope.meta
+        message = envelope.message
+        is_request = isinstance(message, RequestMessage)
+        request_id = message.id if isinstance(message, RequestMessage) else None
+
+        if delivery.deliveries > opts.max_deliveries:
+            error = ErrorData(
+                code=DEAD_LETTERED,
+                message=f"gave up after {delivery.deliveries - 1} deliveries "
+                "(the consumers handling it died or failed each time)",
+            )
+            await self._dead_letter(entry, delivery, error, meta, request_id)
+            return
+        if is_request and meta.deadline is not None and meta.deadline < time.time():
+            timeout = RequestTimeout("the request's deadline passed before it was processed")
+            await self._settle_reply(entry, meta, ErrorResponse(id=request_id, error=timeout.to_error_data()))
+            return
+        if is_request and await self._answer_from_store(entry, meta, request_id):
+            return
+
+        try:
+            response = await self._handler(envelope, delivery)
+        except RetryLater:
+            await self._nack(entry, delivery)
+            return
+        except RejectMessage as exc:
+            error = ErrorData(code=DEAD_LETTERED, message=f"rejected by handler: {exc}")
+            await self._dead_letter(entry, delivery, error, meta, request_id)
+            return
+        except RpcError as exc:
+            response = ErrorResponse(id=request_id, error=exc.to_error_data())
+        except Exception as exc:
+            log.warning(
+                "handler failed",
+                agent=self.agent,
+                entry_id=entry.id,
+                deliveries=delivery.deliveries,
+                error=repr(exc),
+            )
+            if delivery.deliveries >= opts.max_deliveries:
+                cause = error_from_exception(exc)
+                error = ErrorData(
+                    code=DEAD_LETTERED,
+                    message=f"failed on all {delivery.deliveries} deliveries: {cause.message}",
+                )
+                await self._dead_letter(entry, delivery, error, meta, request_id)
+            else:
+                await self._nack(entry, delivery)
+            return
+
+        if not is_request or request_id is None:
+            await self._transport.ack(self.stream, self.group, [entry.id])
+            return
+        if response is None:
+            response = ErrorResponse(
+                id=request_id, error=ErrorData(code=INTERNAL_ERROR, message="handler returned no response")
+            )
+        await self._complete(entry, meta, request_id, response)
+
+    def _result_key(self, meta: BusMeta) -> str:
+        return self._bus.keys.result(self.agent, meta.idempotency_key or meta.message_id)
+
+    async def _answer_from_store(self, entry: Entry, meta: BusMeta, request_id: RequestId | None) -> bool:
+        raw = await self._transport.get(self._result_key(meta))
+        if raw is None or request_id is None:
+            return False
+        stored = _StoredResult.model_validate_json(raw)
+        if stored.correlation_id == meta.message_id:
+            # This very request was answered already (reply published atomically with the store).
+            await self._transport.ack(self.stream, self.group, [entry.id])
+        else:
+            await self._settle_reply(entry, meta, _readdress(stored.response, request_id))
+        return True
+
+    async def _complete(
+        self, entry: Entry, meta: BusMeta, request_id: RequestId, response: ResponseMessage
+    ) -> None:
+        if meta.reply_to is None:
+            await self._transport.ack(self.stream, self.group, [entry.id])
+            return
+        opts = self._opts
+        stored = _StoredResult(correlation_id=meta.message_id, response=response)
+        outcome = await self._transport.complete(
+            self.stream,
+            self.group,
+            entry.id,
+            result_key=self._result_key(meta),
+            result=stored.model_dump_json().encode(),
+            result_ttl_ms=opts.result_ttl_ms,
+            reply_stream=self._bus.keys.stream(meta.reply_to),
+            reply=self._reply_fields(meta, response),
+            reply_maxlen=opts.reply_maxlen,
+            reply_ttl_ms=opts.reply_ttl_ms,
+        )
+        if not outcome.stored and outcome.existing is not None:
+            earlier = _StoredResult.model_validate_json(outcome.existing)
+            if earlier.correlation_id != meta.message_id:
+                # Another request with the same idempotency key won the race; answer with its result.
+                await self._settle_reply(entry, meta, _readdress(earlier.response, request_id))
+
+    async def _settle_reply(self, entry: Entry, meta: BusMeta, response: ResponseMessage) -> None:
+        await self._transport.reply_and_ack(
+            self.stream,
+            self.group,
+            entry.id,
+            reply_stream=self._bus.keys.stream(meta.reply_to) if meta.reply_to else None,
+            reply=self._reply_fields(meta, response) if meta.reply_to else None,
+            reply_maxlen=self._opts.reply_maxlen,
+            reply_ttl_ms=self._opts.reply_ttl_ms,
+        )
+
+    def _reply_fields(self, meta: BusMeta, response: ResponseMessage) -> dict[bytes, bytes]:
+        reply = Envelope(
+            meta=BusMeta(
+                sender=f"{self.agent}/{self.consumer}",
+                correlation_id=meta.message_id,
+                trace_id=meta.trace_id,
+            ),
+            message=response,
+        )
+        return encode_fields(reply, max_bytes=self._opts.max_message_bytes)
+
+    async def _nack(self, entry: Entry, delivery: Delivery) -> None:
+        """Leave the entry pending, due for reclaim after an exponential backoff."""
+        opts = self._opts
+        delay = min(opts.retry_base_ms * 2 ** (delivery.deliveries - 1), opts.reclaim_idle_ms)
+        await self._transport.touch(
+            self.stream, self.group, self.consumer, [entry.id], idle_ms=opts.reclaim_idle_ms - delay
+        )
+
+    async def _dead_letter(
+        self,
+        entry: Entry,
+        delivery: Delivery,
+        error: ErrorData,
+        meta: BusMeta | None,
+        request_id: RequestId | None,
+    ) -> None:
+        reply_stream = reply = None
+        if meta is not None and meta.reply_to is not None:
+            reply_stream = self._bus.keys.stream(meta.reply_to)
+            reply = self._reply_fields(meta, ErrorResponse(id=request_id, error=error))
+        letter_id = await self._transport.dead_letter(
+            self.stream,
+            self.group,
+            entry.id,
+            dlq_stream=self._bus.keys.dead_letters,
+            letter=letter_fields(
+                stream=self.stream,
+                group=self.group,
+                entry=entry,
+                consumer=self.consumer,
+                deliveries=delivery.deliveries,
+                error=error,
+            ),
+            dlq_maxlen=self._opts.dlq_maxlen,
+            reply_stream=reply_stream,
+            reply=reply,
+            reply_maxlen=self._opts.reply_maxlen,
+            reply_ttl_ms=self._opts.reply_ttl_ms,
+        )
+        log.warning(
+            "dead-lettered message",
+            agent=self.agent,
+            entry_id=entry.id,
+            letter_id=letter_id,
+            reason=error.message,
+        )

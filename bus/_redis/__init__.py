@@ -1,0 +1,1 @@
+"""Redis Streams backend (split by role: connection, scripts, transport)."""

@@ -1,0 +1,37 @@
+"""Lua scripts for the steps that must be atomic on Redis 7.0 (no XACKDEL, no IDMP there)."""
+
+from __future__ import annotations
+
+__all__ = ["COMPLETE", "TOUCH"]
+
+TOUCH = """
+-- KEYS[1] stream; ARGV: group, consumer, idle_ms, ids...
+-- Reset (or raise) the idle time of entries, but only those the consumer still owns: a bare
+-- XCLAIM ... JUSTID would steal an entry another consumer has reclaimed meanwhile.
+local owned = {}
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    owned[#owned + 1] = ARGV[i]
+  end
+end
+return owned
+"""
+
+COMPLETE = """
+-- KEYS[1] stream, KEYS[2] result key, KEYS[3] reply stream
+-- ARGV: group, entry_id, result, result_ttl_ms, reply_maxlen, reply_ttl_ms, reply fields...
+-- Store the result only if no one has; publish the reply only if we stored it; always ack.
+local stored = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4])
+if stored then
+  local fields = {}
+  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return {1}
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return {0, redis.call('GET', KEYS[2])}
+"""

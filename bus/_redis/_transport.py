@@ -1,0 +1,275 @@
+"""Transport over Redis Streams (Redis >= 7.0)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from bus._redis._connection import (
+    MAX_BLOCK_MS,
+    BlockingPool,
+    open_client,
+    redact_url,
+    translate_errors,
+)
+from bus._redis._scripts import COMPLETE, TOUCH
+from bus._transport import AutoclaimResult, CompleteResult, Entry
+
+__all__ = ["RedisTransport"]
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry(raw: Any) -> Entry:
+    entry_id, fields = raw
+    return Entry(_s(entry_id), dict(fields or {}))
+
+
+def _flat(fields: Mapping[bytes, bytes]) -> list[bytes]:
+    return [part for pair in fields.items() for part in pair]
+
+
+def _fields(fields: Mapping[bytes, bytes]) -> Any:
+    """Stream fields as redis-py's (narrowly typed) commands take them."""
+    return dict(fields)
+
+
+def _ids(streams: Mapping[str, str]) -> Any:
+    return dict(streams)
+
+
+class RedisTransport:
+    """Transport over one Redis server; see ``bus._transport.Transport`` for the contract."""
+
+    def __init__(self, url: str) -> None:
+        self._raw_url = url
+        self.url = redact_url(url)
+        self._client = open_client(url)
+        self._blocking = BlockingPool(url)
+        self._touch = self._client.register_script(TOUCH)
+        self._complete = self._client.register_script(COMPLETE)
+
+    async def ping(self) -> None:
+        with translate_errors(self._raw_url):
+            await self._client.ping()
+
+    async def close(self) -> None:
+        await self._blocking.close()
+        await self._client.aclose()
+
+    # -- streams -------------------------------------------------------------------------
+    async def add(self, stream: str, fields: Mapping[bytes, bytes], *, maxlen: int) -> str:
+        with translate_errors(self._raw_url):
+            return _s(await self._client.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True))
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        with translate_errors(self._raw_url):
+            try:
+                # Created at "0" so entries sent before the first consumer started are served;
+                # reads use ">" or "0" independently of this creation id.
+                await self._client.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read_group(
+        self, stream: str, group: str, consumer: str, *, pending: bool, count: int, block_ms: int
+    ) -> list[Entry]:
+        streams = _ids({stream: "0" if pending else ">"})
+        with translate_errors(self._raw_url):
+            if pending or block_ms <= 0:
+                reply = await self._client.xreadgroup(group, consumer, streams, count=count)
+            else:
+                async with self._blocking.lease() as client:
+                    reply = await client.xreadgroup(
+                        group, consumer, streams, count=count, block=min(block_ms, MAX_BLOCK_MS)
+                    )
+        rows: Any = reply or []
+        return [_entry(raw) for _, entries in rows for raw in entries]
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        with translate_errors(self._raw_url):
+            return int(await self._client.xack(stream, group, *ids))
+
+    async def pending_count(self, stream: str, group: str) -> int:
+        with translate_errors(self._raw_url):
+            try:
+                summary = await self._client.xpending(stream, group)
+            except redis_errors.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    return 0
+                raise
+        return int(summary["pending"])
+
+    async def delivery_counts(self, stream: str, group: str, ids: Sequence[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with translate_errors(self._raw_url):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entry_id in ids:
+                    pipe.xpending_range(stream, group, entry_id, entry_id, 1)
+                replies = await pipe.execute()
+        for rows in replies:
+            for row in rows:
+                counts[_s(row["message_id"])] = int(row["times_delivered"])
+        return counts
+
+    async def autoclaim(
+        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, start: str, count: int
+    ) -> AutoclaimResult:
+        with translate_errors(self._raw_url):
+            reply = await self._client.xautoclaim(
+                stream, group, consumer, min_idle_ms, start_id=start, count=count
+            )
+        next_start, entries, deleted = reply[0], reply[1], reply[2] if len(reply) > 2 else []
+        claimed = [_entry(raw) for raw in entries if raw is not None]
+        return AutoclaimResult(_s(next_start), claimed, [_s(d) for d in deleted])
+
+    async def touch(
+        self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0
+    ) -> list[str]:
+        if not ids:
+            return []
+        with translate_errors(self._raw_url):
+            args: list[Any] = [group, consumer, idle_ms, *ids]
+            owned = await self._touch(keys=[stream], args=args)
+        return [_s(i) for i in owned]
+
+    async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> list[tuple[str, Entry]]:
+        with translate_errors(self._raw_url):
+            if block_ms <= 0:
+                reply = await self._client.xread(_ids(streams), count=count)
+            else:
+                async with self._blocking.lease() as client:
+                    reply = await client.xread(_ids(streams), count=count, block=min(block_ms, MAX_BLOCK_MS))
+        rows: Any = reply or []
+        return [(_s(name), _entry(raw)) for name, entries in rows for raw in entries]
+
+    async def range(
+        self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[Entry]:
+        with translate_errors(self._raw_url):
+            reply = await self._client.xrange(stream, start, end, count=count)
+        return [_entry(raw) for raw in reply or []]
+
+    async def delete_entries(self, stream: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        with translate_errors(self._raw_url):
+            return int(await self._client.xdel(stream, *ids))
+
+    async def length(self, stream: str) -> int:
+        with translate_errors(self._raw_url):
+            return int(await self._client.xlen(stream))
+
+    async def last_id(self, stream: str) -> str:
+        with translate_errors(self._raw_url):
+            reply: Any = await self._client.xrevrange(stream, count=1)
+        return _s(reply[0][0]) if reply else "0-0"
+
+    # -- atomic compounds ----------------------------------------------------------------
+    async def complete(
+        self,
+        stream: str,
+        group: str,
+        entry_id: str,
+        *,
+        result_key: str,
+        result: bytes,
+        result_ttl_ms: int,
+        reply_stream: str,
+        reply: Mapping[bytes, bytes],
+        reply_maxlen: int,
+        reply_ttl_ms: int,
+    ) -> CompleteResult:
+        args: list[Any] = [group, entry_id, result, result_ttl_ms, reply_maxlen, reply_ttl_ms, *_flat(reply)]
+        with translate_errors(self._raw_url):
+            out = await self._complete(keys=[stream, result_key, reply_stream], args=args)
+        stored = int(out[0]) == 1
+        return CompleteResult(stored=stored, existing=None if stored else out[1])
+
+    async def reply_and_ack(
+        self,
+        stream: str,
+        group: str,
+        entry_id: str,
+        *,
+        reply_stream: str | None,
+        reply: Mapping[bytes, bytes] | None,
+        reply_maxlen: int,
+        reply_ttl_ms: int,
+    ) -> None:
+        with translate_errors(self._raw_url):
+            async with self._client.pipeline(transaction=True) as pipe:
+                if reply_stream is not None and reply is not None:
+                    pipe.xadd(reply_stream, _fields(reply), maxlen=reply_maxlen, approximate=True)
+                    pipe.pexpire(reply_stream, reply_ttl_ms)
+                pipe.xack(stream, group, entry_id)
+                await pipe.execute()
+
+    async def dead_letter(
+        self,
+        stream: str,
+        group: str,
+        entry_id: str,
+        *,
+        dlq_stream: str,
+        letter: Mapping[bytes, bytes],
+        dlq_maxlen: int,
+        reply_stream: str | None,
+        reply: Mapping[bytes, bytes] | None,
+        reply_maxlen: int,
+        reply_ttl_ms: int,
+    ) -> str:
+        # MULTI keeps the order letter-then-ack and makes both happen or neither.
+        with translate_errors(self._raw_url):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xadd(dlq_stream, _fields(letter), maxlen=dlq_maxlen, approximate=True)
+                if reply_stream is not None and reply is not None:
+                    pipe.xadd(reply_stream, _fields(reply), maxlen=reply_maxlen, approximate=True)
+                    pipe.pexpire(reply_stream, reply_ttl_ms)
+                pipe.xack(stream, group, entry_id)
+                results = await pipe.execute()
+        return _s(results[0])
+
+    async def move(
+        self, src: str, entry_id: str, dst: str, fields: Mapping[bytes, bytes], *, maxlen: int
+    ) -> str:
+        with translate_errors(self._raw_url):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xadd(dst, _fields(fields), maxlen=maxlen, approximate=True)
+                pipe.xdel(src, entry_id)
+                results = await pipe.execute()
+        return _s(results[0])
+
+    # -- keys ----------------------------------------------------------------------------
+    async def get(self, key: str) -> bytes | None:
+        with translate_errors(self._raw_url):
+            value: Any = await self._client.get(key)
+        return value if value is None else bytes(value)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with translate_errors(self._raw_url):
+            values: Any = await self._client.mget(list(keys))
+        return [v if v is None else bytes(v) for v in values]
+
+    async def set(self, key: str, value: bytes, *, ttl_ms: int | None = None, nx: bool = False) -> bool:
+        with translate_errors(self._raw_url):
+            return bool(await self._client.set(key, value, px=ttl_ms or None, nx=nx))
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        with translate_errors(self._raw_url):
+            return int(await self._client.delete(*keys))
+
+    async def scan(self, pattern: str) -> list[str]:
+        with translate_errors(self._raw_url):
+            return sorted({_s(k) async for k in self._client.scan_iter(match=pattern, count=500)})

@@ -1,0 +1,190 @@
+"""The ``Agent`` base class, the context its tools receive, and message dispatch."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+from pydantic import ValidationError
+
+from bus import Bus, Delivery
+from protocol import (
+    CallToolRequest,
+    CallToolResult,
+    Envelope,
+    InvalidParams,
+    JobEvent,
+    JobEventNotification,
+    ListToolsRequest,
+    ListToolsResult,
+    MeetaraError,
+    PingRequest,
+    ProgressNotification,
+    ProgressParams,
+    ResponseMessage,
+    ResultResponse,
+    TextContent,
+    summarize_validation_error,
+)
+from runtime._settings import Settings
+from runtime._tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from runtime._artifacts import ArtifactStore
+    from runtime._client import SwarmClient
+
+__all__ = ["Agent", "AgentContext", "CallContext", "ToolError"]
+
+_AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ToolError(MeetaraError):
+    """An expected failure of a tool (bad domain for this step, budget refused…).
+
+    Reported to the caller as a result with ``isError`` set, so an LLM client can read it.
+    """
+
+    def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data or {}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """What an agent instance is given by its host."""
+
+    settings: Settings
+    bus: Bus
+    client: SwarmClient
+    artifacts: ArtifactStore
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Per-call context a tool can ask for as its second parameter."""
+
+    agent: Agent
+    envelope: Envelope
+    delivery: Delivery
+
+    @property
+    def trace_id(self) -> str:
+        return self.envelope.meta.trace_id
+
+    @property
+    def deadline(self) -> float | None:
+        return self.envelope.meta.deadline
+
+    def _progress_token(self) -> str | int:
+        message = self.envelope.message
+        if isinstance(message, CallToolRequest) and message.params.meta is not None:
+            token = message.params.meta.progress_token
+            if token is not None:
+                return token
+        return self.envelope.meta.message_id
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        """Publish MCP-style progress for this call on the events stream."""
+        params = ProgressParams(
+            progress_token=self._progress_token(), progress=progress, total=total, message=message
+        )
+        await self.agent.ctx.bus.publish_event(ProgressNotification(params=params), trace_id=self.trace_id)
+
+    async def job_event(self, event: JobEvent) -> None:
+        """Publish a job event on the events stream."""
+        await self.agent.ctx.bus.publish_event(JobEventNotification(params=event), trace_id=self.trace_id)
+
+
+class Agent:
+    """Base class of the seven agents: declare tools with ``@tool`` on async methods.
+
+    Subclasses set ``name`` (and optionally ``description`` and ``concurrency``). Long
+    synchronous work inside a tool must run in a worker thread (``anyio.to_thread``) so the
+    consumer's heartbeats keep flowing.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    concurrency: ClassVar[int] = 4
+    tools: ClassVar[ToolRegistry]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:
+            return  # an abstract intermediate class
+        if not _AGENT_NAME.match(name):
+            raise TypeError(f"agent name {name!r} must be lower snake case")
+        cls.tools = ToolRegistry.from_class(cls, CallContext)
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        self.log = structlog.get_logger(f"agent.{self.name}").bind(instance=ctx.instance_id)
+
+    async def start(self) -> None:
+        """Called once before the agent takes messages (open models, caches…)."""
+
+    async def stop(self) -> None:
+        """Called once after the agent stopped taking messages."""
+
+    async def handle(self, envelope: Envelope, delivery: Delivery) -> ResponseMessage | None:
+        """Answer one message; the bus turns ``RpcError`` into error responses."""
+        message = envelope.message
+        if isinstance(message, PingRequest):
+            return ResultResponse(id=message.id, result={})
+        if isinstance(message, ListToolsRequest):
+            listing = ListToolsResult(tools=self.tools.specs())
+            return ResultResponse(id=message.id, result=listing.model_dump(mode="json", exclude_none=True))
+        if isinstance(message, CallToolRequest):
+            result = await self._call_tool(message, envelope, delivery)
+            return ResultResponse(id=message.id, result=result.model_dump(mode="json", exclude_none=True))
+        self.log.debug("ignoring message", method=getattr(message, "method", type(message).__name__))
+        return None
+
+    async def _call_tool(
+        self, request: CallToolRequest, envelope: Envelope, delivery: Delivery
+    ) -> CallToolResult:
+        name = request.params.name
+        definition = self.tools.get(name)
+        if definition is None:
+            raise InvalidParams(
+                f"agent {self.name!r} has no tool {name!r}",
+                data={"available": self.tools.names()},
+            )
+        try:
+            params = definition.input_model.model_validate(request.params.arguments)
+        except ValidationError as exc:
+            errors = summarize_validation_error(exc)
+            detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+            raise InvalidParams(
+                f"invalid arguments for {self.name}.{name}: {detail}", data={"errors": errors}
+            ) from None
+        method = getattr(self, definition.method_name)
+        log = self.log.bind(tool=name, trace_id=envelope.meta.trace_id, deliveries=delivery.deliveries)
+        log.info("tool call")
+        try:
+            if definition.wants_context:
+                output = await method(params, CallContext(self, envelope, delivery))
+            else:
+                output = await method(params)
+        except ToolError as exc:
+            log.info("tool reported an error", error=exc.message)
+            return CallToolResult(
+                content=[TextContent(text=exc.message)],
+                structured_content={"error": exc.message, **exc.data},
+                is_error=True,
+            )
+        if not isinstance(output, definition.output_model):
+            raise TypeError(
+                f"{self.name}.{name} returned {type(output).__name__}, not {definition.output_model.__name__}"
+            )
+        structured = output.model_dump(mode="json")
+        return CallToolResult(
+            content=[TextContent(text=json.dumps(structured, separators=(",", ":")))],
+            structured_content=structured,
+        )

@@ -1,0 +1,139 @@
+"""Content-addressed artifact store on any fsspec filesystem (a local folder by default).
+
+Files are stored under ``sha256/ab/<hash>``; writes go to a temporary name and are renamed
+into place, so a reader never sees half a file. Messages carry ``ArtifactRef``s, never bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from protocol import ArtifactRef, MeetaraError
+
+__all__ = ["ArtifactCorrupt", "ArtifactMissing", "ArtifactStore"]
+
+_CHUNK = 1 << 20
+
+
+class ArtifactMissing(MeetaraError):
+    """The referenced content is not in the store."""
+
+
+class ArtifactCorrupt(MeetaraError):
+    """The stored content does not match its reference's hash or size."""
+
+
+class ArtifactStore:
+    """Put files in, get verified files out. Blocking I/O runs in worker threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        fs, root = fsspec.core.url_to_fs(url)
+        self._fs: fsspec.AbstractFileSystem = fs
+        self._root = root.rstrip("/")
+        self._local = isinstance(fs, LocalFileSystem)
+
+    def _path(self, sha256: str) -> str:
+        return f"{self._root}/sha256/{sha256[:2]}/{sha256}"
+
+    def _uri(self, path: str) -> str:
+        if self._local:
+            return Path(path).resolve().as_uri()
+        return str(self._fs.unstrip_protocol(path))
+
+    async def put_file(self, source: Path, *, media_type: str | None = None) -> ArtifactRef:
+        """Copy a file into the store; returns its reference."""
+        return await anyio.to_thread.run_sync(self._put_stream_from_path, source, media_type)
+
+    async def put_bytes(
+        self, data: bytes, *, name: str | None = None, media_type: str | None = None
+    ) -> ArtifactRef:
+        def put() -> ArtifactRef:
+            return self._put_stream(io.BytesIO(data), name, media_type)
+
+        return await anyio.to_thread.run_sync(put)
+
+    def _put_stream_from_path(self, source: Path, media_type: str | None) -> ArtifactRef:
+        with open(source, "rb") as src:
+            return self._put_stream(src, source.name, media_type)
+
+    def _put_stream(self, src: BinaryIO, name: str | None, media_type: str | None) -> ArtifactRef:
+        tmp = f"{self._root}/tmp/{uuid.uuid4().hex}"
+        self._fs.makedirs(f"{self._root}/tmp", exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self._fs.open(tmp, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+            sha = digest.hexdigest()
+            final = self._path(sha)
+            if self._fs.exists(final):
+                self._fs.rm(tmp)
+            else:
+                self._fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+                self._fs.mv(tmp, final)
+        except BaseException:
+            if self._fs.exists(tmp):
+                self._fs.rm(tmp)
+            raise
+        return ArtifactRef(uri=self._uri(final), sha256=sha, size=size, name=name, media_type=media_type)
+
+    async def fetch(self, ref: ArtifactRef, dest: Path) -> Path:
+        """Copy the referenced content to ``dest`` (atomically), verifying hash and size."""
+        return await anyio.to_thread.run_sync(self._fetch, ref, dest)
+
+    def _open_ref(self, ref: ArtifactRef) -> BinaryIO:
+        local = self._path(ref.sha256)
+        try:
+            if self._fs.exists(local):
+                return self._fs.open(local, "rb")  # type: ignore[no-any-return]
+            return fsspec.open(ref.uri, "rb").open()  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            raise ArtifactMissing(f"artifact {ref.sha256[:12]} not found at {ref.uri}") from None
+
+    def _fetch(self, ref: ArtifactRef, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self._open_ref(ref) as src, open(tmp, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+            if digest.hexdigest() != ref.sha256 or size != ref.size:
+                raise ArtifactCorrupt(
+                    f"artifact at {ref.uri} is corrupt: expected sha256 {ref.sha256[:12]}… "
+                    f"and {ref.size} bytes, got {digest.hexdigest()[:12]}… and {size} bytes"
+                )
+            tmp.replace(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+    async def read_bytes(self, ref: ArtifactRef) -> bytes:
+        """The referenced content, verified (for small artifacts such as reports)."""
+
+        def read() -> bytes:
+            with self._open_ref(ref) as src:
+                data = src.read()
+            if hashlib.sha256(data).hexdigest() != ref.sha256:
+                raise ArtifactCorrupt(f"artifact at {ref.uri} does not match its sha256")
+            return data
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def exists(self, ref: ArtifactRef) -> bool:
+        return await anyio.to_thread.run_sync(self._fs.exists, self._path(ref.sha256))

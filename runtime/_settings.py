@@ -1,0 +1,98 @@
+"""Process settings: the one place environment variables (``MEETARA_*``) and the YAML file are read.
+
+Precedence, highest first: explicit keyword arguments, environment, the YAML file given by
+``--config`` or ``MEETARA_CONFIG``, defaults. Everything below this layer receives plain values.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from bus import BusOptions
+
+__all__ = ["Settings", "default_instance_id"]
+
+_yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("yaml_file", default=None)
+
+
+def default_instance_id() -> str:
+    """``host-pid-random``: unique per process, readable in ``meetara agents``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Settings(BaseSettings):
+    """Settings of one MeeTARA process (agent, swarm or CLI)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEETARA_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    bus_url: str = "memory://default"
+    """``memory://NAME`` (one process) or ``redis://[user:password@]host:port/db`` / ``rediss://…``."""
+    bus: BusOptions = Field(default_factory=BusOptions)
+    """Delivery tuning and key namespace (``MEETARA_BUS__NAMESPACE``, ``MEETARA_BUS__MAX_DELIVERIES``…)."""
+    instance_id: str = Field(default_factory=default_instance_id, pattern=r"^[A-Za-z0-9_.-]{1,120}$")
+    """Consumer name of this process; keep it stable across restarts to drain its own pending work."""
+    artifact_url: str = ".meetara/artifacts"
+    """Content-addressed artifact store: a local folder or any fsspec URL (``s3://bucket/path``)."""
+    catalog_dir: Path | None = None
+    """Folder whose YAML files replace the packaged ``configs/`` (edited prices, budgets…)."""
+    data_dir: Path = Path("data")
+    """Root of ``data/training`` and ``data/models``."""
+    models_dir: Path = Path("models")
+    """Root of the deployed model layout."""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: pretty on a terminal, one JSON object per line otherwise (containers)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged."""
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    """Default time a caller waits for a tool's response."""
+    liveness_ttl_s: float = Field(default=15.0, gt=0)
+    """An instance that has not refreshed its liveness record for this long is gone."""
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    """On SIGTERM, in-flight work gets this long to finish before it is released to replicas."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _yaml_file.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment, the YAML file and ``overrides``.
+
+        Raises:
+            FileNotFoundError: the YAML file does not exist.
+            pydantic.ValidationError: a value is invalid or a key unknown.
+        """
+        path = config_file or (Path(p) if (p := os.environ.get("MEETARA_CONFIG")) else None)
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"settings file not found: {path}")
+        token = _yaml_file.set(path)
+        try:
+            return cls(**overrides)
+        finally:
+            _yaml_file.reset(token)

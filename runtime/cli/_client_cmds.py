@@ -1,0 +1,158 @@
+"""Client commands: ``agents``, ``call``, ``submit``, ``status``, ``jobs``, ``watch``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from bus import Bus
+from protocol import CallToolResult, InvalidParams, JobEvent, JobEventNotification
+from runtime._client import SwarmClient, ToolFailed
+from runtime.cli._app import app, console, run_async, state
+from runtime.cli._render import agents_table, event_line, tools_table
+from runtime.cli._session import client_session, is_embedded
+
+
+def _print_result(result: CallToolResult) -> None:
+    if result.structured_content is not None:
+        console.print_json(data=result.structured_content)
+    else:
+        for block in result.content:
+            console.print(block.text, highlight=False)
+
+
+@app.command()
+@run_async
+async def agents(
+    tools: Annotated[bool, typer.Option("--tools", help="Also list each agent's tools.")] = False,
+) -> None:
+    """List live agent instances (name, instance, host, in-flight work, tools)."""
+    async with client_session(state.settings) as client:
+        instances = await client.agents()
+        console.print(agents_table(instances))
+        if tools:
+            for name in sorted({i.name for i in instances}):
+                console.print(tools_table(name, await client.list_tools(name)))
+
+
+@app.command()
+@run_async
+async def call(
+    agent: Annotated[str, typer.Argument(help="Agent name, e.g. cost_monitor.")],
+    tool: Annotated[str, typer.Argument(help="Tool name, e.g. price_table.")],
+    args: Annotated[str, typer.Option("--args", help="Tool arguments as a JSON object.")] = "{}",
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
+) -> None:
+    """Call any agent tool and print its structured result."""
+    try:
+        arguments = json.loads(args)
+    except ValueError as exc:
+        raise InvalidParams(f"--args is not valid JSON: {exc}") from None
+    if not isinstance(arguments, dict):
+        raise InvalidParams("--args must be a JSON object")
+    async with client_session(state.settings) as client:
+        result = await client.call(agent, tool, arguments, timeout=timeout)
+    if result.is_error:
+        raise ToolFailed(agent, tool, result)
+    _print_result(result)
+
+
+async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
+    """Show live bars for a job's events until a terminal event; returns that event."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:g}/{task.total:g}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bars: dict[str, TaskID] = {}
+        async for record in bus.events(since=since):
+            message = record.envelope.message
+            if not isinstance(message, JobEventNotification) or message.params.job_id != job_id:
+                continue
+            event = message.params
+            if event.step and event.progress is not None:
+                if event.step not in bars:
+                    bars[event.step] = progress.add_task(event.step, total=event.total)
+                progress.update(bars[event.step], completed=event.progress, total=event.total)
+            if event.kind != "progress":
+                progress.console.print(event_line(record), highlight=False)
+            if event.terminal:
+                return event
+    return None
+
+
+@app.command()
+@run_async
+async def submit(
+    domain: Annotated[str | None, typer.Option(help="Train one domain (D model).")] = None,
+    category: Annotated[str | None, typer.Option(help="Train one category (C model).")] = None,
+    universal: Annotated[
+        bool, typer.Option("--universal", help="Train on all 62 domains (A and B).")
+    ] = False,
+    tier: Annotated[str, typer.Option(help="lightning, fast, balanced or quality.")] = "lightning",
+    base_model: Annotated[str | None, typer.Option(help="Base model path, hub id or GGUF file.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow progress until the job ends.")] = False,
+) -> None:
+    """Submit a training job to the Conductor and print its id."""
+    chosen = [x for x in (domain, category, "universal" if universal else None) if x]
+    if len(chosen) != 1:
+        raise InvalidParams("give exactly one of --domain, --category or --universal")
+    scope = "domain" if domain else "category" if category else "universal"
+    arguments: dict[str, Any] = {"scope": scope, "target": chosen[0], "tier": tier}
+    if base_model:
+        arguments["base_model"] = base_model
+    async with client_session(state.settings) as client:
+        since = await client.bus.transport.last_id(client.bus.keys.events)
+        result = await client.call("conductor", "submit_job", arguments)
+        if result.is_error:
+            raise ToolFailed("conductor", "submit_job", result)
+        job_id = str((result.structured_content or {}).get("job_id", ""))
+        console.print(f"job [bold]{job_id}[/] submitted")
+        if wait or is_embedded(state.settings):
+            # An embedded swarm lives only as long as this command, so it always waits.
+            final = await _follow_job(client.bus, job_id, since)
+            if final is not None and final.state not in ("done", None):
+                raise typer.Exit(1)
+
+
+async def _job_tool(client: SwarmClient, tool: str, arguments: dict[str, Any]) -> None:
+    result = await client.call("conductor", tool, arguments)
+    if result.is_error:
+        raise ToolFailed("conductor", tool, result)
+    _print_result(result)
+
+
+@app.command()
+@run_async
+async def status(job_id: Annotated[str, typer.Argument(help="Job id from `meetara submit`.")]) -> None:
+    """Show one job's state, steps and artifacts."""
+    async with client_session(state.settings) as client:
+        await _job_tool(client, "job_status", {"job_id": job_id})
+
+
+@app.command()
+@run_async
+async def jobs() -> None:
+    """List jobs known to the Conductor."""
+    async with client_session(state.settings) as client:
+        await _job_tool(client, "list_jobs", {})
+
+
+@app.command()
+@run_async
+async def watch(
+    since: Annotated[str, typer.Option("--from", help="Event id to start after; 0 = from the start.")] = "$",
+    job: Annotated[str | None, typer.Option(help="Only this job's events.")] = None,
+) -> None:
+    """Print live events (job progress, state changes, agents starting and stopping)."""
+    async with client_session(state.settings) as client:
+        async for record in client.bus.events(since=since):
+            message = record.envelope.message
+            if job and not (isinstance(message, JobEventNotification) and message.params.job_id == job):
+                continue
+            console.print(f"[dim]{record.id}[/]  {event_line(record)}", highlight=False)

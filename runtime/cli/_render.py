@@ -1,0 +1,110 @@
+"""Rich rendering of agents, tools, events and dead letters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from rich.table import Table
+
+from bus import DeadLetter, EventRecord
+from protocol import (
+    AgentEventNotification,
+    AgentInstance,
+    JobEventNotification,
+    ProgressNotification,
+    ToolSpec,
+)
+
+__all__ = ["agents_table", "dead_letters_table", "event_line", "tools_table"]
+
+
+def _ago(ts: float) -> str:
+    return f"{max(0.0, time.time() - ts):.0f}s ago"
+
+
+def _clock(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+
+
+def agents_table(instances: list[AgentInstance]) -> Table:
+    table = Table(title=f"{len(instances)} live agent instance(s)")
+    for col in ("agent", "instance", "host", "pid", "in flight", "tools", "heartbeat"):
+        table.add_column(col)
+    for i in instances:
+        table.add_row(
+            i.name,
+            i.instance_id,
+            i.host,
+            str(i.pid),
+            f"{i.in_flight}/{i.concurrency}",
+            ", ".join(i.tools) or "-",
+            _ago(i.heartbeat_at),
+        )
+    return table
+
+
+def tools_table(agent: str, tools: list[ToolSpec]) -> Table:
+    table = Table(title=f"{agent}: {len(tools)} tool(s)")
+    table.add_column("tool")
+    table.add_column("kind")
+    table.add_column("description")
+    for t in tools:
+        a = t.annotations
+        kind = (
+            "read-only" if a and a.read_only_hint else "destructive" if a and a.destructive_hint else "writes"
+        )
+        table.add_row(t.name, kind, t.description.splitlines()[0])
+    return table
+
+
+def dead_letters_table(letters: list[DeadLetter]) -> Table:
+    table = Table(title=f"{len(letters)} dead letter(s)")
+    for col in ("id", "from", "deliveries", "failed", "error", "message"):
+        table.add_column(col)
+    for d in letters:
+        body = d.original.get("body", "")
+        try:
+            message = json.loads(body).get("message", {})
+            what = message.get("method") or ("response" if "id" in message else "?")
+            if what == "tools/call":
+                what += f" {message.get('params', {}).get('name', '?')}"
+        except (ValueError, AttributeError):
+            what = f"unreadable ({len(body)} bytes)"
+        table.add_row(
+            d.id,
+            d.stream.rsplit(":", 1)[-1],
+            str(d.deliveries),
+            _clock(d.failed_at),
+            f"[{d.error.code}] {d.error.message}",
+            what,
+        )
+    return table
+
+
+def event_line(record: EventRecord) -> str:
+    message = record.envelope.message
+    params: Any = getattr(message, "params", None)
+    if isinstance(message, JobEventNotification):
+        e = params
+        bits = [f"job {e.job_id}", e.kind]
+        if e.state:
+            bits.append(f"state={e.state}")
+        if e.step:
+            bits.append(f"step={e.step}")
+        if e.progress is not None:
+            bits.append(f"{e.progress:g}/{e.total:g}" if e.total else f"{e.progress:g}")
+        if e.message:
+            bits.append(e.message)
+        return f"{_clock(e.at)}  " + "  ".join(bits)
+    if isinstance(message, AgentEventNotification):
+        return f"{_clock(params.at)}  {params.kind}  {params.agent} ({params.instance_id})"
+    if isinstance(message, ProgressNotification):
+        total = f"/{params.total:g}" if params.total else ""
+        return (
+            f"{_clock(record.envelope.meta.sent_at)}  progress {params.progress_token}: "
+            f"{params.progress:g}{total} {params.message or ''}".rstrip()
+        )
+    return f"{_clock(record.envelope.meta.sent_at)}  {getattr(message, 'method', type(message).__name__)}"

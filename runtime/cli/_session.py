@@ -1,0 +1,29 @@
+"""How client commands reach the swarm: over Redis, or by starting an embedded one."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from runtime._client import SwarmClient
+from runtime._discovery import agent_names, load_agent_class
+from runtime._settings import Settings
+from runtime._swarm import connect, open_swarm
+
+__all__ = ["client_session", "is_embedded"]
+
+
+def is_embedded(settings: Settings) -> bool:
+    return settings.bus_url.startswith("memory://")
+
+
+@contextlib.asynccontextmanager
+async def client_session(settings: Settings) -> AsyncIterator[SwarmClient]:
+    """A client of the running swarm; on ``memory://`` every installed agent runs in this process."""
+    if is_embedded(settings):
+        classes = [load_agent_class(n) for n in agent_names()]
+        async with open_swarm(settings, classes) as swarm:
+            yield swarm.client
+        return
+    async with connect(settings, sender="cli") as bus:
+        yield SwarmClient(bus, timeout=settings.request_timeout_s)

@@ -1,0 +1,294 @@
+"""The `meetara` command line, run as real subprocesses against the test Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bus import Bus, open_transport
+from protocol import JobEvent, JobEventNotification, ToolModel
+from runtime import Agent, AgentHost, CallContext, LivenessRegistry, Settings, tool
+from tests.helpers import fast_options, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def meetara(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    clean = env or {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
+    clean = {**clean, "COLUMNS": "250"}  # rich tables unwrapped, one row per line
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_unreachable_redis_is_one_line_and_a_nonzero_exit() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for command in (["agents"], ["call", "conductor", "list_domains"], ["dlq", "list"], ["up"]):
+        out = meetara("--bus-url", url, *command)
+        assert out.returncode == 2, command
+        assert "Traceback" not in out.stderr
+        lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert lines == [f"error: cannot reach Redis at {url}: " + lines[0].split(": ", 2)[2]]
+
+
+def test_run_starts_the_embedded_swarm_and_lists_agents_and_tools() -> None:
+    out = meetara("run")
+    assert out.returncode == 0, out.stderr
+    for name in (
+        "conductor",
+        "cost_monitor",
+        "gpu_optimization",
+        "list_domains",
+        "price_table",
+        "profile_device",
+    ):
+        assert name in out.stdout
+
+
+def test_call_in_embedded_mode_prints_the_structured_result() -> None:
+    out = meetara("call", "conductor", "list_domains", "--args", '{"category": "technology"}')
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert [d["name"] for d in result["domains"]] == [
+        "programming",
+        "ai_ml",
+        "cybersecurity",
+        "data_analysis",
+        "tech_support",
+        "software_development",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (
+            ["call", "conductor", "describe_domain", "--args", '{"name": "mental_helth"}'],
+            "did you mean 'mental_health'",
+            1,
+        ),
+        (["call", "conductor", "describe_domain", "--args", "{oops"], "--args is not valid JSON", 1),
+        (["call", "cost_monitor", "price_table", "--args", '{"gpu": "Z80"}'], "unknown GPU 'Z80'", 1),
+        (["submit", "--domain", "a", "--category", "b"], "exactly one of --domain", 1),
+        (["agent", "no_such_agent"], "no agent named 'no_such_agent'", 2),
+    ],
+)
+def test_bad_input_gets_a_clear_error(args: list[str], message: str, code: int) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")},
+        "MEETARA_BUS_URL": "redis://127.0.0.1:1/0" if args[0] == "agent" else "memory://cli",
+    }
+    out = meetara(*args, env=env)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.redis
+def test_up_starts_every_agent_as_a_process_and_stops_them_on_sigterm(child_env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "up"],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = meetara("agents", "--tools", env=child_env)
+            if out.returncode == 0 and "3 live agent instance(s)" in out.stdout:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"agents never registered: {out.stdout}{out.stderr}")
+        for tool_name in ("list_domains", "price_table", "profile_device"):
+            assert tool_name in out.stdout
+        rows = [line.split("│") for line in out.stdout.splitlines() if line.startswith("│")]
+        pids = {row[4].strip() for row in rows if row[4].strip().isdigit()}
+        assert len(pids) == 3  # three separate processes
+        call = meetara("call", "cost_monitor", "budget_limits", env=child_env)
+        assert json.loads(call.stdout)["month"] == 50.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert stderr.count('"event": "agents stopped"') == 3
+    assert "3 live agent instance(s)" not in meetara("agents", env=child_env).stdout
+
+
+class FakeConductorIn(ToolModel):
+    scope: str
+    target: str
+    tier: str
+
+
+class FakeConductorOut(ToolModel):
+    job_id: str
+
+
+class ScriptedConductor(Agent):
+    """Answers submit_job and plays a short job's events, to test the CLI's --wait wiring."""
+
+    name = "conductor"
+
+    @tool()
+    async def submit_job(self, params: FakeConductorIn, ctx: CallContext) -> FakeConductorOut:
+        """Accept a job and emit its events."""
+
+        async def play(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            task_status.started()
+            await anyio.sleep(0.2)
+            await ctx.job_event(JobEvent(job_id="job-42", kind="state_changed", state="train"))
+            for i in range(1, 4):
+                await ctx.job_event(
+                    JobEvent(job_id="job-42", kind="progress", step="train", progress=i, total=3)
+                )
+            await ctx.job_event(JobEvent(job_id="job-42", kind="state_changed", state="done", terminal=True))
+
+        await self.ctx.bus.start_task(play)
+        return FakeConductorOut(job_id="job-42")
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_submit_wait_follows_the_job_to_its_end(child_env: dict[str, str], tmp_path: Path) -> None:
+    settings = Settings.load(
+        bus_url=child_env["MEETARA_BUS_URL"],
+        bus=fast_options(child_env["MEETARA_BUS__NAMESPACE"]),
+        artifact_url=str(tmp_path / "a"),
+    )
+    async with Bus(open_transport(settings.bus_url), options=settings.bus, sender="t") as bus:
+        host = AgentHost(bus, [ScriptedConductor], settings=settings)
+        async with anyio.create_task_group() as tg:
+            await tg.start(host.run)
+            out = await anyio.to_thread.run_sync(
+                lambda: meetara("submit", "--domain", "general_health", "--wait", env=child_env)
+            )
+            host.stop()
+    assert out.returncode == 0, out.stderr
+    assert "job job-42 submitted" in out.stdout
+    assert "state=train" in out.stdout and "state=done" in out.stdout
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_dlq_list_replay_purge(child_env: dict[str, str]) -> None:
+    namespace = child_env["MEETARA_BUS__NAMESPACE"]
+    async with Bus(open_transport(child_env["MEETARA_BUS_URL"]), options=fast_options(namespace)) as bus:
+        await bus.transport.add(bus.keys.inbox("conductor"), {b"not": b"ours"}, maxlen=100)
+
+        async def never(*_: object) -> None:
+            raise AssertionError("malformed entries never reach the handler")
+
+        await bus.subscribe("conductor", never, consumer="c", burst=True).run()  # type: ignore[arg-type]
+
+        listing = await anyio.to_thread.run_sync(lambda: meetara("dlq", "list", env=child_env))
+        assert listing.returncode == 0, listing.stderr
+        assert "1 dead letter(s)" in listing.stdout and "not a MeeTARA" in listing.stdout
+        replay = await anyio.to_thread.run_sync(lambda: meetara("dlq", "replay", "--all", env=child_env))
+        assert replay.returncode == 0 and "replayed" in replay.stdout
+        assert await bus.dead_letters() == []
+        assert await bus.transport.length(bus.keys.inbox("conductor")) == 2
+        await bus.subscribe("conductor", never, consumer="c", burst=True).run()  # type: ignore[arg-type]
+        purge = await anyio.to_thread.run_sync(
+            lambda: meetara("dlq", "purge", "--all", "--yes", env=child_env)
+        )
+        assert purge.returncode == 0 and "deleted 1 dead letter(s)" in purge.stdout
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_watch_prints_live_events(child_env: dict[str, str]) -> None:
+    namespace = child_env["MEETARA_BUS__NAMESPACE"]
+    async with Bus(open_transport(child_env["MEETARA_BUS_URL"]), options=fast_options(namespace)) as bus:
+        for i in range(3):
+            event = JobEvent(job_id="j9", kind="step_started", step=f"s{i}", message=f"hello {i}")
+            await bus.publish_event(JobEventNotification(params=event))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "watch", "--from", "0", "--job", "j9"],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        with anyio.fail_after(30):
+            while len(lines) < 3:
+                line = await anyio.to_thread.run_sync(proc.stdout.readline)  # type: ignore[union-attr]
+                if line:
+                    lines.append(line)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert [("hello 0" in lines[0]), ("hello 2" in lines[2])] == [True, True]
+    assert all("job j9" in line and "step_started" in line for line in lines)
+
+
+@pytest.mark.redis
+def test_agent_process_registers_and_exits_cleanly_on_sigterm(child_env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "agent", "cost_monitor"],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if "cost_monitor" in meetara("agents", env=child_env).stdout:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("cost_monitor never registered")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert '"signal": "SIGTERM"' in stderr
+    assert "cost_monitor" not in meetara("agents", env=child_env).stdout
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_sigkilled_agent_drops_out_of_the_registry_after_its_ttl(child_env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "agent", "conductor"],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    namespace = child_env["MEETARA_BUS__NAMESPACE"]
+    async with Bus(open_transport(child_env["MEETARA_BUS_URL"]), options=fast_options(namespace)) as bus:
+        registry = LivenessRegistry(bus)
+        try:
+            with anyio.fail_after(30):
+                while not await registry.instances("conductor"):
+                    await anyio.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        with anyio.fail_after(10):  # TTL is 2 s in the child's settings
+            while await registry.instances("conductor"):
+                await anyio.sleep(0.1)

@@ -1,0 +1,99 @@
+"""Shared fixtures: a private redis-server per session, per-test namespaces, buses on both backends."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bus import Bus, MemoryBroker, open_transport
+from runtime import Settings
+from tests.helpers import RedisServer, fast_options
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def bus_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh broker URL on each backend."""
+    if request.param == "memory":
+        name = uuid.uuid4().hex
+        yield f"memory://{name}"
+        MemoryBroker.drop(name)
+    else:
+        yield request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+async def bus(bus_url: str, namespace: str) -> AsyncIterator[Bus]:
+    async with Bus(open_transport(bus_url), options=fast_options(namespace), sender="test") as b:
+        yield b
+
+
+@pytest.fixture
+def memory_url() -> Iterator[str]:
+    name = uuid.uuid4().hex
+    yield f"memory://{name}"
+    MemoryBroker.drop(name)
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, namespace: str):  # type: ignore[no-untyped-def]
+    """Settings for an in-test swarm on a given bus URL."""
+
+    def make(bus_url: str, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "bus_url": bus_url,
+            "bus": fast_options(namespace),
+            "artifact_url": str(tmp_path / "artifacts"),
+            "data_dir": tmp_path / "data",
+            "models_dir": tmp_path / "models",
+            "liveness_ttl_s": 2.0,
+            "shutdown_grace_s": 2.0,
+            "request_timeout_s": 10.0,
+        }
+        values.update(overrides)
+        return Settings.load(**values)
+
+    return make
+
+
+@pytest.fixture
+def child_env(redis_url: str, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for `meetara` subprocesses talking to the test Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
+    env.update(
+        MEETARA_BUS_URL=redis_url,
+        MEETARA_BUS__NAMESPACE=namespace,
+        MEETARA_BUS__RECLAIM_IDLE_MS="400",
+        MEETARA_BUS__HEARTBEAT_MS="50",
+        MEETARA_BUS__BLOCK_MS="100",
+        MEETARA_LIVENESS_TTL_S="2",
+        MEETARA_SHUTDOWN_GRACE_S="3",
+        MEETARA_ARTIFACT_URL=str(tmp_path / "artifacts"),
+        MEETARA_LOG_FORMAT="json",
+    )
+    return env

@@ -1,0 +1,108 @@
+"""docker-compose.yml: valid for Compose, one service per installed agent, commands that really run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runtime import agent_names
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def services() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]  # type: ignore[no-any-return]
+
+
+def agent_services() -> dict[str, Any]:
+    return {name: svc for name, svc in services().items() if name != "redis"}
+
+
+def test_compose_config_is_accepted_by_docker_compose() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        if os.environ.get("MEETARA_REQUIRE_COMPOSE"):
+            pytest.fail("docker-compose is required here (MEETARA_REQUIRE_COMPOSE is set) but not installed")
+        pytest.skip("docker-compose (Debian's v1 package) is not installed")
+    out = subprocess.run(
+        [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_one_service_per_installed_agent() -> None:
+    commands = {svc["command"][2]: svc["command"] for svc in agent_services().values()}
+    assert sorted(commands) == agent_names()
+    assert all(cmd[:2] == ["meetara", "agent"] for cmd in commands.values())
+
+
+def test_redis_keeps_an_append_only_file_and_has_a_healthcheck() -> None:
+    redis = services()["redis"]
+    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    assert redis["healthcheck"]["test"][-1] == "ping"
+    for svc in agent_services().values():
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert svc["environment"]["MEETARA_BUS_URL"] == "redis://redis:6379/0"
+        volumes = {v.split(":")[0] for v in svc["volumes"]}
+        assert {"artifacts", "data", "models"} <= volumes
+
+
+def test_gpu_agents_reserve_a_gpu() -> None:
+    svc = agent_services()["gpu-optimization"]
+    (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
+    assert "deploy" not in agent_services()["conductor"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("service", sorted(agent_services()))
+def test_each_service_command_runs_as_a_local_process(
+    service: str, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    svc = agent_services()[service]
+    env = {**child_env, **{k: str(v) for k, v in svc["environment"].items()}}
+    # Same command and settings as the container, pointed at the test Redis and a scratch folder.
+    env.update(
+        MEETARA_BUS_URL=child_env["MEETARA_BUS_URL"],
+        MEETARA_SHUTDOWN_GRACE_S="3",
+        MEETARA_ARTIFACT_URL=str(tmp_path / "artifacts"),
+        MEETARA_DATA_DIR=str(tmp_path / "data"),
+        MEETARA_MODELS_DIR=str(tmp_path / "models"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    proc = subprocess.Popen(
+        svc["command"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    agent = svc["command"][2]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [sys.executable, "-m", "runtime.cli", "agents"],
+                env={**env, "COLUMNS": "250"},
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=ROOT,
+            )
+            if f"│ {agent} " in out.stdout:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"{service} never registered")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    first = stderr.splitlines()[0]
+    assert first.startswith("{") and '"level": "info"' in first  # JSON log lines, as in containers

@@ -1,0 +1,122 @@
+"""Agents on an embedded swarm: listing, typed calls, clear errors, tool errors, progress."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from protocol import (
+    INVALID_PARAMS,
+    InvalidParams,
+    ProgressNotification,
+    RpcError,
+    ToolModel,
+    Unavailable,
+)
+from runtime import Agent, CallContext, ToolError, ToolFailed, open_swarm, tool
+
+pytestmark = pytest.mark.anyio
+
+
+class AddIn(ToolModel):
+    a: int
+    b: int
+
+
+class AddOut(ToolModel):
+    total: int
+
+
+class Calculator(Agent):
+    name = "calculator"
+
+    @tool(read_only=True)
+    async def add(self, params: AddIn) -> AddOut:
+        """Add two integers."""
+        return AddOut(total=params.a + params.b)
+
+    @tool(read_only=True)
+    async def divide(self, params: AddIn) -> AddOut:
+        """Integer division; dividing by zero is a tool error the caller can read."""
+        if params.b == 0:
+            raise ToolError("cannot divide by zero", data={"hint": "use b != 0"})
+        return AddOut(total=params.a // params.b)
+
+    @tool(read_only=True)
+    async def count(self, params: AddIn, ctx: CallContext) -> AddOut:
+        """Count to a, reporting progress."""
+        for i in range(1, params.a + 1):
+            await ctx.progress(i, params.a, f"step {i}")
+        return AddOut(total=params.a)
+
+    @tool(read_only=True)
+    async def lie(self, params: AddIn) -> AddOut:
+        """Returns the wrong type (a defect the bus retries, then dead-letters)."""
+        return params  # type: ignore[return-value]
+
+
+async def test_list_and_call_typed(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        (instance,) = await swarm.client.agents()
+        assert instance.name == "calculator" and instance.tools == ["add", "count", "divide", "lie"]
+        tools = await swarm.client.list_tools("calculator")
+        assert [t.name for t in tools] == ["add", "count", "divide", "lie"]
+        out = await swarm.client.call_model("calculator", "add", AddIn(a=2, b=3), AddOut)
+        assert out.total == 5
+        result = await swarm.client.call("calculator", "add", {"a": 1, "b": 1})
+        assert result.content[0].text == '{"total":2}'
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "arguments", "message"),
+    [
+        ("nope", {}, "agent 'calculator' has no tool 'nope'"),
+        ("add", {"a": 1}, "b: Field required"),
+        ("add", {"a": 1, "b": 2, "c": 3}, "c: Extra inputs are not permitted"),
+        ("add", {"a": "x", "b": 2}, "a: Input should be a valid integer"),
+    ],
+)
+async def test_bad_calls_get_invalid_params_with_reasons(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str, tool_name: str, arguments: dict[str, object], message: str
+) -> None:
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        with pytest.raises(InvalidParams, match=message) as info:
+            await swarm.client.call("calculator", tool_name, arguments)
+    assert info.value.code == INVALID_PARAMS
+
+
+async def test_tool_error_is_a_readable_result(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        result = await swarm.client.call("calculator", "divide", {"a": 1, "b": 0})
+        assert result.is_error
+        assert result.content[0].text == "cannot divide by zero"
+        assert result.structured_content == {"error": "cannot divide by zero", "hint": "use b != 0"}
+        with pytest.raises(ToolFailed, match=r"calculator\.divide: cannot divide by zero"):
+            await swarm.client.call_model("calculator", "divide", {"a": 1, "b": 0}, AddOut)
+
+
+async def test_defective_tool_is_dead_lettered_not_hung(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        with pytest.raises(RpcError, match="failed on all 3 deliveries: TypeError"):
+            await swarm.client.call("calculator", "lie", {"a": 1, "b": 1})
+        assert len(await swarm.bus.dead_letters()) == 1
+
+
+async def test_progress_notifications_reach_the_events_stream(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        since = await swarm.bus.transport.last_id(swarm.bus.keys.events)
+        await swarm.client.call("calculator", "count", {"a": 3, "b": 0}, progress_token="tok-1")
+        seen = []
+        with anyio.fail_after(5):
+            async for record in swarm.bus.events(since=since):
+                if isinstance(record.envelope.message, ProgressNotification):
+                    seen.append(record.envelope.message.params)
+                    if len(seen) == 3:
+                        break
+    assert [(p.progress_token, p.progress, p.total) for p in seen] == [("tok-1", i, 3) for i in (1, 2, 3)]
+
+
+async def test_calling_an_agent_that_is_not_running_fails_fast(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        with pytest.raises(Unavailable, match="no live instance of agent 'conductor'"):
+            await swarm.client.call("conductor", "list_domains", {})
