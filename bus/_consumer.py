@@ -70,6 +70,13 @@ class _StoredResult(BaseModel):
     response: ResponseMessage
 
 
+@dataclass(slots=True)
+class _AckWaiter:
+    entry_id: str
+    done: anyio.Event
+    error: Exception | None = None
+
+
 def _readdress(response: ResponseMessage, request_id: RequestId) -> ResponseMessage:
     return response.model_copy(update={"id": request_id})
 
@@ -107,6 +114,8 @@ class Subscription:
         self._read_scope: anyio.CancelScope | None = None
         self._reclaim_cursor = "0-0"
         self._drained = anyio.Event()
+        self._acks: list[_AckWaiter] = []
+        self._acks_wanted = anyio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
     def stop(self, *, grace: float = 30.0) -> None:
@@ -124,6 +133,7 @@ class Subscription:
             await self._ensure_group()
             async with anyio.create_task_group() as workers, anyio.create_task_group() as loops:
                 loops.start_soon(self._heartbeat_loop)
+                loops.start_soon(self._ack_loop)
                 task_status.started()
                 await self._drain_own_pending(workers)
                 await self._read_loop(workers)
@@ -274,6 +284,29 @@ class Subscription:
             if len(entries) < taken or not fresh:
                 return
 
+    async def _ack(self, entry_id: str) -> None:
+        """Ack after handling; acks that pile up during one XACK round trip go in the next one."""
+        waiter = _AckWaiter(entry_id, anyio.Event())
+        self._acks.append(waiter)
+        self._acks_wanted.set()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._acks_wanted.wait()
+            self._acks_wanted = anyio.Event()
+            batch, self._acks = self._acks, []
+            error: Exception | None = None
+            try:
+                await self._transport.ack(self.stream, self.group, [w.entry_id for w in batch])
+            except (Unavailable, GroupMissing) as exc:
+                error = exc
+            for waiter in batch:
+                waiter.error = error
+                waiter.done.set()
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await anyio.sleep(self._opts.heartbeat_ms / 1000)
@@ -318,7 +351,7 @@ class Subscription:
             envelope = decode_fields(entry.fields, max_bytes=opts.max_message_bytes)
         except RpcError as exc:
             if not entry.fields:
-                await self._transport.ack(self.stream, self.group, [entry.id])
+                await self._ack(entry.id)
                 log.error("acked a pending entry whose content was trimmed", entry_id=entry.id)
                 return
             meta, request_id = salvage_meta(raw_body(entry.fields) or b"")
@@ -375,7 +408,7 @@ class Subscription:
             return
 
         if not is_request or request_id is None:
-            await self._transport.ack(self.stream, self.group, [entry.id])
+            await self._ack(entry.id)
             return
         if response is None:
             response = ErrorResponse(
@@ -393,7 +426,7 @@ class Subscription:
         stored = _StoredResult.model_validate_json(raw)
         if stored.correlation_id == meta.message_id:
             # This very request was answered already (reply published atomically with the store).
-            await self._transport.ack(self.stream, self.group, [entry.id])
+            await self._ack(entry.id)
         else:
             await self._settle_reply(entry, meta, _readdress(stored.response, request_id))
         return True
@@ -402,7 +435,7 @@ class Subscription:
         self, entry: Entry, meta: BusMeta, request_id: RequestId, response: ResponseMessage
     ) -> None:
         if meta.reply_to is None:
-            await self._transport.ack(self.stream, self.group, [entry.id])
+            await self._ack(entry.id)
             return
         opts = self._opts
         stored = _StoredResult(correlation_id=meta.message_id, response=response)
