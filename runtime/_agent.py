@@ -34,6 +34,7 @@ from runtime._tools import ToolRegistry
 
 if TYPE_CHECKING:
     from runtime._artifacts import ArtifactStore
+    from runtime._catalog import Catalog
     from runtime._client import SwarmClient
 
 __all__ = ["Agent", "AgentContext", "CallContext", "ToolError"]
@@ -61,6 +62,7 @@ class AgentContext:
     bus: Bus
     client: SwarmClient
     artifacts: ArtifactStore
+    catalog: Catalog
     instance_id: str
 
 

@@ -15,6 +15,7 @@ from bus import Bus, Subscription
 from protocol import AgentEvent, AgentEventNotification, AgentInstance, Unavailable
 from runtime._agent import Agent, AgentContext
 from runtime._artifacts import ArtifactStore
+from runtime._catalog import load_catalog
 from runtime._client import SwarmClient
 from runtime._liveness import LivenessRegistry
 from runtime._settings import Settings
@@ -51,6 +52,7 @@ class AgentHost:
             bus=bus,
             client=SwarmClient(bus, timeout=settings.request_timeout_s),
             artifacts=ArtifactStore(settings.artifact_url),
+            catalog=load_catalog(settings.catalog_dir),
             instance_id=self.instance_id,
         )
         self.agents = [cls(ctx) for cls in agent_classes]

@@ -8,7 +8,7 @@ from protocol.agents.conductor import (
     ListDomainsInput,
     ListDomainsOutput,
 )
-from runtime import Agent, Catalog, Domain, load_catalog, tool
+from runtime import Agent, Domain, tool
 
 
 def _info(domain: Domain) -> DomainInfo:
@@ -27,24 +27,19 @@ class ConductorAgent(Agent):
     name = "conductor"
     description = "Job intake: the domain catalogue and (later) the job state machine."
 
-    catalog: Catalog
-
-    async def start(self) -> None:
-        self.catalog = load_catalog(self.ctx.settings.catalog_dir)
-
     @tool(read_only=True)
     async def list_domains(self, params: ListDomainsInput) -> ListDomainsOutput:
         """List the trainable domains, optionally of one category, with their quality targets."""
         if params.category is None:
-            domains = list(self.catalog.domains.values())
+            domains = list(self.ctx.catalog.domains.values())
         else:
-            category = self.catalog.category(params.category)
-            domains = [self.catalog.domains[d] for d in category.domains]
+            category = self.ctx.catalog.category(params.category)
+            domains = [self.ctx.catalog.domains[d] for d in category.domains]
         return ListDomainsOutput(
-            domains=[_info(d) for d in domains], categories=list(self.catalog.categories)
+            domains=[_info(d) for d in domains], categories=list(self.ctx.catalog.categories)
         )
 
     @tool(read_only=True)
     async def describe_domain(self, params: DescribeDomainInput) -> DomainInfo:
         """Describe one domain; an unknown name fails with the closest valid names."""
-        return _info(self.catalog.domain(params.name))
+        return _info(self.ctx.catalog.domain(params.name))

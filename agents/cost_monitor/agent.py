@@ -10,7 +10,7 @@ from protocol.agents.cost_monitor import (
     PriceTableInput,
     PriceTableOutput,
 )
-from runtime import Agent, Catalog, load_catalog, tool
+from runtime import Agent, tool
 
 
 class CostMonitorAgent(Agent):
@@ -19,22 +19,17 @@ class CostMonitorAgent(Agent):
     name = "cost_monitor"
     description = "GPU prices per provider and the configured budgets."
 
-    catalog: Catalog
-
-    async def start(self) -> None:
-        self.catalog = load_catalog(self.ctx.settings.catalog_dir)
-
     @tool(read_only=True)
     async def price_table(self, params: PriceTableInput) -> PriceTableOutput:
         """GPU offers from the configured price table, cheapest first, filtered by GPU, memory or spot."""
-        if params.gpu is not None and params.gpu not in self.catalog.gpus:
-            raise InvalidParams(f"unknown GPU {params.gpu!r}", data={"known": sorted(self.catalog.gpus)})
+        if params.gpu is not None and params.gpu not in self.ctx.catalog.gpus:
+            raise InvalidParams(f"unknown GPU {params.gpu!r}", data={"known": sorted(self.ctx.catalog.gpus)})
         offers = []
-        for key, provider in self.catalog.providers.items():
+        for key, provider in self.ctx.catalog.providers.items():
             if params.spot_only and not provider.spot:
                 continue
             for gpu, price in provider.prices.items():
-                memory = self.catalog.gpus[gpu].memory_gb
+                memory = self.ctx.catalog.gpus[gpu].memory_gb
                 if (params.gpu and gpu != params.gpu) or memory < params.min_memory_gb:
                     continue
                 offers.append(
@@ -49,12 +44,12 @@ class CostMonitorAgent(Agent):
                     )
                 )
         offers.sort(key=lambda o: (o.usd_per_hour, o.provider, o.gpu))
-        return PriceTableOutput(offers=offers, local_usd_per_hour=self.catalog.local_usd_per_hour)
+        return PriceTableOutput(offers=offers, local_usd_per_hour=self.ctx.catalog.local_usd_per_hour)
 
     @tool(read_only=True)
     async def budget_limits(self, params: BudgetLimitsInput) -> BudgetLimits:
         """The configured daily, weekly and monthly budgets and their alert thresholds."""
-        b = self.catalog.budgets
+        b = self.ctx.catalog.budgets
         return BudgetLimits(
             day=b.day,
             week=b.week,

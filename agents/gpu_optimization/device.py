@@ -35,22 +35,25 @@ def _cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _cpu_profile(torch_version: str | None) -> DeviceProfile:
+    return DeviceProfile(
+        kind="cpu",
+        name=_cpu_name(),
+        memory_gb=_system_memory_gb(),
+        compute_capability=None,
+        bf16=False,
+        device_count=1,
+        cpu_threads=_cpu_threads(),
+        torch_version=torch_version,
+    )
+
+
 def profile_device() -> DeviceProfile:
     """CUDA if PyTorch sees a GPU, else Apple MPS, else the CPU (fp32 training)."""
-    threads = _cpu_threads()
     try:
         import torch
     except ImportError:
-        return DeviceProfile(
-            kind="cpu",
-            name=_cpu_name(),
-            memory_gb=_system_memory_gb(),
-            compute_capability=None,
-            bf16=False,
-            device_count=1,
-            cpu_threads=threads,
-            torch_version=None,
-        )
+        return _cpu_profile(None)
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return DeviceProfile(
@@ -60,7 +63,7 @@ def profile_device() -> DeviceProfile:
             compute_capability=f"{props.major}.{props.minor}",
             bf16=bool(torch.cuda.is_bf16_supported()),
             device_count=torch.cuda.device_count(),
-            cpu_threads=threads,
+            cpu_threads=_cpu_threads(),
             torch_version=torch.__version__,
         )
     if torch.backends.mps.is_available():
@@ -71,16 +74,7 @@ def profile_device() -> DeviceProfile:
             compute_capability=None,
             bf16=False,
             device_count=1,
-            cpu_threads=threads,
+            cpu_threads=_cpu_threads(),
             torch_version=torch.__version__,
         )
-    return DeviceProfile(
-        kind="cpu",
-        name=_cpu_name(),
-        memory_gb=_system_memory_gb(),
-        compute_capability=None,
-        bf16=False,
-        device_count=1,
-        cpu_threads=threads,
-        torch_version=torch.__version__,
-    )
+    return _cpu_profile(torch.__version__)
