@@ -106,7 +106,8 @@ class Subscription:
         self._handler = handler
         self._concurrency = concurrency
         self._burst = burst
-        self._slots = anyio.Semaphore(concurrency)
+        self._free = concurrency  # handler slots not taken by a read or a running handler
+        self._slot_freed = anyio.Event()
         self.in_flight: dict[str, Delivery] = {}
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
@@ -170,19 +171,18 @@ class Subscription:
 
     # -- reading --------------------------------------------------------------------------
     async def _take_slots(self) -> int:
-        await self._slots.acquire()
-        taken = 1
-        while taken < self._opts.batch_size:
-            try:
-                self._slots.acquire_nowait()
-            except anyio.WouldBlock:
-                break
-            taken += 1
+        """Wait for at least one free handler slot, then take as many as a read may fill."""
+        while self._free == 0:
+            self._slot_freed = anyio.Event()
+            await self._slot_freed.wait()
+        taken = min(self._free, self._opts.batch_size)
+        self._free -= taken
         return taken
 
     def _give_slots(self, n: int) -> None:
-        for _ in range(n):
-            self._slots.release()
+        if n:
+            self._free += n
+            self._slot_freed.set()
 
     async def _read_loop(self, workers: anyio.abc.TaskGroup) -> None:
         """Take free slots, fill them with reclaimed entries when a pass is due, else new ones.
@@ -341,7 +341,7 @@ class Subscription:
             log.exception("unexpected error settling a message", agent=self.agent, entry_id=entry.id)
         finally:
             self.in_flight.pop(entry.id, None)
-            self._slots.release()
+            self._give_slots(1)
             if not self.in_flight:
                 self._drained.set()
 

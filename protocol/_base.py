@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,8 +33,8 @@ StreamName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
 
 
 def new_id() -> str:
-    """A fresh random identifier (32 hex digits)."""
-    return uuid.uuid4().hex
+    """A fresh random identifier (32 hex digits, 128 random bits)."""
+    return os.urandom(16).hex()
 
 
 def now() -> float:
