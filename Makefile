@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Installed before the project so pip does not resolve torch itself: 2.13.0 is the CPU build
+# these machines carry. On a CUDA machine use e.g. `make TORCH_SPEC=torch demo`.
+TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install demo test lint bench clean
 
@@ -10,6 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -27,7 +31,8 @@ test: lint
 	$(BIN)/pytest
 
 bench: install
-	$(BIN)/python bench/bus.py
+	$(BIN)/python -m bench.bus
+	$(BIN)/python -m bench.data --catalogue
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

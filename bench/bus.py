@@ -1,6 +1,6 @@
 """Bus benchmark: this bus versus raw redis-py Streams on the same Redis, in the same run.
 
-    python bench/bus.py [--redis-url URL] [--messages N] [--round-trips M]
+    python -m bench.bus [--redis-url URL] [--messages N] [--round-trips M]
 
 Without ``--redis-url`` it starts a private redis-server on a free port. It reports one-way
 throughput (producer XADD → consumer XREADGROUP/handler/XACK) and request/reply round-trip
@@ -8,13 +8,6 @@ latency (p50, p99) for both, and the ratios. Machines are noisy: compare ratios,
 """
 
 from __future__ import annotations
-
-import os
-import sys
-
-# Run as `python bench/bus.py`, this file's folder comes first on sys.path and its own name
-# would shadow the `bus` package it measures.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import argparse
 import shutil
@@ -211,9 +204,7 @@ async def main(url: str, n: int, m: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis-url")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--round-trips", type=int, default=2_000)

@@ -210,9 +210,7 @@ class Bus:
         backoff = 0.1
         while True:
             try:
-                found = await self.transport.read(
-                    {self.keys.events: last}, count=count, block_ms=self.options.block_ms
-                )
+                found = await self.transport.read({self.keys.events: last}, count=count, block_ms=self.options.block_ms)
                 backoff = 0.1
             except Unavailable as exc:
                 log.warning("events stream unreachable, retrying", error=exc.message)

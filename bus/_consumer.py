@@ -258,9 +258,7 @@ class Subscription:
         for entry in claim.entries:
             if entry.id in self.in_flight:
                 continue  # our own slow handler's entry: it is still being worked on
-            log.info(
-                "reclaimed message", agent=self.agent, entry_id=entry.id, deliveries=counts.get(entry.id)
-            )
+            log.info("reclaimed message", agent=self.agent, entry_id=entry.id, deliveries=counts.get(entry.id))
             fresh.append((entry, counts.get(entry.id, 1)))
         return fresh
 
@@ -271,9 +269,7 @@ class Subscription:
                 entries = await self._transport.read_group(
                     self.stream, self.group, self.consumer, pending=True, count=taken, block_ms=0
                 )
-                counts = await self._transport.delivery_counts(
-                    self.stream, self.group, [e.id for e in entries]
-                )
+                counts = await self._transport.delivery_counts(self.stream, self.group, [e.id for e in entries])
             except (Unavailable, GroupMissing):
                 self._give_slots(taken)
                 return
@@ -431,9 +427,7 @@ class Subscription:
             await self._settle_reply(entry, meta, _readdress(stored.response, request_id))
         return True
 
-    async def _complete(
-        self, entry: Entry, meta: BusMeta, request_id: RequestId, response: ResponseMessage
-    ) -> None:
+    async def _complete(self, entry: Entry, meta: BusMeta, request_id: RequestId, response: ResponseMessage) -> None:
         if meta.reply_to is None:
             await self._ack(entry.id)
             return

@@ -42,9 +42,7 @@ class DeadLetter(BaseModel):
     """The original fields byte for byte, for replay."""
 
 
-def letter_fields(
-    *, stream: str, group: str, entry: Entry, consumer: str, deliveries: int, error: ErrorData
-) -> Fields:
+def letter_fields(*, stream: str, group: str, entry: Entry, consumer: str, deliveries: int, error: ErrorData) -> Fields:
     fields: Fields = {
         _META + b"stream": stream.encode(),
         _META + b"group": group.encode(),

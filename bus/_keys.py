@@ -18,9 +18,7 @@ class Keys:
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
-            raise ValueError(
-                f"invalid bus namespace {self.namespace!r}: use 1-64 letters, digits, '_', '.', '-'"
-            )
+            raise ValueError(f"invalid bus namespace {self.namespace!r}: use 1-64 letters, digits, '_', '.', '-'")
 
     def stream(self, logical: str) -> str:
         """Full key of a logical stream name such as ``reply:abc`` (as carried in ``reply_to``)."""

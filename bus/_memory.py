@@ -215,9 +215,7 @@ class MemoryTransport:
             claimed.append(Entry(entry_id, dict(state.entries[entry_id])))
         return AutoclaimResult(next_start, claimed, deleted)
 
-    async def touch(
-        self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0
-    ) -> list[str]:
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0) -> list[str]:
         grp = self._group(stream, group)
         owned = []
         for entry_id in ids:
@@ -241,9 +239,7 @@ class MemoryTransport:
             found = collect()
         return found
 
-    async def range(
-        self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
-    ) -> list[Entry]:
+    async def range(self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None) -> list[Entry]:
         lo = (0, 0) if start == "-" else _parse_id(start)
         hi = None if end == "+" else _parse_id(end)
         out = []
@@ -323,9 +319,7 @@ class MemoryTransport:
         self._ack_now(stream, group, entry_id)
         return letter_id
 
-    async def move(
-        self, src: str, entry_id: str, dst: str, fields: Mapping[bytes, bytes], *, maxlen: int
-    ) -> str:
+    async def move(self, src: str, entry_id: str, dst: str, fields: Mapping[bytes, bytes], *, maxlen: int) -> str:
         new_id = self._broker.append(dst, fields, maxlen)
         self._broker.stream(src).entries.pop(entry_id, None)
         return new_id

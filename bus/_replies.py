@@ -54,9 +54,7 @@ class ReplyRouter:
         try:
             while True:
                 try:
-                    found = await self._transport.read(
-                        {self._stream: last}, count=100, block_ms=self._options.block_ms
-                    )
+                    found = await self._transport.read({self._stream: last}, count=100, block_ms=self._options.block_ms)
                     backoff = 0.1
                 except Unavailable as exc:
                     log.warning("reply stream unreachable, retrying", error=str(exc))

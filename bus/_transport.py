@@ -91,9 +91,7 @@ class Transport(Protocol):
     ) -> AutoclaimResult:
         """Take over entries idle for at least ``min_idle_ms`` from any consumer."""
 
-    async def touch(
-        self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0
-    ) -> list[str]:
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0) -> list[str]:
         """Set the idle time of entries still owned by ``consumer``; returns the ids it owns.
 
         ``idle_ms=0`` is a heartbeat; a large value releases entries for immediate reclaim.
@@ -103,9 +101,7 @@ class Transport(Protocol):
     async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> list[tuple[str, Entry]]:
         """XREAD (no group) after the given ids."""
 
-    async def range(
-        self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
-    ) -> list[Entry]:
+    async def range(self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None) -> list[Entry]:
         """XRANGE."""
 
     async def delete_entries(self, stream: str, ids: Sequence[str]) -> int:
@@ -166,9 +162,7 @@ class Transport(Protocol):
     ) -> str:
         """Atomically write the dead letter (and an error reply), then ack the original."""
 
-    async def move(
-        self, src: str, entry_id: str, dst: str, fields: Mapping[bytes, bytes], *, maxlen: int
-    ) -> str:
+    async def move(self, src: str, entry_id: str, dst: str, fields: Mapping[bytes, bytes], *, maxlen: int) -> str:
         """Atomically append ``fields`` to ``dst`` and delete ``entry_id`` from ``src``."""
 
     # -- keys ----------------------------------------------------------------------------

@@ -92,9 +92,7 @@ class CallContext:
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         """Publish MCP-style progress for this call on the events stream."""
-        params = ProgressParams(
-            progress_token=self._progress_token(), progress=progress, total=total, message=message
-        )
+        params = ProgressParams(progress_token=self._progress_token(), progress=progress, total=total, message=message)
         await self.agent.ctx.bus.publish_event(ProgressNotification(params=params), trace_id=self.trace_id)
 
     async def job_event(self, event: JobEvent) -> None:
@@ -148,9 +146,7 @@ class Agent:
         self.log.debug("ignoring message", method=getattr(message, "method", type(message).__name__))
         return None
 
-    async def _call_tool(
-        self, request: CallToolRequest, envelope: Envelope, delivery: Delivery
-    ) -> CallToolResult:
+    async def _call_tool(self, request: CallToolRequest, envelope: Envelope, delivery: Delivery) -> CallToolResult:
         name = request.params.name
         definition = self.tools.get(name)
         if definition is None:

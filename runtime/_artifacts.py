@@ -53,9 +53,7 @@ class ArtifactStore:
         """Copy a file into the store; returns its reference."""
         return await anyio.to_thread.run_sync(self._put_stream_from_path, source, media_type)
 
-    async def put_bytes(
-        self, data: bytes, *, name: str | None = None, media_type: str | None = None
-    ) -> ArtifactRef:
+    async def put_bytes(self, data: bytes, *, name: str | None = None, media_type: str | None = None) -> ArtifactRef:
         def put() -> ArtifactRef:
             return self._put_stream(io.BytesIO(data), name, media_type)
 

@@ -42,14 +42,25 @@ class Domain(_Config):
     name: str
     category: str
     description: str
+    scope: str
     quality_target: float
     crisis_safety: bool
+
+    @property
+    def subjects(self) -> list[str]:
+        """The scope as a list of subjects."""
+        return [s.strip() for s in self.scope.split(",") if s.strip()]
+
+
+class _DomainFile(_Config):
+    description: str = Field(min_length=10)
+    scope: str = Field(min_length=10)
 
 
 class _CategoryFile(_Config):
     quality_target: float = Field(gt=0, le=100)
     crisis_safety: bool = False
-    domains: dict[str, str]
+    domains: dict[str, _DomainFile]
 
 
 class Category(_Config):
@@ -183,9 +194,7 @@ class Catalog(_Config):
 def _unknown(kind: str, name: str, known: dict[str, Any]) -> InvalidParams:
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return InvalidParams(
-        f"unknown {kind} {name!r}{hint}", data={"kind": kind, "name": name, "suggestions": close}
-    )
+    return InvalidParams(f"unknown {kind} {name!r}{hint}", data={"kind": kind, "name": name, "suggestions": close})
 
 
 def _read(directory: Path | None, filename: str) -> Any:
@@ -205,9 +214,7 @@ def _validate(model: type[BaseModel], data: Any, filename: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
         raise CatalogError(f"{filename} is invalid: {problems}") from None
 
 
@@ -232,7 +239,7 @@ def load_catalog(directory: Path | None = None) -> Catalog:
             crisis_safety=cat.crisis_safety,
             domains=tuple(cat.domains),
         )
-        for dom_name, description in cat.domains.items():
+        for dom_name, spec in cat.domains.items():
             if dom_name in domains:
                 raise CatalogError(
                     f"domains.yaml: domain {dom_name!r} is listed in both "
@@ -241,7 +248,8 @@ def load_catalog(directory: Path | None = None) -> Catalog:
             domains[dom_name] = Domain(
                 name=dom_name,
                 category=cat_name,
-                description=description,
+                description=spec.description,
+                scope=spec.scope,
                 quality_target=cat.quality_target,
                 crisis_safety=cat.crisis_safety,
             )

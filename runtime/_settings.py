@@ -36,9 +36,7 @@ def default_instance_id() -> str:
 class Settings(BaseSettings):
     """Settings of one MeeTARA process (agent, swarm or CLI)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MEETARA_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MEETARA_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     bus_url: str = "memory://default"
     """``memory://NAME`` (one process) or ``redis://[user:password@]host:port/db`` / ``rediss://…``."""

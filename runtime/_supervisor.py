@@ -22,9 +22,7 @@ log = structlog.get_logger("runtime.supervisor")
 class Supervisor:
     """Runs ``counts[name]`` processes of each agent until SIGINT/SIGTERM."""
 
-    def __init__(
-        self, settings: Settings, counts: dict[str, int], *, env: dict[str, str], python: str
-    ) -> None:
+    def __init__(self, settings: Settings, counts: dict[str, int], *, env: dict[str, str], python: str) -> None:
         self._settings = settings
         self._counts = counts
         self._env = env

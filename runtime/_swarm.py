@@ -40,9 +40,7 @@ class EmbeddedSwarm:
 
 
 @contextlib.asynccontextmanager
-async def open_swarm(
-    settings: Settings, agent_classes: Sequence[type[Agent]]
-) -> AsyncIterator[EmbeddedSwarm]:
+async def open_swarm(settings: Settings, agent_classes: Sequence[type[Agent]]) -> AsyncIterator[EmbeddedSwarm]:
     """Run ``agent_classes`` in this process on the configured bus until the block exits."""
     async with connect(settings, sender="swarm") as bus:
         host = AgentHost(bus, agent_classes, settings=settings)

@@ -16,6 +16,7 @@ def _info(domain: Domain) -> DomainInfo:
         name=domain.name,
         category=domain.category,
         description=domain.description,
+        scope=domain.scope,
         quality_target=domain.quality_target,
         crisis_safety=domain.crisis_safety,
     )
@@ -35,9 +36,7 @@ class ConductorAgent(Agent):
         else:
             category = self.ctx.catalog.category(params.category)
             domains = [self.ctx.catalog.domains[d] for d in category.domains]
-        return ListDomainsOutput(
-            domains=[_info(d) for d in domains], categories=list(self.ctx.catalog.categories)
-        )
+        return ListDomainsOutput(domains=[_info(d) for d in domains], categories=list(self.ctx.catalog.categories))
 
     @tool(read_only=True)
     async def describe_domain(self, params: DescribeDomainInput) -> DomainInfo:

@@ -123,16 +123,12 @@ class RedisTransport:
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, start: str, count: int
     ) -> AutoclaimResult:
         with translate_errors(self._raw_url):
-            reply = await self._client.xautoclaim(
-                stream, group, consumer, min_idle_ms, start_id=start, count=count
-            )
+            reply = await self._client.xautoclaim(stream, group, consumer, min_idle_ms, start_id=start, count=count)
         next_start, entries, deleted = reply[0], reply[1], reply[2] if len(reply) > 2 else []
         claimed = [_entry(raw) for raw in entries if raw is not None]
         return AutoclaimResult(_s(next_start), claimed, [_s(d) for d in deleted])
 
-    async def touch(
-        self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0
-    ) -> list[str]:
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0) -> list[str]:
         if not ids:
             return []
         with translate_errors(self._raw_url):
@@ -150,9 +146,7 @@ class RedisTransport:
         rows: Any = reply or []
         return [(_s(name), _entry(raw)) for name, entries in rows for raw in entries]
 
-    async def range(
-        self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
-    ) -> list[Entry]:
+    async def range(self, stream: str, *, start: str = "-", end: str = "+", count: int | None = None) -> list[Entry]:
         with translate_errors(self._raw_url):
             reply = await self._client.xrange(stream, start, end, count=count)
         return [_entry(raw) for raw in reply or []]
@@ -237,9 +231,7 @@ class RedisTransport:
                 results = await pipe.execute()
         return _s(results[0])
 
-    async def move(
-        self, src: str, entry_id: str, dst: str, fields: Mapping[bytes, bytes], *, maxlen: int
-    ) -> str:
+    async def move(self, src: str, entry_id: str, dst: str, fields: Mapping[bytes, bytes], *, maxlen: int) -> str:
         with translate_errors(self._raw_url):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xadd(dst, _fields(fields), maxlen=maxlen, approximate=True)

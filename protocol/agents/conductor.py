@@ -25,6 +25,8 @@ class DomainInfo(ToolModel):
     """The category it belongs to."""
     description: str
     """What conversations in this domain are about."""
+    scope: str
+    """The subjects it covers."""
     quality_target: float
     """Minimum model-QA score (percent) for deployment."""
     crisis_safety: bool

@@ -82,9 +82,7 @@ state = State()
 
 @app.callback()
 def _global_options(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML settings file (else $MEETARA_CONFIG).")
-    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file (else $MEETARA_CONFIG).")] = None,
     bus_url: Annotated[
         str | None, typer.Option("--bus-url", help="memory://NAME or redis://…  (else $MEETARA_BUS_URL).")
     ] = None,

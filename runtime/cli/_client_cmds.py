@@ -91,9 +91,7 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
 async def submit(
     domain: Annotated[str | None, typer.Option(help="Train one domain (D model).")] = None,
     category: Annotated[str | None, typer.Option(help="Train one category (C model).")] = None,
-    universal: Annotated[
-        bool, typer.Option("--universal", help="Train on all 62 domains (A and B).")
-    ] = False,
+    universal: Annotated[bool, typer.Option("--universal", help="Train on all 62 domains (A and B).")] = False,
     tier: Annotated[str, typer.Option(help="lightning, fast, balanced or quality.")] = "lightning",
     base_model: Annotated[str | None, typer.Option(help="Base model path, hub id or GGUF file.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow progress until the job ends.")] = False,

@@ -11,9 +11,7 @@ from runtime._swarm import connect
 from runtime.cli._app import app, console, run_async, state
 from runtime.cli._render import dead_letters_table
 
-dlq = typer.Typer(
-    help="Dead-lettered messages: list, replay into their inbox, or purge.", no_args_is_help=True
-)
+dlq = typer.Typer(help="Dead-lettered messages: list, replay into their inbox, or purge.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 
 

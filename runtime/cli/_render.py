@@ -53,9 +53,7 @@ def tools_table(agent: str, tools: list[ToolSpec]) -> Table:
     table.add_column("description")
     for t in tools:
         a = t.annotations
-        kind = (
-            "read-only" if a and a.read_only_hint else "destructive" if a and a.destructive_hint else "writes"
-        )
+        kind = "read-only" if a and a.read_only_hint else "destructive" if a and a.destructive_hint else "writes"
         table.add_row(t.name, kind, t.description.splitlines()[0])
     return table
 

@@ -82,9 +82,7 @@ async def up(
     agents: Annotated[
         str | None, typer.Option(help="Comma-separated agents to start (default: all installed).")
     ] = None,
-    replicas: Annotated[
-        list[str] | None, typer.Option(help="NAME=N replicas of an agent (repeatable).")
-    ] = None,
+    replicas: Annotated[list[str] | None, typer.Option(help="NAME=N replicas of an agent (repeatable).")] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for every agent to register.")] = 60.0,
 ) -> None:
     """Start every agent as its own local process against Redis (the compose swarm without Docker)."""

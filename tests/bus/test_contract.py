@@ -212,9 +212,7 @@ async def test_malformed_request_with_readable_meta_gets_an_error_reply(bus: Bus
     slot = bus._replies.expect(meta.message_id)
     async with anyio.create_task_group() as tg:
         await start(tg, bus, Worker(), "c1")
-        await bus.transport.add(
-            bus.keys.inbox("worker"), {b"magic": b"meetara", b"v": b"1", b"body": body}, maxlen=100
-        )
+        await bus.transport.add(bus.keys.inbox("worker"), {b"magic": b"meetara", b"v": b"1", b"body": body}, maxlen=100)
         with anyio.fail_after(5):
             await slot.done.wait()
         tg.cancel_scope.cancel()
@@ -434,9 +432,7 @@ async def test_events_are_tailed_by_many_watchers_from_any_point(bus: Bus) -> No
 
         tg.start_soon(watch_new)
         await anyio.sleep(0.2)
-        await bus.publish_event(
-            JobEventNotification(params=JobEvent(job_id="j1", kind="progress", progress=99))
-        )
+        await bus.publish_event(JobEventNotification(params=JobEvent(job_id="j1", kind="progress", progress=99)))
     assert new_only == [99]
 
 

@@ -21,9 +21,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn_replica(
-    url: str, namespace: str, consumer: str, markers: Path, sleep: float
-) -> subprocess.Popen[bytes]:
+def spawn_replica(url: str, namespace: str, consumer: str, markers: Path, sleep: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.bus.replica", url, namespace, consumer, str(markers), str(sleep)],
         cwd=ROOT,

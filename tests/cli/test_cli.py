@@ -15,15 +15,13 @@ import pytest
 
 from bus import Bus, open_transport
 from protocol import JobEvent, JobEventNotification, ToolModel
-from runtime import Agent, AgentHost, CallContext, LivenessRegistry, Settings, tool
+from runtime import Agent, AgentHost, CallContext, LivenessRegistry, Settings, agent_names, tool
 from tests.helpers import fast_options, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def meetara(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
+def meetara(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     clean = env or {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
     clean = {**clean, "COLUMNS": "250"}  # rich tables unwrapped, one row per line
     return subprocess.run(
@@ -113,7 +111,7 @@ def test_up_starts_every_agent_as_a_process_and_stops_them_on_sigterm(child_env:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             out = meetara("agents", "--tools", env=child_env)
-            if out.returncode == 0 and "3 live agent instance(s)" in out.stdout:
+            if out.returncode == 0 and f"{len(agent_names())} live agent instance(s)" in out.stdout:
                 break
             time.sleep(0.5)
         else:
@@ -122,15 +120,15 @@ def test_up_starts_every_agent_as_a_process_and_stops_them_on_sigterm(child_env:
             assert tool_name in out.stdout
         rows = [line.split("│") for line in out.stdout.splitlines() if line.startswith("│")]
         pids = {row[4].strip() for row in rows if row[4].strip().isdigit()}
-        assert len(pids) == 3  # three separate processes
+        assert len(pids) == len(agent_names())  # one process per agent
         call = meetara("call", "cost_monitor", "budget_limits", env=child_env)
         assert json.loads(call.stdout)["month"] == 50.0
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    assert stderr.count('"event": "agents stopped"') == 3
-    assert "3 live agent instance(s)" not in meetara("agents", env=child_env).stdout
+    assert stderr.count('"event": "agents stopped"') == len(agent_names())
+    assert "0 live agent instance(s)" in meetara("agents", env=child_env).stdout
 
 
 class FakeConductorIn(ToolModel):
@@ -157,9 +155,7 @@ class ScriptedConductor(Agent):
             await anyio.sleep(0.2)
             await ctx.job_event(JobEvent(job_id="job-42", kind="state_changed", state="train"))
             for i in range(1, 4):
-                await ctx.job_event(
-                    JobEvent(job_id="job-42", kind="progress", step="train", progress=i, total=3)
-                )
+                await ctx.job_event(JobEvent(job_id="job-42", kind="progress", step="train", progress=i, total=3))
             await ctx.job_event(JobEvent(job_id="job-42", kind="state_changed", state="done", terminal=True))
 
         await self.ctx.bus.start_task(play)
@@ -207,9 +203,7 @@ async def test_dlq_list_replay_purge(child_env: dict[str, str]) -> None:
         assert await bus.dead_letters() == []
         assert await bus.transport.length(bus.keys.inbox("conductor")) == 2
         await bus.subscribe("conductor", never, consumer="c", burst=True).run()  # type: ignore[arg-type]
-        purge = await anyio.to_thread.run_sync(
-            lambda: meetara("dlq", "purge", "--all", "--yes", env=child_env)
-        )
+        purge = await anyio.to_thread.run_sync(lambda: meetara("dlq", "purge", "--all", "--yes", env=child_env))
         assert purge.returncode == 0 and "deleted 1 dead letter(s)" in purge.stdout
 
 
@@ -292,3 +286,65 @@ async def test_sigkilled_agent_drops_out_of_the_registry_after_its_ttl(child_env
         with anyio.fail_after(10):  # TTL is 2 s in the child's settings
             while await registry.instances("conductor"):
                 await anyio.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_call_generate_in_embedded_mode_writes_a_filtered_dataset(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
+    env.update(MEETARA_DATA_DIR=str(tmp_path / "data"), MEETARA_ARTIFACT_URL=str(tmp_path / "artifacts"))
+    out = meetara(
+        "call",
+        "data_generation",
+        "generate",
+        "--args",
+        '{"domain": "mental_health", "count": 200}',
+        "--timeout",
+        "900",
+        env=env,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["reached_target"] and result["pass_rate"] >= 0.8
+    train = tmp_path / "data" / "training" / "healthcare" / "mental_health_training_data.jsonl"
+    assert result["path"] == str(train) and train.is_file()
+    assert len(train.read_text().splitlines()) + result["eval_samples"] == 200
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_call_generate_against_a_running_swarm(child_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**child_env, "MEETARA_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "up", "--agents", "data_generation,quality_assurance"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if "2 live agent instance(s)" in meetara("agents", env=env).stdout:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the data agents never registered")
+        out = meetara(
+            "call",
+            "data_generation",
+            "generate",
+            "--args",
+            '{"domain": "sleep", "count": 150}',
+            "--timeout",
+            "900",
+            env=env,
+            timeout=900,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["reached_target"] and Path(result["path"]).is_file()

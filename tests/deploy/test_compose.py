@@ -34,9 +34,7 @@ def test_compose_config_is_accepted_by_docker_compose() -> None:
         if os.environ.get("MEETARA_REQUIRE_COMPOSE"):
             pytest.fail("docker-compose is required here (MEETARA_REQUIRE_COMPOSE is set) but not installed")
         pytest.skip("docker-compose (Debian's v1 package) is not installed")
-    out = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
 
@@ -66,9 +64,7 @@ def test_gpu_agents_reserve_a_gpu() -> None:
 
 @pytest.mark.redis
 @pytest.mark.parametrize("service", sorted(agent_services()))
-def test_each_service_command_runs_as_a_local_process(
-    service: str, child_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_each_service_command_runs_as_a_local_process(service: str, child_env: dict[str, str], tmp_path: Path) -> None:
     svc = agent_services()[service]
     env = {**child_env, **{k: str(v) for k, v in svc["environment"].items()}}
     # Same command and settings as the container, pointed at the test Redis and a scratch folder.

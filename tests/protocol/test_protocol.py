@@ -62,9 +62,7 @@ def test_every_message_round_trips(message: object) -> None:
 
 def test_wire_shape_is_mcp_camel_case() -> None:
     request = CallToolRequest(id=7, params=CallToolParams(name="t", arguments={"a_b": 1}))
-    body = json.loads(
-        encode_envelope(Envelope(meta=BusMeta(sender="s", reply_to="reply:x"), message=request))
-    )
+    body = json.loads(encode_envelope(Envelope(meta=BusMeta(sender="s", reply_to="reply:x"), message=request)))
     assert body["message"] == {
         "jsonrpc": "2.0",
         "id": 7,
@@ -103,8 +101,7 @@ def test_our_tool_shapes_are_valid_mcp_types() -> None:
             "message.tools/call.params.name",
         ),
         (
-            b'{"meta":{"sender":"s","protocolVersion":"meetara/2"},"message":{"jsonrpc":"2.0","id":1,'
-            b'"method":"ping"}}',
+            b'{"meta":{"sender":"s","protocolVersion":"meetara/2"},"message":{"jsonrpc":"2.0","id":1,"method":"ping"}}',
             UnsupportedVersion,
             "meetara/2",
         ),
@@ -148,9 +145,7 @@ def test_error_mapping() -> None:
     assert data.code == INVALID_PARAMS
     assert "x" * 100 not in json.dumps(data.model_dump())  # the input is never echoed
     assert data.data == {
-        "errors": [
-            {"loc": "n", "msg": "Input should be a valid integer, unable to parse string as an integer"}
-        ]
+        "errors": [{"loc": "n", "msg": "Input should be a valid integer, unable to parse string as an integer"}]
     }
     internal = error_from_exception(ValueError("first line\nsecond line"))
     assert internal.code == INTERNAL_ERROR and internal.message == "ValueError: first line"

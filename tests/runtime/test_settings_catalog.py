@@ -11,9 +11,7 @@ from protocol import InvalidParams
 from runtime import CatalogError, Settings, load_catalog
 
 
-def test_settings_precedence_kwargs_over_env_over_yaml(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_settings_precedence_kwargs_over_env_over_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "meetara.yaml"
     config.write_text("bus_url: redis://from-yaml:6379/0\nlog_level: debug\nbus:\n  max_deliveries: 9\n")
     monkeypatch.setenv("MEETARA_BUS_URL", "redis://from-env:6379/0")
@@ -122,16 +120,15 @@ def test_unknown_names_get_did_you_mean(call, message: str) -> None:  # type: ig
         ),
         (
             "domains.yaml",
-            "categories:\n  a: {quality_target: 90, domains: {x: d}}\n"
-            "  b: {quality_target: 90, domains: {x: d}}\n",
+            "categories:\n"
+            "  a: {quality_target: 90, domains: {x: {description: about x things, scope: x and more}}}\n"
+            "  b: {quality_target: 90, domains: {x: {description: about x things, scope: x and more}}}\n",
             "listed in both",
         ),
         ("tiers.yaml", "tiers: [not, a, mapping", "not valid YAML"),
     ],
 )
-def test_broken_config_files_name_themselves(
-    tmp_path: Path, filename: str, content: str, message: str
-) -> None:
+def test_broken_config_files_name_themselves(tmp_path: Path, filename: str, content: str, message: str) -> None:
     (tmp_path / filename).write_text(content)
     with pytest.raises(CatalogError, match=message):
         load_catalog(tmp_path)

@@ -1,0 +1,264 @@
+"""The Data Generation agent's typed tool surface and its generate → filter feedback loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from agents.data_generation.compositional import CompositionalGenerator, load_common
+from agents.data_generation.dataset_files import assemble, training_paths, write_batch
+from agents.data_generation.material import load_material
+from agents.data_generation.stats import dataset_stats
+from agents.data_generation.teacher import TeacherGenerator, teacher_requirement
+from protocol import ArtifactRef, InvalidParams
+from protocol.agents.data_generation import (
+    DatasetStats,
+    DatasetStatsInput,
+    GenerateInput,
+    GenerateOutput,
+    GeneratorInfo,
+    ListGeneratorsInput,
+    ListGeneratorsOutput,
+)
+from protocol.agents.quality_assurance import FilterDatasetInput, FilterDatasetOutput
+from runtime import Agent, CallContext, Domain, ToolError, tool
+from runtime._signals import load_signals
+
+__all__ = ["DataGenerationAgent"]
+
+# Time allowed to filter one sample (embedding on a small CPU dominates), with a floor.
+_FILTER_SECONDS_PER_SAMPLE = 0.05
+
+
+class DataGenerationAgent(Agent):
+    """Writes domain conversations and keeps regenerating until QA accepts enough of them."""
+
+    name = "data_generation"
+    description = "Training conversations per domain, filtered by Quality Assurance in a feedback loop."
+    concurrency = 2
+
+    def _generator(self, params: GenerateInput, domain: Domain) -> CompositionalGenerator | TeacherGenerator:
+        settings = self.ctx.settings
+        material = load_material(domain.category, domain.name, _material_root(settings.catalog_dir))
+        signals = load_signals(settings.catalog_dir)
+        if params.generator == "teacher":
+            if params.teacher is None:
+                raise InvalidParams("the teacher generator needs `teacher` settings (gguf_path or base_url)")
+            problem = teacher_requirement(params.teacher)
+            if problem:
+                raise InvalidParams(problem)
+            return TeacherGenerator(domain, material, signals, params.teacher)
+        return CompositionalGenerator(
+            domain,
+            material,
+            load_common(_material_root(settings.catalog_dir)),
+            signals,
+            multi_turn_fraction=params.multi_turn_fraction,
+        )
+
+    @tool(idempotent=True)
+    async def generate(self, params: GenerateInput, ctx: CallContext) -> GenerateOutput:
+        """Generate a domain's training conversations, filter them through QA, and write train/eval JSONL.
+
+        Rounds continue, with new samples steered away from the topics QA rejected most, until
+        ``count`` samples pass or ``max_rounds`` is reached. The same seed gives the same data.
+        """
+        domain = self.ctx.catalog.domain(params.domain)
+        generator = self._generator(params, domain)
+        with tempfile.TemporaryDirectory(prefix=f"meetara-{domain.name}-") as tmp:
+            work = Path(tmp)
+            loop = _Loop(self, ctx, params, domain, generator, work)
+            await loop.run()
+            train_path, eval_path = training_paths(self.ctx.settings.data_dir, domain.category, domain.name)
+            n_train, n_eval = await anyio.to_thread.run_sync(
+                lambda: assemble(
+                    loop.kept_files,
+                    count=params.count,
+                    eval_fraction=params.eval_fraction,
+                    train_path=train_path,
+                    eval_path=eval_path,
+                )
+            )
+        if n_train == 0:
+            raise ToolError(
+                f"no {domain.name} samples passed QA in {loop.rounds} round(s)",
+                data={"rejections": dict(loop.rejections)},
+            )
+        dataset = await self.ctx.artifacts.put_file(train_path, media_type="application/jsonl")
+        eval_dataset = await self.ctx.artifacts.put_file(eval_path, media_type="application/jsonl")
+        stats = await anyio.to_thread.run_sync(dataset_stats, train_path)
+        return GenerateOutput(
+            dataset=dataset,
+            eval_dataset=eval_dataset,
+            path=str(train_path),
+            eval_path=str(eval_path),
+            stats=stats,
+            eval_samples=n_eval,
+            generated=loop.generated,
+            kept=loop.kept,
+            pass_rate=loop.kept / loop.generated if loop.generated else 0.0,
+            near_duplicate_rate=loop.rejections["near_duplicate"] / loop.generated if loop.generated else 0.0,
+            rejections=dict(loop.rejections),
+            rounds=loop.rounds,
+            reached_target=loop.kept >= params.count,
+        )
+
+    @tool(read_only=True)
+    async def list_generators(self, params: ListGeneratorsInput) -> ListGeneratorsOutput:
+        """The generators this agent offers and whether each can run here."""
+        teacher_problem = teacher_requirement(None)
+        return ListGeneratorsOutput(
+            generators=[
+                GeneratorInfo(
+                    name="compositional",
+                    description="Offline default: composes conversations from per-domain knowledge in configs.",
+                    available=True,
+                    requirement=None,
+                ),
+                GeneratorInfo(
+                    name="teacher",
+                    description="A teacher LLM (a GGUF file via llama-cpp-python, or an OpenAI-compatible endpoint) "
+                    "writes conversations in the same schema; malformed output is rejected.",
+                    available=teacher_problem is None,
+                    requirement=teacher_problem,
+                ),
+            ]
+        )
+
+    @tool(read_only=True)
+    async def dataset_stats(self, params: DatasetStatsInput) -> DatasetStats:
+        """Measure a dataset: sizes, emotions, topics, turn lengths and distinct 3-gram ratio."""
+        with tempfile.TemporaryDirectory(prefix="meetara-stats-") as tmp:
+            path = await self.ctx.artifacts.fetch(params.dataset, Path(tmp) / "data.jsonl")
+            try:
+                return await anyio.to_thread.run_sync(dataset_stats, path)
+            except ValueError as exc:
+                raise InvalidParams(f"not a conversation dataset: {str(exc).splitlines()[0]}") from None
+
+
+def _material_root(catalog_dir: Path | None) -> Path | None:
+    if catalog_dir is not None and (catalog_dir / "material").is_dir():
+        return catalog_dir / "material"
+    return None
+
+
+class _Loop:
+    """State of one generate → filter feedback loop."""
+
+    def __init__(
+        self,
+        agent: DataGenerationAgent,
+        ctx: CallContext,
+        params: GenerateInput,
+        domain: Domain,
+        generator: CompositionalGenerator | TeacherGenerator,
+        work: Path,
+    ) -> None:
+        self.agent = agent
+        self.ctx = ctx
+        self.params = params
+        self.domain = domain
+        self.generator = generator
+        self.work = work
+        self.kept_files: list[Path] = []
+        self.kept_refs: list[ArtifactRef] = []
+        self.kept = 0
+        self.generated = 0
+        self.rounds = 0
+        self.rejections: Counter[str] = Counter()
+        self.topic_weights: dict[str, float] | None = None
+        self._next_index = 0
+
+    async def run(self) -> None:
+        p = self.params
+        while self.kept < p.count and self.rounds < p.max_rounds:
+            self.rounds += 1
+            need = p.count - self.kept
+            rate = self.kept / self.generated if self.generated else 1.0
+            size = need if self.rounds == 1 else min(math.ceil(need / max(rate, 0.2) * 1.1) + 5, need * 5)
+            batch = self.work / f"round{self.rounds}.jsonl"
+            await self._generate(batch, size)
+            if not p.filter:
+                self.kept_files.append(batch)
+                self.kept += size
+                continue
+            await self._filter(batch, size)
+
+    async def _generate(self, batch: Path, size: int) -> None:
+        start, self._next_index = self._next_index, self._next_index + size
+        weights = self.topic_weights
+
+        def report(done: int) -> None:
+            anyio.from_thread.run(self._progress, "generate", self.kept + done)
+
+        def produce() -> int:
+            samples = (
+                self.generator.sample(self.params.seed, i, topic_weights=weights) for i in range(start, start + size)
+            )
+            return write_batch(batch, samples, progress=report)
+
+        await anyio.to_thread.run_sync(produce)
+        self.generated += size
+
+    async def _filter(self, batch: Path, size: int) -> None:
+        agent = self.agent
+        ref = await agent.ctx.artifacts.put_file(batch, media_type="application/jsonl")
+        result = await agent.ctx.client.call_model(
+            "quality_assurance",
+            "filter_dataset",
+            FilterDatasetInput(dataset=ref, domain=self.domain.name, against=self.kept_refs),
+            FilterDatasetOutput,
+            timeout=max(120.0, size * _FILTER_SECONDS_PER_SAMPLE * 4),
+            trace_id=self.ctx.trace_id,
+        )
+        kept_path = self.work / f"round{self.rounds}.kept.jsonl"
+        await agent.ctx.artifacts.fetch(result.kept, kept_path)
+        self.kept_files.append(kept_path)
+        self.kept_refs.append(result.kept)
+        self.kept += result.report.kept
+        for rule in result.report.rules:
+            self.rejections[rule.rule] += rule.rejected
+        rejections_path = await agent.ctx.artifacts.fetch(
+            result.rejections, self.work / f"round{self.rounds}.rej.jsonl"
+        )
+        self.topic_weights = await anyio.to_thread.run_sync(_topic_pass_rates, batch, rejections_path)
+        agent.log.info(
+            "round filtered",
+            domain=self.domain.name,
+            round=self.rounds,
+            generated=size,
+            kept=result.report.kept,
+            pass_rate=round(result.report.pass_rate, 3),
+        )
+        await self._progress("filter", self.kept)
+
+    async def _progress(self, stage: str, done: int) -> None:
+        await self.ctx.progress(
+            min(done, self.params.count),
+            self.params.count,
+            f"{self.domain.name}: {stage}, round {self.rounds}",
+        )
+
+
+def _topic_pass_rates(batch: Path, rejections: Path) -> dict[str, float]:
+    """Pass rate per topic in a batch: the next round draws topics in proportion to it."""
+    rejected = set()
+    with open(rejections, encoding="utf-8") as f:
+        for line in f:
+            rejected.add(json.loads(line)["id"])
+    total: Counter[str] = Counter()
+    passed: Counter[str] = Counter()
+    with open(batch, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            topic = record.get("topic") or "(none)"
+            total[topic] += 1
+            passed[topic] += record["id"] not in rejected
+    return {topic: max(passed[topic] / total[topic], 0.05) for topic in total}

@@ -1,0 +1,297 @@
+"""The offline default generator: conversations composed from per-domain knowledge.
+
+A user turn combines an optional persona, a situation, an optional feeling and a question from
+one topic of the domain; the reply acknowledges the feeling, gives two to four of the topic's
+advice points and asks a follow-up, sometimes with a referral. Crisis messages (healthcare)
+get a reply that points to emergency services and crisis lines. Every sample is a pure function
+of (domain, seed, index), so a dataset is reproducible and can be regenerated in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from agents.data_generation.material import DomainMaterial, Topic
+from protocol.datasets import ChatMessage, ConversationSample, EmpathyMarker
+from runtime import Domain
+from runtime._signals import CrisisKind, Signals
+
+__all__ = ["CommonMaterial", "CompositionalGenerator", "load_common"]
+
+
+class _EmotionLines(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    user: list[str]
+    ack: list[str]
+
+
+class _SelfHarmReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    acknowledge: list[str]
+    care: list[str]
+    urgent: list[str]
+    lines: list[str]
+    connect: list[str]
+    check: list[str]
+
+
+class _EmergencyReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    acknowledge: list[str]
+    urgent: list[str]
+    meanwhile: list[str]
+    limits: list[str]
+    check: list[str]
+
+
+class _CrisisReplies(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    self_harm: _SelfHarmReply
+    medical_emergency: _EmergencyReply
+
+
+class CommonMaterial(BaseModel):
+    """Domain-independent pieces: feelings, acknowledgements, safety notes, crisis replies."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    system_prompts: list[str]
+    emotions: dict[str, _EmotionLines]
+    validations: list[str]
+    encouragements: list[str]
+    offers: list[str]
+    second_turn_openers: list[str]
+    personas_intro: list[str]
+    safety_notes: dict[CrisisKind, list[str]]
+    crisis_replies: _CrisisReplies
+
+
+def load_common(root: Path | None = None) -> CommonMaterial:
+    base = root or Path(str(importlib.resources.files("configs"))) / "material"
+    return CommonMaterial.model_validate(yaml.safe_load((base / "_common.yaml").read_text(encoding="utf-8")))
+
+
+def _rng(*key: object) -> random.Random:
+    digest = hashlib.sha256(":".join(map(str, key)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _join_persona(intro: str, persona: str, situation: str) -> str:
+    lead = intro.format(persona=persona)
+    if lead.endswith(". "):
+        return lead + situation
+    starts_with_i = situation.startswith(("I ", "I'"))
+    return lead + (situation if starts_with_i else situation[0].lower() + situation[1:])
+
+
+class CompositionalGenerator:
+    """Composes conversations for one domain from its material."""
+
+    name = "compositional"
+
+    def __init__(
+        self,
+        domain: Domain,
+        material: DomainMaterial,
+        common: CommonMaterial,
+        signals: Signals,
+        *,
+        multi_turn_fraction: float = 0.35,
+        crisis_fraction: float = 0.06,
+    ) -> None:
+        self.domain = domain
+        self.material = material
+        self.common = common
+        self.signals = signals
+        self.multi_turn_fraction = multi_turn_fraction
+        self.crisis_fraction = crisis_fraction if material.crisis else 0.0
+        # Excitement rarely fits a request for help; it is only used when the user's own words show it.
+        self._feelings = [e for e, lines in common.emotions.items() if lines.user and e != "excited"]
+
+    def sample(self, seed: int, index: int, *, topic_weights: Mapping[str, float] | None = None) -> ConversationSample:
+        """The sample at ``index`` of the dataset with ``seed`` (topic weights steer regeneration)."""
+        rng = _rng(self.domain.name, seed, index)
+        system = rng.choice(self.common.system_prompts).format(role=self.material.role)
+        sample_id = f"{self.domain.name}-{seed}-{index:06d}"
+        if rng.random() < self.crisis_fraction:
+            line_index = rng.randrange(len(self.material.crisis))
+            line = self.material.crisis[line_index]
+            user = self._with_persona(rng, line.text)
+            return self._crisis_sample(rng, sample_id, system, user, line.kind, f"crisis:{line_index}", None)
+
+        topic = self._pick_topic(rng, topic_weights)
+        situation_index = rng.randrange(len(topic.situations))
+        user = self._user_turn(rng, topic.situations[situation_index], rng.choice(topic.questions))
+        emotion = self._emotion(rng, user)
+        if emotion != "neutral":
+            user = self._add_feeling(rng, user, emotion)
+        split_key = f"{topic.name}:{situation_index}"
+        # Material may mention warning signs (asking what a stroke looks like, say): answer the
+        # question, and still point to emergency help.
+        crisis_kind = self.signals.crisis_kind(user)
+
+        markers: set[EmpathyMarker] = set()
+        advice = list(topic.advice)
+        rng.shuffle(advice)
+        multi_turn = rng.random() < self.multi_turn_fraction and crisis_kind is None
+        first = self._reply(
+            rng, emotion, advice[: rng.randint(2, 3 if multi_turn else 4)], topic, markers, safety=crisis_kind
+        )
+        messages = [
+            ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content=user),
+            ChatMessage(role="assistant", content=first),
+        ]
+        if multi_turn:
+            follow = rng.choice(topic.user_followups)
+            if self.signals.crisis_kind(follow) is None:
+                rest = [a for a in advice if a not in first]  # advice not given yet
+                second = self._second_reply(rng, follow, rest[: rng.randint(1, 3)], topic, markers)
+                messages += [
+                    ChatMessage(role="user", content=follow),
+                    ChatMessage(role="assistant", content=second),
+                ]
+        return ConversationSample(
+            id=sample_id,
+            domain=self.domain.name,
+            category=self.domain.category,
+            messages=messages,
+            emotion=emotion,
+            empathy_markers=sorted(markers),
+            crisis=crisis_kind is not None,
+            topic=topic.name,
+            generator=self.name,
+            split_key=split_key,
+        )
+
+    # -- user side ------------------------------------------------------------------------
+    def _pick_topic(self, rng: random.Random, weights: Mapping[str, float] | None) -> Topic:
+        topics = self.material.topics
+        if not weights:
+            return rng.choice(topics)
+        return rng.choices(topics, weights=[max(weights.get(t.name, 1.0), 0.01) for t in topics])[0]
+
+    def _with_persona(self, rng: random.Random, situation: str) -> str:
+        if rng.random() < 0.5:
+            return _join_persona(rng.choice(self.common.personas_intro), rng.choice(self.material.personas), situation)
+        return situation
+
+    def _user_turn(self, rng: random.Random, situation: str, question: str) -> str:
+        return f"{self._with_persona(rng, situation)} {question}"
+
+    def _emotion(self, rng: random.Random, user: str) -> str:
+        detected = self.signals.emotion_of(user)
+        if detected is not None:
+            return detected
+        return "neutral" if rng.random() < 0.25 else rng.choice(self._feelings)
+
+    def _add_feeling(self, rng: random.Random, user: str, emotion: str) -> str:
+        lines = self.common.emotions[emotion].user
+        if not lines or self.signals.emotion_of(user) == emotion:
+            return user
+        feeling = rng.choice(lines)
+        return f"{feeling} {user}" if feeling.endswith(":") or rng.random() < 0.5 else f"{user} {feeling}"
+
+    # -- assistant side -------------------------------------------------------------------
+    def _reply(
+        self,
+        rng: random.Random,
+        emotion: str,
+        advice: Sequence[str],
+        topic: Topic,
+        markers: set[EmpathyMarker],
+        *,
+        safety: CrisisKind | None = None,
+    ) -> str:
+        opening: list[str] = []
+        if emotion != "neutral":
+            opening.append(rng.choice(self.common.emotions[emotion].ack))
+            markers.add("acknowledge_feeling")
+        if rng.random() < 0.4 or not opening:
+            opening.append(rng.choice(self.common.validations))
+            markers.add("validate")
+        body = list(advice)
+        closing: list[str] = []
+        if safety is not None:
+            closing.append(rng.choice(self.common.safety_notes[safety]))
+            markers.add("crisis_resources")
+        if rng.random() < 0.35:
+            closing.append(rng.choice(self.common.encouragements))
+            markers.add("encourage")
+        referral_odds = 0.55 if self.domain.crisis_safety else 0.3
+        if rng.random() < referral_odds:
+            closing.append(self.material.referral)
+            markers.add("refer_professional")
+        if rng.random() < 0.2:
+            closing.append(rng.choice(self.common.offers))
+            markers.add("offer_support")
+        closing.append(rng.choice(topic.followups))
+        markers.add("ask_followup")
+        return "\n\n".join(" ".join(part) for part in (opening, body, closing) if part)
+
+    def _second_reply(
+        self,
+        rng: random.Random,
+        follow: str,
+        advice: Sequence[str],
+        topic: Topic,
+        markers: set[EmpathyMarker],
+    ) -> str:
+        feeling = self.signals.emotion_of(follow)
+        if feeling is not None and self.common.emotions[feeling].ack:
+            opener = rng.choice(self.common.emotions[feeling].ack)
+            markers.add("acknowledge_feeling")
+        else:
+            opener = rng.choice(self.common.second_turn_openers)
+        parts = [opener, " ".join(advice)]
+        if rng.random() < 0.5:
+            parts.append(rng.choice(self.common.encouragements))
+            markers.add("encourage")
+        if rng.random() < 0.4:
+            parts.append(rng.choice(topic.followups))
+            markers.add("ask_followup")
+        return "\n\n".join(p for p in parts if p)
+
+    def _crisis_sample(
+        self,
+        rng: random.Random,
+        sample_id: str,
+        system: str,
+        user: str,
+        kind: CrisisKind,
+        split_key: str,
+        topic: str | None,
+    ) -> ConversationSample:
+        replies = self.common.crisis_replies
+        markers: list[EmpathyMarker] = ["acknowledge_feeling", "ask_followup", "crisis_resources"]
+        if kind == "self_harm":
+            r = replies.self_harm
+            parts = [r.acknowledge, r.care, r.urgent, r.lines, r.connect, r.check]
+            markers.append("refer_professional")
+        else:
+            e = replies.medical_emergency
+            parts = [e.acknowledge, e.urgent, e.meanwhile, e.limits, e.check]
+        chosen = [rng.choice(options) for options in parts]
+        reply = f"{chosen[0]} {chosen[1]}\n\n" + " ".join(chosen[2:-1]) + f"\n\n{chosen[-1]}"
+        return ConversationSample(
+            id=sample_id,
+            domain=self.domain.name,
+            category=self.domain.category,
+            messages=[
+                ChatMessage(role="system", content=system),
+                ChatMessage(role="user", content=user),
+                ChatMessage(role="assistant", content=reply),
+            ],
+            emotion="distressed",
+            empathy_markers=sorted(markers),
+            crisis=True,
+            topic=topic,
+            generator=self.name,
+            split_key=split_key,
+        )

@@ -1,0 +1,148 @@
+"""Data Generation and Quality Assurance as agents on an embedded swarm: the feedback loop end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.data_generation import DataGenerationAgent
+from agents.quality_assurance import QualityAssuranceAgent
+from protocol import InvalidParams, ProgressNotification
+from protocol.agents.data_generation import DatasetStats, GenerateOutput, ListGeneratorsOutput
+from protocol.agents.quality_assurance import FilterDatasetOutput
+from protocol.datasets import ConversationSample
+from runtime import open_swarm
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+AGENTS = [DataGenerationAgent, QualityAssuranceAgent]
+
+
+async def test_generate_writes_filtered_train_and_eval_splits(
+    settings_factory, memory_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(memory_url, data_dir=tmp_path / "data")
+    async with open_swarm(settings, AGENTS) as swarm:
+        since = await swarm.bus.transport.last_id(swarm.bus.keys.events)
+        out = await swarm.client.call_model(
+            "data_generation",
+            "generate",
+            {"domain": "mental_health", "count": 240, "seed": 3},
+            GenerateOutput,
+            timeout=600,
+        )
+        progress = [r async for r in _events(swarm, since) if isinstance(r, ProgressNotification)]
+    train = tmp_path / "data" / "training" / "healthcare" / "mental_health_training_data.jsonl"
+    evaluation = train.with_name("mental_health_eval_data.jsonl")
+    assert out.path == str(train) and out.eval_path == str(evaluation)
+    train_lines = train.read_text().splitlines()
+    eval_lines = evaluation.read_text().splitlines()
+    assert len(train_lines) + len(eval_lines) == 240 and out.reached_target
+    assert out.stats.samples == len(train_lines) and out.eval_samples == len(eval_lines) > 0
+    assert out.dataset.sha256 == hashlib.sha256(train.read_bytes()).hexdigest()
+    assert out.pass_rate >= 0.8 and out.rounds >= 1 and out.kept >= 240
+    assert out.stats.crisis > 0 and 0 < out.stats.distinct_3gram_ratio <= 1
+    # Evaluation situations never occur in training.
+    train_keys = {json.loads(line)["split_key"] for line in train_lines}
+    eval_keys = {json.loads(line)["split_key"] for line in eval_lines}
+    assert train_keys.isdisjoint(eval_keys)
+    for line in train_lines[:50]:
+        ConversationSample.model_validate_json(line)
+    assert progress, "generation publishes progress"
+
+
+async def test_same_seed_same_dataset(settings_factory, memory_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    digests = []
+    for run in range(2):
+        settings = settings_factory(memory_url, data_dir=tmp_path / f"run{run}")
+        async with open_swarm(settings, AGENTS) as swarm:
+            out = await swarm.client.call_model(
+                "data_generation",
+                "generate",
+                {"domain": "sleep", "count": 120, "seed": 11},
+                GenerateOutput,
+                timeout=600,
+            )
+        digests.append(out.dataset.sha256)
+    assert digests[0] == digests[1]
+
+
+async def test_filter_dataset_tool_reports_per_rule(settings_factory, memory_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    good = {
+        "id": "ok",
+        "domain": "sleep",
+        "category": "healthcare",
+        "emotion": "neutral",
+        "empathy_markers": [],
+        "crisis": False,
+        "generator": "test",
+        "messages": [
+            {"role": "system", "content": "You are MeeTARA, a caring sleep coach."},
+            {
+                "role": "user",
+                "content": "How can I build a calmer bedtime routine so I fall asleep faster at night?",
+            },
+            {
+                "role": "assistant",
+                "content": "Keep the same wake-up time every day, dim the lights an hour "
+                "before bed and swap screens for reading. What does your evening usually look like?",
+            },
+        ],
+    }
+    unsafe = json.loads(json.dumps(good))
+    unsafe["id"] = "unsafe"
+    unsafe["messages"][1]["content"] = "I can't sleep and I want to end my life, there's no point anymore."
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(good) + "\n" + json.dumps(unsafe) + "\n{broken\n")
+    settings = settings_factory(memory_url)
+    async with open_swarm(settings, AGENTS) as swarm:
+        ref = await swarm.host.agents[0].ctx.artifacts.put_file(source)
+        out = await swarm.client.call_model(
+            "quality_assurance",
+            "filter_dataset",
+            {"dataset": ref.model_dump(), "domain": "sleep"},
+            FilterDatasetOutput,
+            timeout=300,
+        )
+        with pytest.raises(InvalidParams, match="unknown domain 'slep'; did you mean 'sleep'"):
+            await swarm.client.call(
+                "quality_assurance", "filter_dataset", {"dataset": ref.model_dump(), "domain": "slep"}
+            )
+    report = out.report
+    assert (report.input, report.kept) == (3, 1)
+    rejected = {r.rule: r for r in report.rules if r.rejected}
+    assert set(rejected) == {"schema", "crisis_safety"}
+    assert rejected["crisis_safety"].examples[0].sample_id == "unsafe"
+
+
+async def test_other_tools_and_bad_input(settings_factory, memory_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(memory_url, data_dir=tmp_path / "data")
+    async with open_swarm(settings, AGENTS) as swarm:
+        generators = await swarm.client.call_model("data_generation", "list_generators", {}, ListGeneratorsOutput)
+        assert [g.name for g in generators.generators] == ["compositional", "teacher"]
+        with pytest.raises(InvalidParams, match="unknown domain 'mentl_health'"):
+            await swarm.client.call("data_generation", "generate", {"domain": "mentl_health", "count": 10})
+        with pytest.raises(InvalidParams, match="teacher generator needs"):
+            await swarm.client.call("data_generation", "generate", {"domain": "sleep", "generator": "teacher"})
+        out = await swarm.client.call_model(
+            "data_generation",
+            "generate",
+            {"domain": "programming", "count": 60, "filter": False},
+            GenerateOutput,
+            timeout=300,
+        )
+        stats = await swarm.client.call_model(
+            "data_generation", "dataset_stats", {"dataset": out.dataset.model_dump()}, DatasetStats
+        )
+    assert stats == out.stats and stats.crisis == 0 and out.rounds == 1
+
+
+async def _events(swarm, since: str):  # type: ignore[no-untyped-def]
+    import anyio
+
+    with anyio.move_on_after(2):
+        async for record in swarm.bus.events(since=since):
+            yield record.envelope.message

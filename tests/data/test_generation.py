@@ -1,0 +1,102 @@
+"""The compositional generator: valid, labelled, reproducible, varied, and safe on crisis messages."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from agents.data_generation import CompositionalGenerator, load_common, load_material
+from agents.quality_assurance.rules import check_crisis_safety, check_empathy
+from runtime import load_catalog
+from runtime._signals import load_signals
+
+CATALOG = load_catalog()
+SIGNALS = load_signals()
+COMMON = load_common()
+
+
+def generator(domain: str) -> CompositionalGenerator:
+    d = CATALOG.domain(domain)
+    return CompositionalGenerator(d, load_material(d.category, d.name), COMMON, SIGNALS)
+
+
+@pytest.mark.parametrize("domain", sorted(CATALOG.domains))
+def test_every_domain_has_valid_material(domain: str) -> None:
+    d = CATALOG.domain(domain)
+    material = load_material(d.category, d.name)
+    assert material.domain == domain
+    if d.crisis_safety:
+        kinds = Counter(line.kind for line in material.crisis)
+        assert kinds["self_harm"] >= 2 and kinds["medical_emergency"] >= 2, kinds
+    else:
+        assert material.crisis == []
+
+
+def test_same_seed_same_sample_and_different_seed_different_sample() -> None:
+    g = generator("mental_health")
+    assert g.sample(7, 123) == g.sample(7, 123)
+    assert g.sample(7, 123) != g.sample(8, 123)
+    assert [g.sample(1, i).id for i in range(3)] == [
+        "mental_health-1-000000",
+        "mental_health-1-000001",
+        "mental_health-1-000002",
+    ]
+
+
+def test_samples_are_labelled_consistently_with_their_text() -> None:
+    g = generator("stress_management")
+    samples = [g.sample(0, i) for i in range(600)]
+    assert {s.domain for s in samples} == {"stress_management"}
+    multi = [s for s in samples if len(s.turns("user")) > 1]
+    assert 0.2 < len(multi) / len(samples) < 0.5
+    for s in samples:
+        if s.emotion not in ("neutral", "distressed"):
+            assert "acknowledge_feeling" in s.empathy_markers
+            assert SIGNALS.acknowledges_feeling(s.turns("assistant")[0])
+        assert check_empathy(s, SIGNALS) is None, s.id
+        assert check_crisis_safety(s, SIGNALS) is None, s.id
+    emotions = Counter(s.emotion for s in samples)
+    assert len(emotions) >= 10  # the label set is really used
+
+
+def test_crisis_messages_get_real_help() -> None:
+    g = generator("mental_health")
+    crisis = [s for s in (g.sample(3, i) for i in range(800)) if s.crisis]
+    assert len(crisis) >= 20
+    kinds = Counter(SIGNALS.crisis_kind(s.turns("user")[0]) for s in crisis)
+    assert kinds["self_harm"] > 0
+    for s in crisis:
+        reply = s.turns("assistant")[0]
+        assert s.emotion == "distressed" and "crisis_resources" in s.empathy_markers
+        assert SIGNALS.points_to_real_help(reply) and not SIGNALS.diagnoses(reply)
+        assert len(s.turns("user")) == 1
+
+
+def test_non_crisis_domains_never_produce_crisis_samples() -> None:
+    g = generator("programming")
+    assert not any(g.sample(0, i).crisis for i in range(300))
+
+
+def test_topic_weights_steer_the_mix() -> None:
+    g = generator("sleep")
+    topics = [t.name for t in g.material.topics]
+    favoured = {topics[0]: 1.0, **{t: 0.05 for t in topics[1:]}}
+    drawn = Counter(g.sample(0, i, topic_weights=favoured).topic for i in range(400))
+    assert drawn[topics[0]] > 0.5 * sum(drawn.values())
+
+
+def test_common_material_agrees_with_the_signals_qa_checks() -> None:
+    """Every acknowledgement is recognised as one, and every voiced feeling as its own emotion."""
+    for emotion, lines in COMMON.emotions.items():
+        for ack in lines.ack:
+            assert SIGNALS.acknowledges_feeling(ack), ack
+        for user in lines.user:
+            assert SIGNALS.emotion_of(user) == emotion, user
+    for opener in COMMON.second_turn_openers:
+        assert SIGNALS.acknowledges_feeling(opener), opener
+    for kind in ("self_harm", "medical_emergency"):
+        for ack in getattr(COMMON.crisis_replies, kind).acknowledge:
+            assert SIGNALS.acknowledges_feeling(ack), ack
+        for note in COMMON.safety_notes[kind]:  # type: ignore[index]
+            assert SIGNALS.points_to_real_help(note), note
