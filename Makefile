@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # Installed before the project so pip does not resolve torch itself: 2.13.0 is the CPU build
 # these machines carry. On a CUDA machine use e.g. `make TORCH_SPEC=torch demo`.
 TORCH_SPEC ?= torch==2.13.0
+# llama-cpp-python builds from source; its multimodal part is not needed and halves the build.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: install demo test lint bench clean
 

@@ -66,9 +66,7 @@ def one_domain(domain: Domain, n: int, work: Path) -> None:
     print(f"  generate          : {n / gen_s:8.0f} samples/s")
     print(f"  filter (all rules): {n / filter_s:8.1f} samples/s   (embedding model load {load_s:.1f} s, once)")
     print(f"  pass rate         : {report.pass_rate:.3f}   near-duplicate rate {report.near_duplicate_rate:.3f}")
-    print(
-        f"  distinct 3-grams  : {stats.distinct_3grams} ({stats.distinct_3gram_ratio:.3f} of all 3-grams, kept data)"
-    )
+    print(f"  distinct 3-grams  : {stats.distinct_3grams} ({stats.distinct_3gram_ratio:.3f} of all 3-grams, kept data)")
     for rule in report.rules:
         if rule.rejected:
             print(f"    rejected by {rule.rule:16s}: {rule.rejected}")

@@ -16,7 +16,7 @@ from protocol.agents.quality_assurance import FilterDatasetOutput
 from protocol.datasets import ConversationSample
 from runtime import open_swarm
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 
 AGENTS = [DataGenerationAgent, QualityAssuranceAgent]
 

@@ -20,6 +20,7 @@ MIN_PASS_RATE = 0.80
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_every_domain_generates_200_samples_that_pass_qa(tmp_path: Path) -> None:
     catalog = load_catalog()
     signals = load_signals()

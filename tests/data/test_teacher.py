@@ -90,3 +90,18 @@ def test_requirements_are_explained() -> None:
     assert "not both" in (teacher_requirement(both) or "")
     missing_key = TeacherSettings(base_url="http://x/v1", api_key_env="MEETARA_SURELY_UNSET_KEY")
     assert "is not set" in (teacher_requirement(missing_key) or "")
+
+
+@pytest.mark.slow
+def test_gguf_teacher_runs_through_llama_cpp_and_rejects_off_schema_output() -> None:
+    """A 135M model is no teacher: what matters is that its off-schema JSON is counted, not kept."""
+    from runtime._base_model import default_base_gguf
+
+    settings = TeacherSettings(gguf_path=str(default_base_gguf()), max_tokens=96, temperature=0.7)
+    assert teacher_requirement(settings) is None
+    domain = load_catalog().domain("sleep")
+    gen = TeacherGenerator(domain, load_material("healthcare", "sleep"), load_signals(), settings)
+    samples = [gen.sample(0, i) for i in range(2)]
+    for s in samples:
+        assert s is None or s.generator == "teacher"
+    assert gen.malformed == sum(s is None for s in samples)
