@@ -35,6 +35,7 @@ test: lint
 bench: install
 	$(BIN)/python -m bench.bus
 	$(BIN)/python -m bench.data --catalogue
+	$(BIN)/python -m bench.train
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

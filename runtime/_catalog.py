@@ -96,6 +96,7 @@ class TrainingDefaults(_Config):
 
 class Gpu(_Config):
     memory_gb: float = Field(gt=0)
+    peak_tflops: float = Field(gt=0)
 
 
 class Provider(_Config):

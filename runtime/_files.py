@@ -6,10 +6,13 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write"]
+from pydantic import BaseModel
+
+__all__ = ["atomic_path", "atomic_write", "utc_now_iso", "write_json"]
 
 
 @contextlib.contextmanager
@@ -31,3 +34,34 @@ def atomic_write(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that wants a file name (GGUF writers, llama.cpp).
+
+    On success the file is fsynced and renamed over ``path``; on any error it is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, model: BaseModel) -> None:
+    """A pydantic model as indented JSON, atomically."""
+    with atomic_write(path) as f:
+        f.write(model.model_dump_json(indent=2))
+
+
+def utc_now_iso() -> str:
+    """Now, as ISO 8601 UTC with seconds (the timestamps in metadata and reports)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

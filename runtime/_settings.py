@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     """Root of ``data/training`` and ``data/models``."""
     models_dir: Path = Path("models")
     """Root of the deployed model layout."""
+    model_cache_dir: Path | None = None
+    """Converted base models (a GGUF base is dequantized once); ``None``: ``{data_dir}/cache/base_models``."""
     log_format: Literal["auto", "json", "console"] = "auto"
     """``auto``: pretty on a terminal, one JSON object per line otherwise (containers)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -62,6 +64,10 @@ class Settings(BaseSettings):
     """An instance that has not refreshed its liveness record for this long is gone."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """On SIGTERM, in-flight work gets this long to finish before it is released to replicas."""
+
+    @property
+    def model_cache(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "cache" / "base_models"
 
     @classmethod
     def settings_customise_sources(

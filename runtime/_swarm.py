@@ -10,6 +10,7 @@ import anyio
 
 from bus import Bus, open_transport
 from runtime._agent import Agent
+from runtime._artifacts import ArtifactStore
 from runtime._client import SwarmClient
 from runtime._host import AgentHost
 from runtime._settings import Settings
@@ -37,6 +38,8 @@ class EmbeddedSwarm:
     bus: Bus
     client: SwarmClient
     host: AgentHost
+    artifacts: ArtifactStore
+    """The swarm's artifact store, for putting inputs and reading results."""
 
 
 @contextlib.asynccontextmanager
@@ -46,7 +49,8 @@ async def open_swarm(settings: Settings, agent_classes: Sequence[type[Agent]]) -
         host = AgentHost(bus, agent_classes, settings=settings)
         await bus.start_task(host.run)
         try:
-            yield EmbeddedSwarm(bus, SwarmClient(bus, timeout=settings.request_timeout_s), host)
+            client = SwarmClient(bus, timeout=settings.request_timeout_s)
+            yield EmbeddedSwarm(bus, client, host, ArtifactStore(settings.artifact_url))
         finally:
             host.stop()
             with anyio.CancelScope(shield=True):

@@ -1,4 +1,4 @@
-"""GPU Optimization: the training host (device profile now; planning and training later)."""
+"""GPU Optimization: the training host (device profile, run planning, LoRA training, provider pricing)."""
 
 from agents.gpu_optimization.agent import GpuOptimizationAgent
 from agents.gpu_optimization.device import profile_device

@@ -1,23 +1,165 @@
-"""The GPU Optimization agent's typed tool surface."""
+"""The GPU Optimization agent's typed tool surface: device profile, planning, training, pricing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 
 from agents.gpu_optimization.device import profile_device
-from protocol.agents.gpu_optimization import DeviceProfile, ProfileDeviceInput
-from runtime import Agent, tool
+from agents.gpu_optimization.planning import plan_training, recommend_provider
+from agents.gpu_optimization.trainer import TrainingProgress, TrainingRun, TrainingStopped, run_training
+from agents.llm.adapter_file import read_adapter
+from agents.llm.base_model import resolve_base_model
+from agents.llm.layout import domains_of, trained_dir
+from protocol import JobEvent
+from protocol.agents.gpu_optimization import (
+    DeviceProfile,
+    ProfileDeviceInput,
+    RecommendProviderInput,
+    RecommendProviderOutput,
+    TrainingPlan,
+    TrainInput,
+    TrainOutput,
+)
+from runtime import Agent, AgentContext, CallContext, ToolError, tool
+
+__all__ = ["GpuOptimizationAgent"]
+
+
+def _run_key(params: TrainInput, plan: TrainingPlan, base_identity: str) -> str:
+    """What makes two runs the same run (and a checkpoint resumable): data, base, hyper-parameters."""
+    essentials = plan.model_dump(exclude={"device", "reasons", "micro_batch", "grad_accumulation", "probe_micro_batch"})
+    key = {
+        "dataset": params.dataset.sha256,
+        "eval": params.eval_dataset.sha256 if params.eval_dataset else None,
+        "warm_start": params.warm_start.sha256 if params.warm_start else None,
+        "base": base_identity,
+        "plan": essentials,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 class GpuOptimizationAgent(Agent):
-    """The training host: knows its device."""
+    """The training host: knows its device, plans runs for it, trains LoRA adapters."""
 
     name = "gpu_optimization"
-    description = "The GPU host: device profile (training arrives with the model issue)."
+    description = "The GPU host: device profile, run planning, LoRA training with checkpoints, provider pricing."
     concurrency = 1
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self._stopping = threading.Event()
+
+    async def stop(self) -> None:
+        # A running training loop checkpoints at its next step and ends; the job can resume elsewhere.
+        self._stopping.set()
+        await super().stop()
 
     @tool(read_only=True)
     async def profile_device(self, params: ProfileDeviceInput) -> DeviceProfile:
         """Detect this instance's accelerator: kind, name, memory, compute capability, bf16, threads."""
         # Importing torch and querying CUDA can take seconds; keep the event loop free.
         return await anyio.to_thread.run_sync(profile_device)
+
+    @tool(read_only=True)
+    async def plan_training(self, params: TrainInput) -> TrainingPlan:
+        """The run configuration this instance would use for a job (precision, batch, steps…) and why."""
+        domains_of(params.scope, params.target, self.ctx.catalog)
+        device = await anyio.to_thread.run_sync(profile_device)
+        return plan_training(params, device, self.ctx.catalog)
+
+    @tool(read_only=True)
+    async def recommend_provider(self, params: RecommendProviderInput) -> RecommendProviderOutput:
+        """Cheapest cloud GPU offer that fits a plan's memory need and the provider's session limit."""
+        return recommend_provider(params, self.ctx.catalog)
+
+    @tool(idempotent=True)
+    async def train(self, params: TrainInput, ctx: CallContext) -> TrainOutput:
+        """LoRA-train the base model on a dataset; resumes from the run's latest checkpoint.
+
+        Conversations are packed into rows and only assistant tokens carry loss. Progress (step,
+        loss, tokens/s, ETA) is published every few seconds.
+        """
+        catalog, settings = self.ctx.catalog, self.ctx.settings
+        domains_of(params.scope, params.target, catalog)
+        base = resolve_base_model(params.base_model)
+        device = await anyio.to_thread.run_sync(profile_device)
+        plan = plan_training(params, device, catalog)
+        run_dir = trained_dir(settings.data_dir, params.scope, params.target, catalog)
+        inputs = run_dir / "inputs"
+        train_path = await self.ctx.artifacts.fetch(params.dataset, inputs / "train.jsonl")
+        eval_path = (
+            await self.ctx.artifacts.fetch(params.eval_dataset, inputs / "eval.jsonl") if params.eval_dataset else None
+        )
+        warm = None
+        if params.warm_start is not None:
+            warm_path = await self.ctx.artifacts.fetch(params.warm_start, inputs / "warm_start.safetensors")
+            warm = await anyio.to_thread.run_sync(read_adapter, warm_path)
+        base_identity = await anyio.to_thread.run_sync(base.identity)
+        run = TrainingRun(
+            plan=plan,
+            base=base,
+            cache_dir=settings.model_cache,
+            run_dir=run_dir,
+            train_path=train_path,
+            eval_path=eval_path,
+            run_key=_run_key(params, plan, base_identity),
+            warm_start=warm,
+            resume=params.resume,
+        )
+
+        async def publish(p: TrainingProgress) -> None:
+            message = f"step {p.step}/{p.max_steps} loss {p.loss:.4f} {p.tokens_per_second:.0f} tok/s"
+            await ctx.progress(p.step, p.max_steps, message)
+            if params.job_id is not None:
+                data = {"loss": p.loss, "tokens_per_second": p.tokens_per_second, "eta_s": p.eta_s}
+                event = JobEvent(
+                    job_id=params.job_id,
+                    kind="progress",
+                    step="train",
+                    progress=p.step,
+                    total=p.max_steps,
+                    message=message,
+                    data=data,
+                )
+                await ctx.job_event(event)
+
+        def on_progress(p: TrainingProgress) -> None:
+            anyio.from_thread.run(publish, p)
+
+        self.log.info("training", target=params.target, scope=params.scope, base=base.name, plan=plan.reasons)
+        try:
+            result = await anyio.to_thread.run_sync(
+                lambda: run_training(run, on_progress=on_progress, should_stop=self._stopping.is_set)
+            )
+        except TrainingStopped as exc:
+            raise ToolError(f"{exc}; re-run the step to resume", data={"step": exc.step}) from exc
+        adapter = await self.ctx.artifacts.put_file(result.adapter_path, media_type="application/safetensors")
+        self.log.info(
+            "trained",
+            target=params.target,
+            steps=result.metrics.steps,
+            eval_loss_base=result.metrics.eval_loss_base,
+            eval_loss=result.metrics.eval_loss,
+            tokens_per_second=round(result.metrics.tokens_per_second, 1),
+        )
+        return TrainOutput(
+            adapter=adapter,
+            adapter_dir=str(run_dir),
+            base_model=base.location,
+            base_sha256=base_identity if base.kind == "gguf" else None,
+            plan=plan.model_copy(
+                update={
+                    "micro_batch": result.metrics.micro_batch,
+                    "grad_accumulation": result.metrics.grad_accumulation,
+                }
+            ),
+            metrics=result.metrics,
+            resumed_from_step=result.resumed_from_step,
+            warm_started=warm is not None,
+        )

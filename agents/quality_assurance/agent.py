@@ -10,12 +10,25 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from agents.llm.base_model import load_tokenizer, resolve_base_model
+from agents.llm.chat_format import encode_conversation, load_conversations
+from agents.llm.layout import model_layouts
 from agents.quality_assurance.data_filter import ALL_RULES, DataFilter
+from agents.quality_assurance.model_checks import load_model_quality
+from agents.quality_assurance.model_validation import ModelUnderTest, validate_model_files
 from agents.quality_assurance.relevance import DomainReferences, Embedder, default_embedder
 from agents.quality_assurance.thresholds import load_thresholds
 from protocol import InvalidParams
-from protocol.agents.quality_assurance import FilterDatasetInput, FilterDatasetOutput, FilterReport
+from protocol.agents.gguf_creation import ModelMetadata
+from protocol.agents.quality_assurance import (
+    FilterDatasetInput,
+    FilterDatasetOutput,
+    FilterReport,
+    ValidateModelInput,
+    ValidateModelOutput,
+)
 from runtime import Agent, CallContext, tool
+from runtime._files import utc_now_iso, write_json
 from runtime._signals import load_signals
 
 __all__ = ["QualityAssuranceAgent"]
@@ -27,10 +40,13 @@ def _count_lines(path: Path) -> int:
 
 
 class QualityAssuranceAgent(Agent):
-    """The gate: filters training data now; validates models before deploy (model issue)."""
+    """The gate: filters training data, and validates models before they may be deployed."""
 
     name = "quality_assurance"
-    description = "Data filtering (duplicates, length, PII, crisis safety, empathy, relevance) and QA reports."
+    description = (
+        "Data filtering (duplicates, length, PII, crisis safety, empathy, relevance) and model validation "
+        "(GGUF format, llama.cpp loading, held-out perplexity, generations, crisis replies)."
+    )
     concurrency = 2
 
     _relevance: tuple[Embedder, DomainReferences] | None = None
@@ -108,3 +124,85 @@ class QualityAssuranceAgent(Agent):
             pass_rate=round(report.pass_rate, 3),
         )
         return FilterDatasetOutput(kept=kept, rejections=rejections, report=report)
+
+    @tool(idempotent=True)
+    async def validate_model(self, params: ValidateModelInput, ctx: CallContext) -> ValidateModelOutput:
+        """Validate a model's GGUF files through llama.cpp; the go/no-go gate before deploy.
+
+        Checks: GGUF header and tensors, hashes against the metadata, loading (base + adapter and
+        the merged file), held-out perplexity of the adapted model against the base (must improve by
+        the configured margin), replies that are non-empty, not degenerate and stop at the
+        end-of-turn token, safe crisis replies for crisis-sensitive domains. The score (percent of
+        checks passed) is compared with the category's quality target. The report is written
+        beside the model.
+        """
+        catalog, settings = self.ctx.catalog, self.ctx.settings
+        try:
+            metadata = ModelMetadata.model_validate_json(await self.ctx.artifacts.read_bytes(params.metadata))
+        except ValueError as exc:
+            raise InvalidParams(f"the metadata is not valid model metadata: {exc}") from exc
+        target_name = metadata.domain or metadata.category or "universal"
+        layout = next(
+            item for item in model_layouts(metadata.scope, target_name, catalog) if item.model_id == metadata.model_id
+        )
+        domains = [catalog.domain(d) for d in metadata.domains]
+        target = min(catalog.category(d.category).quality_target for d in domains)
+        crisis = any(d.crisis_safety for d in domains)
+        base = resolve_base_model(params.base_model)
+        if base.gguf_path is None:
+            raise InvalidParams("model QA runs through llama.cpp and needs the base model as a GGUF file")
+        settings_quality = load_model_quality(settings.catalog_dir)
+        signals = load_signals(settings.catalog_dir)
+        with tempfile.TemporaryDirectory(prefix="meetara-model-qa-") as tmp:
+            work = Path(tmp)
+            files: dict[str, Path] = {}
+            for file in metadata.files:
+                if file.kind in ("adapter", "merged") and file.artifact is not None:
+                    files[file.kind] = await self.ctx.artifacts.fetch(file.artifact, work / Path(file.path).name)
+            eval_path = await self.ctx.artifacts.fetch(params.eval_dataset, work / "eval.jsonl")
+
+            def prepare() -> ModelUnderTest:
+                tokenizer = load_tokenizer(base, settings.model_cache)
+                conversations = list(load_conversations(eval_path))
+                samples = []
+                for messages in conversations[: params.max_eval_samples]:
+                    encoded = encode_conversation(tokenizer, messages, max_tokens=1024)
+                    if encoded is not None:
+                        samples.append(encoded)
+                prompts = [m[:2] for m in conversations if m[0]["role"] == "system" and m[1]["role"] == "user"]
+                system = (
+                    conversations[0][0]["content"] if conversations and conversations[0][0]["role"] == "system" else ""
+                )
+                return ModelUnderTest(
+                    metadata=metadata,
+                    base_gguf=base.gguf_path,  # type: ignore[arg-type]
+                    adapter=files.get("adapter"),
+                    merged=files.get("merged"),
+                    eval_samples=samples,
+                    prompts=prompts[: params.generation_prompts],
+                    crisis_system_prompt=system if crisis else None,
+                    target=target,
+                )
+
+            model = await anyio.to_thread.run_sync(prepare)
+            if not model.eval_samples:
+                raise InvalidParams("the evaluation dataset has no usable conversations")
+
+            def progress(message: str) -> None:
+                anyio.from_thread.run(ctx.progress, 0, None, message)
+
+            report = await anyio.to_thread.run_sync(
+                lambda: validate_model_files(model, settings_quality, signals, utc_now_iso(), progress)
+            )
+        report_path = settings.models_dir / layout.folder / layout.qa_report_name
+        await anyio.to_thread.run_sync(write_json, report_path, report)
+        ref = await self.ctx.artifacts.put_file(report_path, media_type="application/json")
+        self.log.info(
+            "model validated",
+            model=report.model_id,
+            passed=report.passed,
+            score=report.score,
+            perplexity_base=report.perplexity_base,
+            perplexity_adapted=report.perplexity_adapted,
+        )
+        return ValidateModelOutput(report=report, report_path=str(report_path), report_artifact=ref)

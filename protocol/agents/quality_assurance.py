@@ -1,4 +1,4 @@
-"""Tool models of the Quality Assurance agent (data side)."""
+"""Tool models of the Quality Assurance agent (data and model sides)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from protocol._base import ToolModel
 from protocol._tools import ArtifactRef
 
 __all__ = [
+    "CheckedFile",
     "DataRule",
     "FilterDatasetInput",
     "FilterDatasetOutput",
     "FilterReport",
+    "ModelQAReport",
+    "QACheck",
     "RejectionExample",
     "RuleReport",
+    "ValidateModelInput",
+    "ValidateModelOutput",
 ]
 
 DataRule = Literal[
@@ -89,3 +94,88 @@ class FilterDatasetOutput(ToolModel):
     """JSONL of ``{id, rule, reason}`` per rejected sample."""
     report: FilterReport
     """Counts, examples and pass rate."""
+
+
+class ValidateModelInput(ToolModel):
+    """Arguments of ``quality_assurance.validate_model``."""
+
+    job_id: str | None = Field(default=None, max_length=200)
+    """Job whose events carry this step's progress."""
+    metadata: ArtifactRef
+    """The model's metadata JSON (from ``gguf_creation.create_gguf``); it lists the files to check."""
+    eval_dataset: ArtifactRef
+    """Held-out conversations of the model's domain(s)."""
+    base_model: str | None = Field(default=None, max_length=1024)
+    """The base GGUF the adapter applies to; ``None``: the pip-shipped SmolLM2."""
+    max_eval_samples: int = Field(default=48, ge=1, le=5000)
+    """Held-out conversations used for perplexity."""
+    generation_prompts: int = Field(default=4, ge=1, le=50)
+    """Held-out user turns used for generation checks."""
+
+
+class QACheck(ToolModel):
+    """One check's outcome."""
+
+    name: str
+    """What was checked (``adapter_loads``, ``perplexity_improves``, ``generation_stops[2]``…)."""
+    passed: bool
+    """Whether it passed."""
+    detail: str
+    """The measurement or the reason."""
+    value: float | None = None
+    """The measured number, when there is one."""
+
+
+class CheckedFile(ToolModel):
+    """A file QA examined."""
+
+    path: str
+    """Where it was."""
+    kind: str
+    """``adapter`` or ``merged``."""
+    sha256: str
+    """Hex SHA-256 of the examined content."""
+
+
+class ModelQAReport(ToolModel):
+    """``{name}_qa_report.json``: the go/no-go decision before deploy."""
+
+    model_id: str
+    """Model identifier."""
+    passed: bool
+    """Every critical check passed and the score reaches the target."""
+    score: float
+    """Percentage of checks passed."""
+    target: float
+    """The category's quality target (percent)."""
+    checks: list[QACheck]
+    """Each check."""
+    reasons: list[str]
+    """Why it failed (empty when it passed)."""
+    perplexity_base: float | None
+    """Held-out perplexity of the base model (assistant tokens), through llama.cpp."""
+    perplexity_adapted: float | None
+    """Held-out perplexity of base + adapter GGUF, through llama.cpp."""
+    perplexity_merged: float | None
+    """Held-out perplexity of the merged quantized GGUF, through llama.cpp."""
+    first_token_ms: float | None
+    """Time to the first generated token of the merged model (median over prompts)."""
+    tokens_per_second: float | None
+    """Generation speed of the merged model."""
+    samples: list[dict[str, str]]
+    """Prompt/reply pairs the generation checks saw."""
+    files: list[CheckedFile]
+    """The files examined, by hash (deploy refuses files QA never saw)."""
+    created_at: str
+    """ISO 8601 UTC."""
+
+
+class ValidateModelOutput(ToolModel):
+    """Result of ``quality_assurance.validate_model``."""
+
+    report: ModelQAReport
+    """The report."""
+    report_path: str
+    """Where the report JSON was written (beside the model)."""
+    report_artifact: ArtifactRef
+    """The report JSON in the artifact store."""

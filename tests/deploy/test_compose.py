@@ -55,8 +55,9 @@ def test_redis_keeps_an_append_only_file_and_has_a_healthcheck() -> None:
         assert {"artifacts", "data", "models"} <= volumes
 
 
-def test_gpu_agents_reserve_a_gpu() -> None:
-    svc = agent_services()["gpu-optimization"]
+@pytest.mark.parametrize("service", ["gpu-optimization", "gguf-creation"])
+def test_gpu_agents_reserve_a_gpu(service: str) -> None:
+    svc = agent_services()[service]
     (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
     assert "deploy" not in agent_services()["conductor"]

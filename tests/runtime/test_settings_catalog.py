@@ -113,8 +113,9 @@ def test_unknown_names_get_did_you_mean(call, message: str) -> None:  # type: ig
         ),
         (
             "providers.yaml",
-            "gpus: {T4: {memory_gb: 16}, V100: {memory_gb: 16}, A100: {memory_gb: 40}, "
-            "RTX_4090: {memory_gb: 24}}\nproviders:\n  x: {display_name: X, spot: true, "
+            "gpus: {T4: {memory_gb: 16, peak_tflops: 65}, V100: {memory_gb: 16, peak_tflops: 125}, "
+            "A100: {memory_gb: 40, peak_tflops: 312}, "
+            "RTX_4090: {memory_gb: 24, peak_tflops: 165}}\nproviders:\n  x: {display_name: X, spot: true, "
             "prices: {Z80: 1.0}}\nlocal: {}\n",
             "prices unknown GPUs",
         ),

@@ -1,0 +1,173 @@
+"""A Hugging Face llama model (base or merged) → a full GGUF file that llama.cpp runs.
+
+The tokenizer travels as GGUF metadata: copied verbatim from the base GGUF when there is one
+(so the merged model tokenizes exactly like its base), or built from a Hugging Face BPE tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from agents.gguf_creation.adapter_gguf import LlamaShape
+from agents.llm.gguf_names import gguf_tensor_name, permute_rows_for_rope
+from protocol import InvalidParams
+from runtime._files import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+__all__ = [
+    "MetadataValue",
+    "llama_shape",
+    "tokenizer_metadata_from_gguf",
+    "tokenizer_metadata_from_hf",
+    "write_model_gguf",
+]
+
+ModelDType = Literal["F16", "F32"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataValue:
+    """One GGUF key/value with its type (arrays name their element type)."""
+
+    key: str
+    value: Any
+    type: Any
+    sub_type: Any = None
+
+
+def llama_shape(config: PretrainedConfig) -> LlamaShape:
+    return LlamaShape(
+        n_blocks=config.num_hidden_layers,
+        n_head=config.num_attention_heads,
+        n_head_kv=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+    )
+
+
+def tokenizer_metadata_from_gguf(path: Path) -> list[MetadataValue]:
+    """Every ``tokenizer.*`` key of a GGUF file, with its type."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    values = []
+    for field in reader.fields.values():
+        if not field.name.startswith("tokenizer."):
+            continue
+        main = field.types[0]
+        sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
+        values.append(MetadataValue(field.name, field.contents(), main, sub))
+    if not any(v.key == "tokenizer.ggml.tokens" for v in values):
+        raise InvalidParams(f"{path.name} carries no tokenizer")
+    return values
+
+
+def tokenizer_metadata_from_hf(tokenizer: PreTrainedTokenizerBase) -> list[MetadataValue]:
+    """GGUF ``gpt2`` (byte-level BPE) tokenizer metadata from a Hugging Face fast tokenizer."""
+    import gguf
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise InvalidParams("only fast (tokenizers-backed) tokenizers can be exported to GGUF")
+    spec = json.loads(backend.to_str())
+    if spec["model"]["type"] != "BPE":
+        raise InvalidParams(f"only BPE tokenizers can be exported to GGUF, not {spec['model']['type']}")
+    vocab: dict[str, int] = tokenizer.get_vocab()
+    tokens = [""] * (max(vocab.values()) + 1)
+    for token, index in vocab.items():
+        tokens[index] = token
+    special = {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
+    added = {t["content"] for t in spec.get("added_tokens", [])}
+    types = [
+        gguf.TokenType.CONTROL if t in special else gguf.TokenType.USER_DEFINED if t in added else gguf.TokenType.NORMAL
+        for t in tokens
+    ]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
+    values = [
+        MetadataValue("tokenizer.ggml.model", "gpt2", gguf.GGUFValueType.STRING),
+        MetadataValue("tokenizer.ggml.pre", "default", gguf.GGUFValueType.STRING),
+        MetadataValue("tokenizer.ggml.tokens", tokens, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING),
+        MetadataValue(
+            "tokenizer.ggml.token_type", [int(t) for t in types], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32
+        ),
+        MetadataValue("tokenizer.ggml.merges", merges, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING),
+    ]
+    for role in ("bos", "eos", "unk", "pad"):
+        token_id = getattr(tokenizer, f"{role}_token_id", None)
+        if token_id is not None:
+            values.append(MetadataValue(f"tokenizer.ggml.{role}_token_id", int(token_id), gguf.GGUFValueType.UINT32))
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str):
+        values.append(MetadataValue("tokenizer.chat_template", template, gguf.GGUFValueType.STRING))
+    return values
+
+
+def _llama_metadata(writer: Any, config: PretrainedConfig, file_type: int) -> None:
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer.add_file_type(file_type)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(head_dim)
+    rope_theta = getattr(config, "rope_theta", None)
+    if rope_theta is None:
+        rope_theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+    writer.add_rope_freq_base(float(rope_theta))
+
+
+def write_model_gguf(
+    state: dict[str, torch.Tensor],
+    config: PretrainedConfig,
+    tokenizer: list[MetadataValue],
+    path: Path,
+    *,
+    name: str,
+    dtype: ModelDType = "F16",
+) -> None:
+    """Write a llama model's weights (Hugging Face names) as a GGUF file, atomically.
+
+    Matrices are stored in ``dtype``; norms and other vectors stay F32 as llama.cpp expects.
+    """
+    import gguf
+
+    if getattr(config, "model_type", None) != "llama":
+        raise InvalidParams(f"GGUF export supports llama models, not {getattr(config, 'model_type', None)!r}")
+    shape = llama_shape(config)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    file_type = gguf.LlamaFileType.MOSTLY_F16 if dtype == "F16" else gguf.LlamaFileType.ALL_F32
+    with atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        writer.add_type(gguf.GGUFType.MODEL)
+        writer.add_name(name)
+        _llama_metadata(writer, config, int(file_type))
+        for value in tokenizer:
+            writer.add_key_value(value.key, value.value, value.type, sub_type=value.sub_type)
+        for hf_name in sorted(state):
+            if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
+                continue
+            data = state[hf_name].detach().to("cpu").float().numpy()
+            if hf_name.endswith("self_attn.q_proj.weight"):
+                data = permute_rows_for_rope(data, shape.n_head)
+            elif hf_name.endswith("self_attn.k_proj.weight"):
+                data = permute_rows_for_rope(data, shape.n_head_kv)
+            as_f16 = dtype == "F16" and data.ndim == 2
+            writer.add_tensor(
+                gguf_tensor_name(hf_name, shape.n_blocks),
+                np.ascontiguousarray(data.astype(np.float16 if as_f16 else np.float32)),
+                raw_dtype=gguf.GGMLQuantizationType.F16 if as_f16 else gguf.GGMLQuantizationType.F32,
+            )
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()

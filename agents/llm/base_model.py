@@ -1,0 +1,186 @@
+"""Resolving and loading a base model: a GGUF file, a local Hugging Face folder or a hub id."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from protocol import InvalidParams, MeetaraError
+from runtime._base_model import default_base_gguf
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "BaseModel",
+    "CorruptModelFile",
+    "file_sha256",
+    "load_base_model",
+    "load_tokenizer",
+    "resolve_base_model",
+]
+
+GGUF_MAGIC = b"GGUF"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+class CorruptModelFile(MeetaraError):
+    """A model file exists but cannot be read as what it claims to be."""
+
+
+@dataclass(frozen=True, slots=True)
+class BaseModel:
+    """Where a base model comes from.
+
+    ``gguf``: a GGUF file (transformers dequantizes it to float on load);
+    ``folder``: a local Hugging Face model folder (safetensors only);
+    ``hub``: a hub id, for users whose machines reach a hub.
+    """
+
+    kind: Literal["gguf", "folder", "hub"]
+    location: str
+    name: str
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.location) if self.kind == "gguf" else None
+
+    def identity(self) -> str:
+        """sha256 of a GGUF file; the location otherwise (folders and hub ids are named, not hashed)."""
+        return file_sha256(Path(self.location)) if self.kind == "gguf" else self.location
+
+
+def resolve_base_model(source: str | None) -> BaseModel:
+    """``None`` → the pip-shipped SmolLM2-135M-Instruct GGUF; a ``.gguf`` path; a folder; a hub id.
+
+    Raises:
+        InvalidParams: the path does not exist, or a GGUF file does not start with the GGUF magic.
+    """
+    if source is None or source == "default":
+        path = default_base_gguf()
+        return BaseModel(kind="gguf", location=str(path), name=path.stem)
+    if "\x00" in source:
+        raise InvalidParams("base model path contains a NUL byte")
+    path = Path(source).expanduser()
+    if source.endswith(".gguf"):
+        if not path.is_file():
+            raise InvalidParams(f"base model GGUF file not found: {path}")
+        with open(path, "rb") as f:
+            if f.read(4) != GGUF_MAGIC:
+                raise InvalidParams(f"base model file is not GGUF (bad magic): {path}")
+        return BaseModel(kind="gguf", location=str(path.resolve()), name=path.stem)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InvalidParams(f"base model folder has no config.json: {path}")
+        return BaseModel(kind="folder", location=str(path.resolve()), name=path.name)
+    if not _HUB_ID.fullmatch(source):
+        raise InvalidParams(f"base model not found: {source} (not a .gguf file, a model folder or a hub id)")
+    return BaseModel(kind="hub", location=source, name=source.rsplit("/", 1)[-1])
+
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+_sha_lock = threading.Lock()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, remembered per (path, size, mtime) so big base files hash once."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _sha_lock:
+        if key in _sha_cache:
+            return _sha_cache[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    with _sha_lock:
+        _sha_cache[key] = digest.hexdigest()
+    return _sha_cache[key]
+
+
+def _converted_folder(base: BaseModel, cache_dir: Path) -> Path:
+    """A safetensors copy of a GGUF base, made once: dequantizing a GGUF on every load is slow."""
+    assert base.gguf_path is not None
+    target = cache_dir / file_sha256(base.gguf_path)[:24]
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(base.gguf_path.parent), base.gguf_path.name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        raise CorruptModelFile(f"cannot load base model {base.gguf_path}: {exc}") from exc
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".convert-"))
+    try:
+        _save_plain(model, tmp)
+        tokenizer.save_pretrained(tmp)
+        with contextlib.suppress(FileExistsError, OSError):
+            os.rename(tmp, target)  # a concurrent converter may have won; its copy is as good
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _save_plain(model: PreTrainedModel, folder: Path) -> None:
+    """Save a GGUF-loaded (already dequantized) model as an ordinary float safetensors folder.
+
+    transformers refuses ``save_pretrained`` on models it loaded from GGUF, so the config is
+    saved without its GGUF quantization entry and the weights with safetensors directly.
+    """
+    from safetensors.torch import save_file
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(folder)
+    state = model.state_dict()
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # shared with the embedding; safetensors stores it once
+    save_file(
+        {k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"}
+    )
+
+
+def _source(base: BaseModel, cache_dir: Path) -> str:
+    return str(_converted_folder(base, cache_dir)) if base.kind == "gguf" else base.location
+
+
+def load_tokenizer(base: BaseModel, cache_dir: Path) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer (with its chat template)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_source(base, cache_dir), trust_remote_code=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidParams(f"base model {base.name} has no chat template; an instruct model is required")
+    return tokenizer
+
+
+def load_base_model(base: BaseModel, cache_dir: Path, *, dtype: torch.dtype, device: str = "cpu") -> PreTrainedModel:
+    """The base model as a transformers causal LM, weights in ``dtype`` on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
+    if base.kind != "hub":
+        kwargs["use_safetensors"] = True  # never unpickle weights from a folder
+    try:
+        model = AutoModelForCausalLM.from_pretrained(_source(base, cache_dir), **kwargs)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise CorruptModelFile(f"cannot load base model {base.location}: {exc}") from exc
+    if getattr(model.config, "model_type", None) != "llama":
+        raise InvalidParams(f"base model {base.name} is {model.config.model_type!r}; llama architectures only")
+    model.to(device)  # type: ignore[arg-type]  # transformers types .to() narrowly
+    return cast("PreTrainedModel", model)

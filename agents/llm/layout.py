@@ -1,0 +1,91 @@
+"""Where models live: the training folder of a run and the deployed-model layout (MISSION.md).
+
+```
+data/models/trained/{category}/{domain}/                  adapter, checkpoints (domain scope)
+data/models/trained/{category}/_category/                 category scope
+data/models/trained/universal/                            universal scope
+models/D_domain_specific/{category}/meetara_{domain}_{quant}.gguf      + {domain}_metadata.json
+models/C_category_specific/{category}/meetara_{category}_category_{quant}.gguf
+models/A_universal_full/meetara_universal_full_{quant}.gguf
+models/B_universal_lite/meetara_universal_lite_{quant}.gguf
+models/gguf/{production,development,legacy}/{model_id}/{version}/
+```
+Every name here comes from the catalog (validated names), never from free text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import InvalidParams
+from runtime._catalog import Catalog
+
+__all__ = ["ModelLayout", "domains_of", "model_layouts", "trained_dir"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLayout:
+    """One model's folder (relative to the models folder) and file names."""
+
+    model_id: str
+    folder: Path
+    metadata_name: str
+    lite: bool = False
+
+    def model_file(self, quant: str) -> str:
+        return f"{self.model_id}_{quant.lower()}.gguf"
+
+    def adapter_file(self, dtype: str) -> str:
+        return f"{self.model_id}_lora_{dtype.lower()}.gguf"
+
+    @property
+    def qa_report_name(self) -> str:
+        return self.metadata_name.replace("_metadata.json", "_qa_report.json")
+
+
+def _check_scope(scope: str, target: str, catalog: Catalog) -> None:
+    if scope == "domain":
+        catalog.domain(target)
+    elif scope == "category":
+        catalog.category(target)
+    elif scope != "universal" or target != "universal":
+        raise InvalidParams(f"scope {scope!r} with target {target!r}: the universal scope takes target 'universal'")
+
+
+def domains_of(scope: str, target: str, catalog: Catalog) -> list[str]:
+    """The domains whose data a model of this scope is trained on."""
+    _check_scope(scope, target, catalog)
+    if scope == "domain":
+        return [target]
+    if scope == "category":
+        return [d.name for d in catalog.domains.values() if d.category == target]
+    return list(catalog.domains)
+
+
+def trained_dir(data_dir: Path, scope: str, target: str, catalog: Catalog) -> Path:
+    _check_scope(scope, target, catalog)
+    root = data_dir / "models" / "trained"
+    if scope == "domain":
+        return root / catalog.domain(target).category / target
+    if scope == "category":
+        return root / target / "_category"
+    return root / "universal"
+
+
+def model_layouts(scope: str, target: str, catalog: Catalog) -> list[ModelLayout]:
+    """The model(s) a job of this scope produces: one, or for universal the full (A) and lite (B) pair."""
+    _check_scope(scope, target, catalog)
+    if scope == "domain":
+        category = catalog.domain(target).category
+        return [ModelLayout(f"meetara_{target}", Path("D_domain_specific") / category, f"{target}_metadata.json")]
+    if scope == "category":
+        return [
+            ModelLayout(
+                f"meetara_{target}_category", Path("C_category_specific") / target, f"{target}_category_metadata.json"
+            )
+        ]
+    return [
+        ModelLayout("meetara_universal_full", Path("A_universal_full"), "universal_full_metadata.json"),
+        ModelLayout("meetara_universal_lite", Path("B_universal_lite"), "universal_lite_metadata.json", lite=True),
+    ]

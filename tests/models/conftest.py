@@ -1,0 +1,44 @@
+"""Model-test fixtures: a tiny llama GGUF and one conversion cache for the whole session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.data_generation import CompositionalGenerator, load_common, load_material
+from runtime import load_catalog
+from runtime._signals import load_signals
+from tests.tiny_model import build_tiny_gguf
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+
+
+def write_conversations(path: Path, domain: str, start: int, count: int, seed: int = 0) -> Path:
+    """Compositional conversations (no QA filter) as JSONL."""
+    catalog = load_catalog()
+    d = catalog.domain(domain)
+    generator = CompositionalGenerator(d, load_material(d.category, d.name), load_common(), load_signals())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(start, start + count):
+            f.write(generator.sample(seed, i).model_dump_json(exclude_none=True) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def conversations(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(train, eval) JSONL for general_health: 160 and 24 conversations."""
+    folder = tmp_path_factory.mktemp("conversations")
+    return (
+        write_conversations(folder / "train.jsonl", "general_health", 0, 160),
+        write_conversations(folder / "eval.jsonl", "general_health", 10_000, 24),
+    )

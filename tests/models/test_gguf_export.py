@@ -1,0 +1,153 @@
+"""GGUF files from our writers, checked against transformers + peft through llama.cpp itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.gguf_creation.adapter_gguf import write_adapter_gguf
+from agents.gguf_creation.model_gguf import (
+    llama_shape,
+    tokenizer_metadata_from_gguf,
+    tokenizer_metadata_from_hf,
+    write_model_gguf,
+)
+from agents.gguf_creation.quantize import quantization_types, quantize
+from agents.gpu_optimization.trainer import run_training
+from agents.llm.adapter_file import AdapterFile, apply_adapter, read_adapter
+from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
+from agents.quality_assurance.model_validation import gguf_format_problems
+from protocol import InvalidParams
+from tests.models.training_helpers import tiny_run
+
+pytestmark = pytest.mark.timeout(600)
+
+CONVERSATION = [
+    {"role": "system", "content": "You are a supportive general health assistant."},
+    {"role": "user", "content": "I get headaches most afternoons at work and I am worried about it."},
+    {"role": "assistant", "content": "That sounds uncomfortable. Regular breaks, water and a check-up can help."},
+]
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> AdapterFile:
+    train, _ = conversations
+    run = tiny_run(tiny_gguf, model_cache, tmp_path_factory.mktemp("run"), train, None, max_steps=8)
+    return read_adapter(run_training(run).adapter_path)
+
+
+@pytest.fixture(scope="module")
+def token_ids(tiny_gguf: Path, model_cache: Path) -> list[int]:
+    tokenizer = load_tokenizer(resolve_base_model(str(tiny_gguf)), model_cache)
+    ids = tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False)
+    return list(ids)
+
+
+def llama_logits(model: Path, ids: list[int], lora: Path | None = None) -> np.ndarray:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(model), lora_path=str(lora) if lora else None, n_ctx=256, logits_all=True, verbose=False)
+    llm.eval(ids)
+    return np.asarray(llm.scores[: len(ids)], dtype=np.float64)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    return float((a.argmax(-1) == b.argmax(-1)).mean()), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def torch_logits(model, ids: list[int]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    with torch.no_grad():
+        return model(torch.tensor([ids]), use_cache=False).logits[0].double().numpy()  # type: ignore[no-any-return]
+
+
+def test_our_model_writer_matches_transformers_exactly(
+    tiny_gguf: Path, model_cache: Path, token_ids: list[int]
+) -> None:
+    model = load_base_model(resolve_base_model(str(tiny_gguf)), model_cache, dtype=torch.float32)
+    top1, corr = agreement(torch_logits(model, token_ids), llama_logits(tiny_gguf, token_ids))
+    assert top1 == 1.0 and corr > 0.99999
+
+
+def test_adapter_gguf_changes_llama_cpp_output_as_peft_changes_transformers(
+    tiny_gguf: Path, model_cache: Path, trained_adapter: AdapterFile, token_ids: list[int], tmp_path: Path
+) -> None:
+    base = load_base_model(resolve_base_model(str(tiny_gguf)), model_cache, dtype=torch.float32)
+    shape = llama_shape(base.config)
+    before = torch_logits(base, token_ids)
+    adapted = apply_adapter(base, trained_adapter)
+    after = torch_logits(adapted, token_ids)
+    path = tmp_path / "adapter.gguf"
+    pairs = write_adapter_gguf(trained_adapter, path, shape=shape, name="test adapter")
+    assert pairs == 2 * 7  # two blocks, seven linear layers each
+    assert gguf_format_problems(path, "adapter") == []
+
+    base_cpp = llama_logits(tiny_gguf, token_ids)
+    adapted_cpp = llama_logits(tiny_gguf, token_ids, lora=path)
+    top1, corr = agreement(after, adapted_cpp)
+    assert top1 >= 0.95 and corr > 0.999, (top1, corr)
+    delta_corr = np.corrcoef((after - before).ravel(), (adapted_cpp - base_cpp).ravel())[0, 1]
+    assert delta_corr > 0.99  # the adapter moves llama.cpp's logits the way it moves peft's
+    assert np.abs(after - before).mean() > 0.05  # and it does move them
+
+    f32 = tmp_path / "adapter-f32.gguf"
+    write_adapter_gguf(trained_adapter, f32, shape=shape, name="test adapter", dtype="F32")
+    assert f32.stat().st_size > path.stat().st_size * 1.8
+    assert agreement(after, llama_logits(tiny_gguf, token_ids, lora=f32))[1] > 0.999
+
+
+def test_merged_f16_and_quantized_models_agree_with_the_adapted_model(
+    tiny_gguf: Path, model_cache: Path, trained_adapter: AdapterFile, token_ids: list[int], tmp_path: Path
+) -> None:
+    base = load_base_model(resolve_base_model(str(tiny_gguf)), model_cache, dtype=torch.float32)
+    adapted = apply_adapter(base, trained_adapter)
+    after = torch_logits(adapted, token_ids)
+    merged = adapted.merge_and_unload()
+    f16 = tmp_path / "merged-f16.gguf"
+    write_model_gguf(merged.state_dict(), merged.config, tokenizer_metadata_from_gguf(tiny_gguf), f16, name="m")
+    assert gguf_format_problems(f16, "merged") == []
+    top1, corr = agreement(after, llama_logits(f16, token_ids))
+    assert top1 >= 0.95 and corr > 0.999, (top1, corr)
+
+    q8 = tmp_path / "merged-q8_0.gguf"
+    quantize(f16, q8, "Q8_0")
+    assert q8.stat().st_size < f16.stat().st_size
+    assert agreement(after, llama_logits(q8, token_ids))[1] > 0.99
+    assert {"Q4_K_M", "Q8_0", "Q3_K_S", "F16"} <= set(quantization_types())
+    with pytest.raises(InvalidParams, match="unknown quantization"):
+        quantize(f16, tmp_path / "x.gguf", "Q9_Z")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_tokenizer_exported_from_a_hugging_face_folder_tokenizes_like_transformers(
+    tiny_gguf: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    from llama_cpp import Llama
+
+    base = resolve_base_model(str(tiny_gguf))
+    tokenizer = load_tokenizer(base, model_cache)
+    model = load_base_model(base, model_cache, dtype=torch.float32)
+    path = tmp_path / "from-hf.gguf"
+    write_model_gguf(
+        model.state_dict(), model.config, tokenizer_metadata_from_hf(tokenizer), path, name="hf", dtype="F32"
+    )
+    llm = Llama(model_path=str(path), n_ctx=64, verbose=False, vocab_only=True)
+    for text in ("Hello world", "Drink water, rest and see a doctor if it persists.", "<|im_start|>user\nhi<|im_end|>"):
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text)["input_ids"]
+
+
+def test_a_corrupt_gguf_is_named_in_the_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 40)
+    problems = gguf_format_problems(bad, "merged")
+    assert problems and "broken.gguf" in problems[0]
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"PK\x03\x04 a zip, not a model")
+    with pytest.raises(InvalidParams, match=r"not GGUF.*fake\.gguf"):
+        resolve_base_model(str(fake))
+    with pytest.raises(InvalidParams, match="not found"):
+        resolve_base_model(str(tmp_path / "missing.gguf"))

@@ -1,0 +1,183 @@
+"""train -> create_gguf -> validate_model -> deploy as tool calls on an embedded swarm."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agents.data_generation import DataGenerationAgent
+from agents.gguf_creation import GgufCreationAgent
+from agents.gpu_optimization import GpuOptimizationAgent
+from agents.quality_assurance import QualityAssuranceAgent
+from protocol import InvalidParams, ProgressNotification
+from protocol.agents.data_generation import GenerateOutput
+from protocol.agents.gguf_creation import CreateGgufOutput, DeployOutput, ListModelsOutput
+from protocol.agents.gpu_optimization import TrainingPlan, TrainOutput
+from protocol.agents.quality_assurance import ValidateModelOutput
+from runtime import open_swarm
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(1500)]
+
+AGENTS = [GpuOptimizationAgent, GgufCreationAgent, QualityAssuranceAgent]
+LONG = 1200.0
+
+
+async def test_the_chain_on_the_tiny_model_ends_at_a_qa_refusal(  # type: ignore[no-untyped-def]
+    settings_factory,
+    memory_url: str,
+    tmp_path: Path,
+    tiny_gguf: Path,
+    model_cache: Path,
+    conversations: tuple[Path, Path],
+) -> None:
+    """A random 2-layer model can be made to beat its own base, but it cannot chat: QA must say no."""
+    train, evaluation = conversations
+    settings = settings_factory(memory_url, model_cache_dir=model_cache)
+    async with open_swarm(settings, AGENTS) as swarm:
+        artifacts = swarm.artifacts
+        dataset, eval_dataset = await artifacts.put_file(train), await artifacts.put_file(evaluation)
+        job = {
+            "target": "general_health",
+            "dataset": dataset.model_dump(by_alias=True),
+            "eval_dataset": eval_dataset.model_dump(by_alias=True),
+            "base_model": str(tiny_gguf),
+            "training": {"max_steps": 8, "effective_batch": 4, "learning_rate": 2e-3},
+        }
+        plan = await swarm.client.call_model("gpu_optimization", "plan_training", job, TrainingPlan)
+        assert plan.max_steps == 8 and plan.precision == "fp32"
+        since = await swarm.bus.transport.last_id(swarm.bus.keys.events)
+        trained = await swarm.client.call_model("gpu_optimization", "train", job, TrainOutput, timeout=LONG)
+        assert trained.metrics.eval_loss < trained.metrics.eval_loss_base  # type: ignore[operator]
+        assert trained.adapter_dir.endswith("models/trained/healthcare/general_health")
+
+        created = await swarm.client.call_model(
+            "gguf_creation",
+            "create_gguf",
+            {
+                "target": "general_health",
+                "adapter": trained.adapter.model_dump(by_alias=True),
+                "base_model": str(tiny_gguf),
+                "training": trained.metrics.model_dump(),
+            },
+            CreateGgufOutput,
+            timeout=LONG,
+        )
+        (model,) = created.models
+        folder = settings.models_dir / "D_domain_specific" / "healthcare"
+        assert {Path(f.path).name for f in model.files} == {
+            "meetara_general_health_lora_f16.gguf",
+            "meetara_general_health_q4_k_m.gguf",
+        }
+        assert Path(model.metadata_path) == folder / "general_health_metadata.json"
+        metadata = json.loads(Path(model.metadata_path).read_text())
+        assert metadata["lora"]["r"] == 8 and metadata["training"]["steps"] == 8
+        assert all(f["sha256"] and f["size"] > 0 for f in metadata["files"])
+
+        validated = await swarm.client.call_model(
+            "quality_assurance",
+            "validate_model",
+            {
+                "metadata": model.metadata.model_dump(by_alias=True),
+                "eval_dataset": eval_dataset.model_dump(by_alias=True),
+                "base_model": str(tiny_gguf),
+                "max_eval_samples": 8,
+                "generation_prompts": 2,
+            },
+            ValidateModelOutput,
+            timeout=LONG,
+        )
+        report = validated.report
+        assert Path(validated.report_path) == folder / "general_health_qa_report.json"
+        names = {c.name: c.passed for c in report.checks}
+        assert names["adapter_format"] and names["merged_format"] and names["adapted_loads"] and names["merged_loads"]
+        assert names["perplexity_improves"]
+        assert report.perplexity_adapted < report.perplexity_base  # type: ignore[operator]
+        assert not report.passed and report.reasons and report.score < report.target
+        assert any(not ok for name, ok in names.items() if "crisis" in name or "reply" in name)
+
+        with pytest.raises(InvalidParams, match="QA did not pass"):
+            await swarm.client.call(
+                "gguf_creation",
+                "deploy",
+                {
+                    "metadata": model.metadata.model_dump(by_alias=True),
+                    "qa_report": validated.report_artifact.model_dump(by_alias=True),
+                },
+            )
+        listed = await swarm.client.call_model("gguf_creation", "list_models", {}, ListModelsOutput)
+        assert listed.models == [] and not (settings.models_dir / "gguf").exists()
+        progress = []
+        with anyio.move_on_after(2):
+            async for record in swarm.bus.events(since=since):
+                if isinstance(record.envelope.message, ProgressNotification):
+                    progress.append(record.envelope.message)
+        assert any("loss" in (p.params.message or "") for p in progress)
+
+
+@pytest.mark.slow
+async def test_general_health_on_smollm2_is_trained_converted_validated_and_deployed(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str, tmp_path: Path, model_cache: Path
+) -> None:
+    """The issue's done-when: real data, the pip-shipped base, a model that beats it and is deployed."""
+    settings = settings_factory(memory_url, model_cache_dir=model_cache)
+    async with open_swarm(settings, [DataGenerationAgent, *AGENTS]) as swarm:
+        data = await swarm.client.call_model(
+            "data_generation",
+            "generate",
+            {"domain": "general_health", "count": 300, "seed": 1},
+            GenerateOutput,
+            timeout=LONG,
+        )
+        job = {
+            "target": "general_health",
+            "dataset": data.dataset.model_dump(by_alias=True),
+            "eval_dataset": data.eval_dataset.model_dump(by_alias=True),
+            "training": {"max_steps": 16, "effective_batch": 4, "learning_rate": 5e-4},
+        }
+        trained = await swarm.client.call_model("gpu_optimization", "train", job, TrainOutput, timeout=LONG)
+        created = await swarm.client.call_model(
+            "gguf_creation",
+            "create_gguf",
+            {
+                "target": "general_health",
+                "adapter": trained.adapter.model_dump(by_alias=True),
+                "training": trained.metrics.model_dump(),
+                "data_stats": data.stats.model_dump(),
+            },
+            CreateGgufOutput,
+            timeout=LONG,
+        )
+        (model,) = created.models
+        adapter = next(f for f in model.files if f.kind == "adapter")
+        assert adapter.size < 12_000_000  # a few MB, applied on the shared base at run time
+        validated = await swarm.client.call_model(
+            "quality_assurance",
+            "validate_model",
+            {
+                "metadata": model.metadata.model_dump(by_alias=True),
+                "eval_dataset": data.eval_dataset.model_dump(by_alias=True),
+            },
+            ValidateModelOutput,
+            timeout=LONG,
+        )
+        report = validated.report
+        failed = [f"{c.name}: {c.detail}" for c in report.checks if not c.passed]
+        assert report.passed, (failed, report.samples)
+        assert report.perplexity_adapted < report.perplexity_base  # type: ignore[operator]
+        deployed = await swarm.client.call_model(
+            "gguf_creation",
+            "deploy",
+            {
+                "metadata": model.metadata.model_dump(by_alias=True),
+                "qa_report": validated.report_artifact.model_dump(by_alias=True),
+            },
+            DeployOutput,
+        )
+    assert deployed.entry.lane == "production" and deployed.entry.version == "v1"
+    manifest = json.loads((settings.models_dir / "manifest.json").read_text())
+    assert [m["model_id"] for m in manifest["models"]] == ["meetara_general_health"]
+    for f in deployed.entry.files:
+        assert (settings.models_dir / f.path).is_file()

@@ -1,0 +1,166 @@
+"""The training loop on the tiny model: learning, progress, checkpoints, resume after a kill, planning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.gpu_optimization.checkpoints import latest_checkpoint, load_checkpoint
+from agents.gpu_optimization.planning import plan_training, recommend_provider
+from agents.gpu_optimization.trainer import TrainingProgress, TrainingStopped, probe_micro_batch, run_training
+from agents.llm.adapter_file import read_adapter
+from protocol import MeetaraError
+from protocol.agents.gpu_optimization import DeviceProfile, RecommendProviderInput, TrainInput
+from runtime import load_catalog
+from tests.models.training_helpers import PLACEHOLDER, tiny_run
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_training_lowers_held_out_loss_and_reports_progress(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, evaluation = conversations
+    seen: list[TrainingProgress] = []
+    result = run_training(
+        tiny_run(tiny_gguf, model_cache, tmp_path / "run", train, evaluation, max_steps=8),
+        on_progress=seen.append,
+    )
+    m = result.metrics
+    assert m.steps == 8 and m.eval_loss is not None and m.eval_loss_base is not None
+    assert m.eval_loss < m.eval_loss_base - 0.5, (m.eval_loss_base, m.eval_loss)
+    assert m.trained_tokens < m.tokens  # prompts carry no loss
+    assert m.padding_fraction < 0.25  # packed rows are mostly real tokens
+    assert seen and seen[-1].step == 8 and seen[-1].tokens_per_second > 0
+    adapter = read_adapter(result.adapter_path)
+    assert adapter.rank == 8 and adapter.base_model == str(tiny_gguf.resolve())
+    assert {"q_proj", "v_proj", "down_proj"} <= set(adapter.target_modules)
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()  # peft's own layout for users
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints") is not None
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_where_an_unbroken_run_ends(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, _ = conversations
+    run_dir = tmp_path / "killed"
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.models.kill_during_training",
+            str(tiny_gguf),
+            str(model_cache),
+            str(run_dir),
+            str(train),
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert load_checkpoint(latest_checkpoint(run_dir / "checkpoints")).step == 4  # type: ignore[arg-type]
+
+    resumed = run_training(tiny_run(tiny_gguf, model_cache, run_dir, train, None))
+    assert resumed.resumed_from_step == 4
+    assert [step for step, _ in resumed.metrics.loss_curve] == [1, 2, 3, 4, 5, 6]
+
+    unbroken = run_training(tiny_run(tiny_gguf, model_cache, tmp_path / "unbroken", train, None))
+    assert unbroken.resumed_from_step is None
+    a, b = read_adapter(resumed.adapter_path), read_adapter(unbroken.adapter_path)
+    for key, tensor in b.tensors.items():
+        torch.testing.assert_close(a.tensors[key], tensor, atol=1e-5, rtol=1e-4)
+
+
+def test_stop_request_checkpoints_and_a_different_run_never_resumes_it(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, _ = conversations
+    run = tiny_run(tiny_gguf, model_cache, tmp_path / "run", train, None, checkpoint_every=5)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    with pytest.raises(TrainingStopped) as stopped:
+        run_training(run, should_stop=stop)
+    assert stopped.value.step == 3
+    assert load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints")).step == 3  # type: ignore[arg-type]
+    other = tiny_run(tiny_gguf, model_cache, tmp_path / "run", train, None, checkpoint_every=5)
+    other = type(other)(**{**{f: getattr(other, f) for f in other.__dataclass_fields__}, "run_key": "another-dataset"})
+    assert run_training(other).resumed_from_step is None
+
+
+def test_micro_batch_probe_halves_on_out_of_memory() -> None:
+    tried = []
+
+    def attempt(size: int) -> None:
+        tried.append(size)
+        if size > 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    assert probe_micro_batch(attempt, 32) == 4
+    assert tried == [32, 16, 8, 4]
+
+    def broken(size: int) -> None:
+        raise ValueError("a bug, not memory")
+
+    with pytest.raises(ValueError):
+        probe_micro_batch(broken, 8)
+
+    def never_fits(size: int) -> None:
+        raise torch.cuda.OutOfMemoryError("out of memory")
+
+    with pytest.raises(MeetaraError, match="does not fit"):
+        probe_micro_batch(never_fits, 4)
+
+
+def _device(kind: str, bf16: bool = False, memory: float = 16.0) -> DeviceProfile:
+    return DeviceProfile(
+        kind=kind,  # type: ignore[arg-type]
+        name=f"test {kind}",
+        memory_gb=memory,
+        compute_capability="8.0" if bf16 else "7.0",
+        bf16=bf16,
+        device_count=1,
+        cpu_threads=2,
+        torch_version=torch.__version__,
+    )
+
+
+def test_precision_and_batching_follow_the_device() -> None:
+    catalog = load_catalog()
+    job = TrainInput(target="general_health", dataset=PLACEHOLDER, tier="balanced")
+    cpu = plan_training(job, _device("cpu"), catalog)
+    assert (cpu.precision, cpu.loss_scaling, cpu.probe_micro_batch) == ("fp32", False, False)
+    assert cpu.micro_batch * cpu.sequence_length <= 2048 and cpu.effective_batch >= 8
+    ampere = plan_training(job, _device("cuda", bf16=True), catalog)
+    assert (ampere.precision, ampere.loss_scaling, ampere.probe_micro_batch) == ("bf16", False, True)
+    volta = plan_training(job, _device("cuda", bf16=False), catalog)
+    assert (volta.precision, volta.loss_scaling) == ("fp16", True)
+    assert all(plan.reasons for plan in (cpu, ampere, volta))
+    assert cpu.max_steps == 846 and cpu.lora_r == 8 and cpu.learning_rate == 1e-4  # the proven defaults
+
+
+def test_provider_recommendation_is_the_cheapest_offer_that_fits() -> None:
+    catalog = load_catalog()
+    job = TrainInput(target="general_health", dataset=PLACEHOLDER, tier="balanced")
+    plan = plan_training(job, _device("cuda", bf16=True), catalog)
+    out = recommend_provider(RecommendProviderInput(plan=plan), catalog)
+    assert out.best is not None and out.best.fits_session
+    fitting = [o for o in out.options if o.fits_session]
+    assert out.best.estimated_usd == min(o.estimated_usd for o in fitting)
+    assert all(catalog.gpus[o.gpu].memory_gb >= out.memory_gb for o in out.options)
+    big = recommend_provider(RecommendProviderInput(plan=plan, memory_gb=60), catalog)
+    assert {o.gpu for o in big.options} == {"H100"}
+    no_spot = recommend_provider(RecommendProviderInput(plan=plan, spot_ok=False), catalog)
+    assert {o.provider for o in no_spot.options} == {"colab_pro_plus"}

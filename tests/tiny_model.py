@@ -1,0 +1,53 @@
+"""A tiny llama (random weights, SmolLM2's tokenizer) written as GGUF, so model tests run in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agents.gguf_creation.model_gguf import tokenizer_metadata_from_gguf, write_model_gguf
+from runtime._base_model import default_base_gguf
+
+__all__ = ["build_tiny_gguf", "tiny_config"]
+
+
+def tiny_config():  # type: ignore[no-untyped-def]
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+
+
+def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
+    """Write a 2-layer, 64-wide llama with random weights as an F32 GGUF at ``path``."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config())
+    # Larger-than-default weights so the random model's predictions are peaked, not uniform:
+    # agreement tests then compare meaningful top-1 tokens.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 0.08 if "embed" not in name else 0.5)
+    write_model_gguf(
+        model.state_dict(),
+        model.config,
+        tokenizer_metadata_from_gguf(default_base_gguf()),
+        path,
+        name="tiny-llama",
+        dtype="F32",
+    )
+    return path
