@@ -14,26 +14,8 @@ from pydantic import BaseModel
 
 __all__ = ["atomic_path", "atomic_write", "utc_now_iso", "write_json"]
 
-
-@contextlib.contextmanager
-def atomic_write(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
-    """Write to a temporary file in the same folder, fsync it, then rename it over ``path``.
-
-    If the block raises (disk full, a bug), the temporary file is removed and ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        f: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
-        with f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+_FILE_MODE = 0o644
+"""mkstemp creates files only their owner can read; published files (models, manifests) are for everyone."""
 
 
 @contextlib.contextmanager
@@ -49,11 +31,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """Write to a temporary file in the same folder, fsync it, then rename it over ``path``.
+
+    If the block raises (disk full, a bug), the temporary file is removed and ``path`` is untouched.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8") as f:
+        yield f
 
 
 def write_json(path: Path, model: BaseModel) -> None:
