@@ -81,7 +81,8 @@ def test_catalogue_carries_the_mission_prices_tiers_and_budgets() -> None:
     assert catalog.budgets.alert_thresholds == (0.5, 0.8, 0.9, 0.95)
     assert set(catalog.tiers) == {"lightning", "fast", "balanced", "quality"}
     assert catalog.training.lora_r == 8 and catalog.training.learning_rate == 1e-4
-    assert catalog.training.sequence_length == 64 and catalog.training.quantization == "Q4_K_M"
+    # Packed row length: the original's 64 tokens would cut nearly every conversation (median ~257).
+    assert catalog.training.sequence_length == 512 and catalog.training.quantization == "Q4_K_M"
     assert catalog.tier("quality").max_steps == 846
 
 
