@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--micro", type=int, default=None, help="rows per forward pass (default: --batch)")
     parser.add_argument("--cache", type=Path, default=Path("data/cache/base_models"))
     args = parser.parse_args()
 
@@ -119,7 +120,7 @@ def main() -> None:
             training={
                 "max_steps": args.steps,
                 "effective_batch": args.batch,
-                "micro_batch": args.batch,
+                "micro_batch": args.micro or args.batch,
                 "learning_rate": 5e-4,
             },
         )
