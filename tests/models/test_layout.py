@@ -1,0 +1,110 @@
+"""Every scope's files land in MISSION.md's layout with its names (D, C, A and B lanes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.gguf_creation.build import BuildPlan, build_files
+from agents.gpu_optimization.trainer import run_training
+from agents.llm.adapter_file import AdapterFile, read_adapter
+from agents.llm.base_model import resolve_base_model
+from agents.llm.layout import domains_of, model_layouts, trained_dir
+from protocol import ArtifactRef, InvalidParams
+from protocol.agents.gguf_creation import CreateGgufInput
+from runtime import load_catalog
+from tests.models.training_helpers import tiny_run
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def adapter(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> AdapterFile:
+    train, _ = conversations
+    run = tiny_run(tiny_gguf, model_cache, tmp_path_factory.mktemp("run"), train, None, max_steps=2)
+    return read_adapter(run_training(run).adapter_path)
+
+
+@pytest.mark.parametrize(
+    ("scope", "target", "expected"),
+    [
+        (
+            "domain",
+            "nutrition",
+            [
+                "D_domain_specific/healthcare/meetara_nutrition_q4_k_m.gguf",
+                "D_domain_specific/healthcare/meetara_nutrition_lora_f16.gguf",
+            ],
+        ),
+        (
+            "category",
+            "creative",
+            [
+                "C_category_specific/creative/meetara_creative_category_q4_k_m.gguf",
+                "C_category_specific/creative/meetara_creative_category_lora_f16.gguf",
+            ],
+        ),
+        (
+            "universal",
+            "universal",
+            [
+                "A_universal_full/meetara_universal_full_q4_k_m.gguf",
+                "A_universal_full/meetara_universal_full_lora_f16.gguf",
+                "B_universal_lite/meetara_universal_lite_q3_k_s.gguf",
+            ],
+        ),
+    ],
+)
+def test_files_and_names_follow_the_mission_layout(
+    scope: str,
+    target: str,
+    expected: list[str],
+    adapter: AdapterFile,
+    tiny_gguf: Path,
+    model_cache: Path,
+    tmp_path: Path,
+) -> None:
+    catalog = load_catalog()
+    request = CreateGgufInput(
+        scope=scope,  # type: ignore[arg-type]
+        target=target,
+        adapter=ArtifactRef(uri="file:///unused", sha256="0" * 64, size=0),
+    )
+    plan = BuildPlan(
+        request=request,
+        base=resolve_base_model(str(tiny_gguf)),
+        adapter=adapter,
+        layouts=model_layouts(scope, target, catalog),
+        models_dir=tmp_path / "models",
+        work_dir=tmp_path / "work",
+        cache_dir=model_cache,
+    )
+    built = build_files(plan)
+    written = sorted(
+        str(Path(f.path).relative_to(tmp_path / "models")) for files in built.per_model.values() for f in files
+    )
+    assert written == sorted(expected)
+    assert not list((tmp_path / "work").glob("*.gguf"))  # the F16 intermediate is not kept by default
+
+
+def test_scopes_name_their_training_folder_and_domains() -> None:
+    catalog = load_catalog()
+    data = Path("data")
+    assert trained_dir(data, "domain", "nutrition", catalog) == data / "models/trained/healthcare/nutrition"
+    assert trained_dir(data, "category", "creative", catalog) == data / "models/trained/creative/_category"
+    assert trained_dir(data, "universal", "universal", catalog) == data / "models/trained/universal"
+    assert domains_of("category", "technology", catalog) == [
+        "programming",
+        "ai_ml",
+        "cybersecurity",
+        "data_analysis",
+        "tech_support",
+        "software_development",
+    ]
+    assert len(domains_of("universal", "universal", catalog)) == 62
+    for scope, target in (("domain", "../etc"), ("category", "nutrition"), ("universal", "all")):
+        with pytest.raises(InvalidParams):
+            trained_dir(data, scope, target, catalog)
