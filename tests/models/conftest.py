@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from agents.data_generation import CompositionalGenerator, load_common, load_material
+from agents.gpu_optimization.trainer import run_training
+from agents.llm.adapter_file import AdapterFile, read_adapter
 from runtime import load_catalog
 from runtime._signals import load_signals
+from tests.models.training_helpers import tiny_run
 from tests.tiny_model import build_tiny_gguf
 
 
@@ -42,3 +45,13 @@ def conversations(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
         write_conversations(folder / "train.jsonl", "general_health", 0, 160),
         write_conversations(folder / "eval.jsonl", "general_health", 10_000, 24),
     )
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> AdapterFile:
+    """A LoRA adapter trained 8 steps on the tiny model."""
+    train, _ = conversations
+    run = tiny_run(tiny_gguf, model_cache, tmp_path_factory.mktemp("run"), train, None, max_steps=8)
+    return read_adapter(run_training(run).adapter_path)

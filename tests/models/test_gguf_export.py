@@ -16,12 +16,10 @@ from agents.gguf_creation.model_gguf import (
     write_model_gguf,
 )
 from agents.gguf_creation.quantize import quantization_types, quantize
-from agents.gpu_optimization.trainer import run_training
-from agents.llm.adapter_file import AdapterFile, apply_adapter, read_adapter
+from agents.llm.adapter_file import AdapterFile, apply_adapter
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
 from agents.quality_assurance.model_validation import gguf_format_problems
 from protocol import InvalidParams
-from tests.models.training_helpers import tiny_run
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,15 +28,6 @@ CONVERSATION = [
     {"role": "user", "content": "I get headaches most afternoons at work and I am worried about it."},
     {"role": "assistant", "content": "That sounds uncomfortable. Regular breaks, water and a check-up can help."},
 ]
-
-
-@pytest.fixture(scope="module")
-def trained_adapter(
-    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> AdapterFile:
-    train, _ = conversations
-    run = tiny_run(tiny_gguf, model_cache, tmp_path_factory.mktemp("run"), train, None, max_steps=8)
-    return read_adapter(run_training(run).adapter_path)
 
 
 @pytest.fixture(scope="module")

@@ -7,25 +7,14 @@ from pathlib import Path
 import pytest
 
 from agents.gguf_creation.build import BuildPlan, build_files
-from agents.gpu_optimization.trainer import run_training
-from agents.llm.adapter_file import AdapterFile, read_adapter
+from agents.llm.adapter_file import AdapterFile
 from agents.llm.base_model import resolve_base_model
 from agents.llm.layout import domains_of, model_layouts, trained_dir
 from protocol import ArtifactRef, InvalidParams
 from protocol.agents.gguf_creation import CreateGgufInput
 from runtime import load_catalog
-from tests.models.training_helpers import tiny_run
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def adapter(
-    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> AdapterFile:
-    train, _ = conversations
-    run = tiny_run(tiny_gguf, model_cache, tmp_path_factory.mktemp("run"), train, None, max_steps=2)
-    return read_adapter(run_training(run).adapter_path)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +51,7 @@ def test_files_and_names_follow_the_mission_layout(
     scope: str,
     target: str,
     expected: list[str],
-    adapter: AdapterFile,
+    trained_adapter: AdapterFile,
     tiny_gguf: Path,
     model_cache: Path,
     tmp_path: Path,
@@ -76,7 +65,7 @@ def test_files_and_names_follow_the_mission_layout(
     plan = BuildPlan(
         request=request,
         base=resolve_base_model(str(tiny_gguf)),
-        adapter=adapter,
+        adapter=trained_adapter,
         layouts=model_layouts(scope, target, catalog),
         models_dir=tmp_path / "models",
         work_dir=tmp_path / "work",
