@@ -13,7 +13,7 @@ from agents.gguf_creation.build import BuildPlan, build_files, tool_name
 from agents.gguf_creation.deploy import deploy_version, read_manifest
 from agents.llm.adapter_file import read_adapter
 from agents.llm.base_model import resolve_base_model
-from agents.llm.layout import domains_of, model_layouts, trained_dir
+from agents.llm.layout import domains_of, layout_of, model_layouts, trained_dir
 from protocol import InvalidParams, JobEvent
 from protocol.agents.gguf_creation import (
     BuiltModel,
@@ -156,13 +156,11 @@ class GgufCreationAgent(Agent):
                 now=utc_now_iso(),
             )
         )
-        if not deployment.already_deployed:
+        if deployment.metadata is not None:
             # Keep the layout's metadata in step with what was deployed.
-            for layout_file in _layout_metadata_paths(settings.models_dir, metadata):
-                deployed = metadata.model_copy(
-                    update={"version": deployment.entry.version, "qa": {"score": report.score, "passed": report.passed}}
-                )
-                await anyio.to_thread.run_sync(write_json, layout_file, deployed)
+            layout = layout_of(metadata.model_id, metadata.scope, metadata.domain, metadata.category, self.ctx.catalog)
+            layout_file = settings.models_dir / layout.folder / layout.metadata_name
+            await anyio.to_thread.run_sync(write_json, layout_file, deployment.metadata)
         self.log.info(
             "deployed",
             model=metadata.model_id,
@@ -191,17 +189,3 @@ class GgufCreationAgent(Agent):
         ]
         entries.sort(key=lambda e: e.deployed_at, reverse=True)
         return ListModelsOutput(models=entries, manifest_path=str(settings.models_dir / "manifest.json"))
-
-
-def _layout_metadata_paths(models_dir: Path, metadata: ModelMetadata) -> list[Path]:
-    """The layout metadata file written by ``create_gguf`` for this model, if it is still there."""
-    for file in metadata.files:
-        folder = Path(file.path).parent
-        for candidate in folder.glob("*_metadata.json"):
-            if candidate.is_file() and candidate.resolve().is_relative_to(models_dir.resolve()):
-                try:
-                    if ModelMetadata.model_validate_json(candidate.read_bytes()).model_id == metadata.model_id:
-                        return [candidate]
-                except ValueError:
-                    continue
-    return []

@@ -41,6 +41,8 @@ class Deployment(BaseModel):
     entry: ManifestEntry
     retired: ManifestEntry | None
     already_deployed: bool
+    metadata: ModelMetadata | None = None
+    """The metadata as deployed (version and QA summary filled in); ``None`` when nothing moved."""
 
 
 def read_manifest(models_dir: Path) -> Manifest:
@@ -196,7 +198,7 @@ def deploy_version(
             if source.is_dir():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(source, target)
-        return Deployment(entry=entry, retired=retired, already_deployed=False)
+        return Deployment(entry=entry, retired=retired, already_deployed=False, metadata=deployed_metadata)
 
 
 def manifest_path_of(entry: ManifestEntry, lane: Lane) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from protocol import InvalidParams
 from runtime._catalog import Catalog
 
-__all__ = ["ModelLayout", "domains_of", "model_layouts", "trained_dir"]
+__all__ = ["ModelLayout", "domains_of", "layout_of", "model_layouts", "trained_dir"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +89,12 @@ def model_layouts(scope: str, target: str, catalog: Catalog) -> list[ModelLayout
         ModelLayout("meetara_universal_full", Path("A_universal_full"), "universal_full_metadata.json"),
         ModelLayout("meetara_universal_lite", Path("B_universal_lite"), "universal_lite_metadata.json", lite=True),
     ]
+
+
+def layout_of(model_id: str, scope: str, domain: str | None, category: str | None, catalog: Catalog) -> ModelLayout:
+    """The layout of a built model, from what its metadata records."""
+    target = domain or category or "universal"
+    for layout in model_layouts(scope, target, catalog):
+        if layout.model_id == model_id:
+            return layout
+    raise InvalidParams(f"{model_id} is not a model of the {scope} scope {target!r}")

@@ -12,7 +12,7 @@ import anyio.to_thread
 
 from agents.llm.base_model import load_tokenizer, resolve_base_model
 from agents.llm.chat_format import encode_conversation, load_conversations
-from agents.llm.layout import model_layouts
+from agents.llm.layout import layout_of
 from agents.quality_assurance.data_filter import ALL_RULES, DataFilter
 from agents.quality_assurance.model_checks import load_model_quality
 from agents.quality_assurance.model_validation import ModelUnderTest, validate_model_files
@@ -141,10 +141,7 @@ class QualityAssuranceAgent(Agent):
             metadata = ModelMetadata.model_validate_json(await self.ctx.artifacts.read_bytes(params.metadata))
         except ValueError as exc:
             raise InvalidParams(f"the metadata is not valid model metadata: {exc}") from exc
-        target_name = metadata.domain or metadata.category or "universal"
-        layout = next(
-            item for item in model_layouts(metadata.scope, target_name, catalog) if item.model_id == metadata.model_id
-        )
+        layout = layout_of(metadata.model_id, metadata.scope, metadata.domain, metadata.category, catalog)
         domains = [catalog.domain(d) for d in metadata.domains]
         target = min(catalog.category(d.category).quality_target for d in domains)
         crisis = any(d.crisis_safety for d in domains)

@@ -11,7 +11,6 @@ import importlib.resources
 import math
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,6 +188,3 @@ class ModelChecker:
 
 def median_or_none(values: list[float], scale: float = 1.0) -> float | None:
     return round(statistics.median(values) * scale, 3) if values else None
-
-
-ProgressFn = Callable[[str], None]
