@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/meetara run
+	$(BIN)/meetara run --domain general_health
 
 lint: install
 	$(BIN)/ruff check .
@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python -m bench.bus
 	$(BIN)/python -m bench.data --catalogue
 	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.pipeline --tiny --swarm
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -251,6 +251,17 @@ class Bus:
         return await self.transport.delete_entries(self.keys.dead_letters, ids)
 
     # -- presence -------------------------------------------------------------------------
+    async def cancel_request(self, agent: str, key: str, *, ttl_ms: int = 86_400_000) -> None:
+        """Ask whichever replica handles request ``key`` (idempotency key or message id) to stop.
+
+        A flag rather than a message: a consumer group hands a message to one replica, and the
+        one running the request may be another.
+        """
+        await self.transport.set(self.keys.cancel(agent, key), b"1", ttl_ms=ttl_ms)
+
+    async def cancel_requested(self, agent: str, key: str) -> bool:
+        return await self.transport.get(self.keys.cancel(agent, key)) is not None
+
     async def put_presence(self, member: str, payload: bytes, *, ttl_ms: int) -> None:
         """Announce (or refresh) a member; it disappears ``ttl_ms`` after the last refresh."""
         await self.transport.set(self.keys.presence(member), payload, ttl_ms=ttl_ms)

@@ -47,6 +47,9 @@ __all__ = ["Delivery", "Handler", "Subscription"]
 
 log = structlog.get_logger("bus.consumer")
 
+_TWIN_POLL_S = 0.5
+"""How often a request waiting on a twin with the same idempotency key looks for its result."""
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -109,6 +112,8 @@ class Subscription:
         self._free = concurrency  # handler slots not taken by a read or a running handler
         self._slot_freed = anyio.Event()
         self.in_flight: dict[str, Delivery] = {}
+        self._claims: dict[str, str] = {}
+        """In-flight entry id -> claim key of its idempotency key (refreshed by the heartbeat)."""
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
         self._grace = 30.0
@@ -310,6 +315,8 @@ class Subscription:
             if not ids:
                 continue
             try:
+                for claim in list(self._claims.values()):
+                    await self._transport.set(claim, self.consumer.encode(), ttl_ms=self._opts.reclaim_idle_ms)
                 owned = await self._transport.touch(self.stream, self.group, self.consumer, ids)
             except (Unavailable, GroupMissing) as exc:
                 log.warning("heartbeat failed", agent=self.agent, error=str(exc))
@@ -372,7 +379,42 @@ class Subscription:
             return
         if is_request and await self._answer_from_store(entry, meta, request_id):
             return
+        if is_request and meta.idempotency_key is not None:
+            claim = self._result_key(meta) + ":running"
+            if not await self._claim_or_wait(claim, entry, meta, request_id):
+                return
+            self._claims[entry.id] = claim
+            try:
+                await self._handle(entry, delivery, envelope, is_request, request_id)
+            finally:
+                self._claims.pop(entry.id, None)
+                with anyio.CancelScope(shield=True):
+                    await self._transport.delete([claim])
+            return
+        await self._handle(entry, delivery, envelope, is_request, request_id)
 
+    async def _claim_or_wait(self, claim: str, entry: Entry, meta: BusMeta, request_id: RequestId | None) -> bool:
+        """Claim the idempotency key, or wait for the twin request holding it and answer with its result.
+
+        A caller that re-sends a request after a crash (same key, new message) must not start the
+        work a second time while the first copy still runs. Returns True when this copy should run.
+        """
+        ttl = self._opts.reclaim_idle_ms
+        while not await self._transport.set(claim, self.consumer.encode(), ttl_ms=ttl, nx=True):
+            await anyio.sleep(_TWIN_POLL_S)
+            if await self._answer_from_store(entry, meta, request_id):
+                return False
+        # The claim was free (or its holder died and it expired): the stored result may have landed meanwhile.
+        if await self._answer_from_store(entry, meta, request_id):
+            await self._transport.delete([claim])
+            return False
+        return True
+
+    async def _handle(
+        self, entry: Entry, delivery: Delivery, envelope: Envelope, is_request: bool, request_id: RequestId | None
+    ) -> None:
+        opts = self._opts
+        meta = envelope.meta
         try:
             response = await self._handler(envelope, delivery)
         except RetryLater:

@@ -42,6 +42,9 @@ class Keys:
     def result(self, agent: str, key: str) -> str:
         return self.stream(f"result:{agent}:{key}")
 
+    def cancel(self, agent: str, key: str) -> str:
+        return self.stream(f"cancel:{agent}:{key}")
+
     def presence(self, member: str) -> str:
         return self.stream(f"presence:{member}")
 

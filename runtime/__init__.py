@@ -13,6 +13,8 @@ from runtime._catalog import (
     Tier,
     TrainingDefaults,
     load_catalog,
+    load_config,
+    read_config,
 )
 from runtime._client import SwarmClient, ToolFailed
 from runtime._discovery import AgentNotFound, agent_names, load_agent_class
@@ -54,6 +56,8 @@ __all__ = [
     "connect",
     "load_agent_class",
     "load_catalog",
+    "load_config",
     "open_swarm",
+    "read_config",
     "tool",
 ]

@@ -90,6 +90,11 @@ class CallContext:
                 return token
         return self.envelope.meta.message_id
 
+    async def cancelled(self) -> bool:
+        """Whether the caller asked to cancel this request (``Bus.cancel_request``)."""
+        meta = self.envelope.meta
+        return await self.agent.ctx.bus.cancel_requested(self.agent.name, meta.idempotency_key or meta.message_id)
+
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         """Publish MCP-style progress for this call on the events stream."""
         params = ProgressParams(progress_token=self._progress_token(), progress=progress, total=total, message=message)
@@ -129,8 +134,18 @@ class Agent:
     async def start(self) -> None:
         """Called once before the agent takes messages (open models, caches…)."""
 
+    def shutting_down(self) -> None:
+        """Called when the host begins to stop, before in-flight calls get their grace period.
+
+        Long work that can checkpoint (training) should wind down here rather than hold the
+        shutdown until it ends.
+        """
+
     async def stop(self) -> None:
         """Called once after the agent stopped taking messages."""
+
+    async def background(self) -> None:
+        """Work besides answering messages (the Conductor drives jobs here); cancelled at shutdown."""
 
     async def handle(self, envelope: Envelope, delivery: Delivery) -> ResponseMessage | None:
         """Answer one message; the bus turns ``RpcError`` into error responses."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,7 +22,11 @@ __all__ = [
     "Tier",
     "TrainingDefaults",
     "load_catalog",
+    "load_config",
+    "read_config",
 ]
+
+M = TypeVar("M", bound=BaseModel)
 
 _FILES = ("domains.yaml", "tiers.yaml", "providers.yaml", "budgets.yaml")
 Usd = Annotated[float, Field(ge=0)]
@@ -198,7 +202,8 @@ def _unknown(kind: str, name: str, known: dict[str, Any]) -> InvalidParams:
     return InvalidParams(f"unknown {kind} {name!r}{hint}", data={"kind": kind, "name": name, "suggestions": close})
 
 
-def _read(directory: Path | None, filename: str) -> Any:
+def read_config(directory: Path | None, filename: str) -> Any:
+    """A YAML file of ``directory`` when it has one, else the packaged ``configs/`` one, parsed."""
     if directory is not None and (directory / filename).is_file():
         path: Any = directory / filename
     else:
@@ -209,6 +214,11 @@ def _read(directory: Path | None, filename: str) -> Any:
         raise CatalogError(f"config file missing: {path}") from None
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path} is not valid YAML: {exc}") from None
+
+
+def load_config(model: type[M], directory: Path | None, filename: str) -> M:
+    """``read_config`` validated into ``model``; ``CatalogError`` names the file and the problems."""
+    return _validate(model, read_config(directory, filename), filename)  # type: ignore[no-any-return]
 
 
 def _validate(model: type[BaseModel], data: Any, filename: str) -> Any:
@@ -225,7 +235,7 @@ def load_catalog(directory: Path | None = None) -> Catalog:
     Raises:
         CatalogError: a file is missing, malformed or inconsistent (the message says which).
     """
-    raw = {name: _read(directory, name) for name in _FILES}
+    raw = {name: read_config(directory, name) for name in _FILES}
     domains_file: _DomainsFile = _validate(_DomainsFile, raw["domains.yaml"], "domains.yaml")
     tiers_file: _TiersFile = _validate(_TiersFile, raw["tiers.yaml"], "tiers.yaml")
     providers_file: _ProvidersFile = _validate(_ProvidersFile, raw["providers.yaml"], "providers.yaml")

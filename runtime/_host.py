@@ -111,6 +111,8 @@ class AgentHost:
             for agent in self.agents:
                 await self._lifecycle_event(agent, "agent_started")
             tg.start_soon(self._liveness_loop)
+            for agent in self.agents:
+                tg.start_soon(agent.background)
             log.info("agents running", agents=[a.name for a in self.agents], instance=self.instance_id)
             task_status.started()
             if self._burst:
@@ -123,6 +125,8 @@ class AgentHost:
 
     async def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_s
+        for agent in self.agents:
+            agent.shutting_down()
         for sub in self._subscriptions.values():
             sub.stop(grace=grace)
         with anyio.CancelScope(shield=True):

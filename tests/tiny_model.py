@@ -51,3 +51,28 @@ def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
         dtype="F32",
     )
     return path
+
+
+def tiny_catalog(folder: Path, *, local_usd_per_hour: float = 0.0, healthcare_target: float = 1.0) -> Path:
+    """Config overrides for whole jobs on the tiny model.
+
+    A random 2-layer model cannot chat, so healthcare's pass mark drops to the critical checks
+    (format, loading, hashes, perplexity); retries back off quickly.
+    """
+    import importlib.resources
+
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    configs = importlib.resources.files("configs")
+    domains = yaml.safe_load(configs.joinpath("domains.yaml").read_text())
+    domains["categories"]["healthcare"]["quality_target"] = healthcare_target
+    (folder / "domains.yaml").write_text(yaml.safe_dump(domains))
+    providers = yaml.safe_load(configs.joinpath("providers.yaml").read_text())
+    providers["local"]["usd_per_hour"] = local_usd_per_hour
+    (folder / "providers.yaml").write_text(yaml.safe_dump(providers))
+    jobs = yaml.safe_load(configs.joinpath("jobs.yaml").read_text())
+    jobs["backoff_s"] = 0.2
+    jobs["budget_check_s"] = 0.5
+    (folder / "jobs.yaml").write_text(yaml.safe_dump(jobs))
+    return folder

@@ -1,14 +1,44 @@
-"""The Conductor's typed tool surface."""
+"""The Conductor: validates what users ask for and drives jobs through the agents."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from agents.conductor.driver import JobDriver, LeaseLost
+from agents.conductor.job_store import JobStore
+from agents.conductor.planning import plan_job
+from agents.conductor.report import build_report
+from agents.conductor.settings import JobSettings, load_job_settings
+from protocol import InvalidParams, JobEvent, JobEventNotification, RpcError, new_id
 from protocol.agents.conductor import (
+    STEPS,
+    TERMINAL_STATES,
     DescribeDomainInput,
     DomainInfo,
+    JobIdInput,
+    JobRecord,
+    JobReport,
+    JobSpec,
+    JobSummary,
     ListDomainsInput,
     ListDomainsOutput,
+    ListJobsInput,
+    ListJobsOutput,
+    StepRecord,
+    SubmitJobOutput,
 )
-from runtime import Agent, Domain, tool
+from protocol.agents.cost_monitor import BudgetStatus
+from runtime import Agent, AgentContext, Domain, ToolError, tool
+
+LEASE_MS = 15_000
+"""A job whose Conductor died is taken over by another replica this long after its last renewal."""
+SCAN_INTERVAL_S = 2.0
+"""How often each Conductor looks for jobs nobody drives."""
 
 
 def _info(domain: Domain) -> DomainInfo:
@@ -22,11 +52,214 @@ def _info(domain: Domain) -> DomainInfo:
     )
 
 
+def _summary(job: JobRecord) -> JobSummary:
+    return JobSummary(
+        job_id=job.job_id,
+        scope=job.spec.scope,
+        target=job.spec.target,
+        state=job.state,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        error=job.error,
+    )
+
+
 class ConductorAgent(Agent):
     """Validates what users ask for against the catalogue and drives jobs through the agents."""
 
     name = "conductor"
-    description = "Job intake: the domain catalogue and (later) the job state machine."
+    description = (
+        "Jobs: submit a domain to train, follow it (data, data QA, train, convert, model QA, deploy), "
+        "cancel, resume and report; plus the domain catalogue."
+    )
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self.store = JobStore(ctx.bus, lease_ms=LEASE_MS)
+        self.job_settings: JobSettings = load_job_settings(ctx.settings.catalog_dir)
+        self._owner = f"{ctx.instance_id}/{new_id()[:8]}"
+        self._driving: set[str] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # -- driving ------------------------------------------------------------------------------
+    async def background(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            while True:
+                try:
+                    await self._adopt_orphans()
+                except RpcError as exc:
+                    self.log.warning("job scan failed", error=exc.message)
+                await anyio.sleep(SCAN_INTERVAL_S)
+
+    async def _adopt_orphans(self) -> None:
+        for job in await self.store.all():
+            if job.state in TERMINAL_STATES or job.state == "paused_budget" or job.job_id in self._driving:
+                continue
+            if await self.store.acquire(job.job_id, self._owner):
+                self._start(job)
+
+    def _start(self, job: JobRecord) -> None:
+        if self._tg is None or job.job_id in self._driving:
+            return  # the scan loop picks it up once it runs
+        self._driving.add(job.job_id)
+        self._tg.start_soon(self._drive, job)
+
+    async def _drive(self, job: JobRecord) -> None:
+        async def publish(event: JobEvent) -> None:
+            await self.ctx.bus.publish_event(JobEventNotification(params=event), trace_id=job.job_id)
+
+        driver = JobDriver(
+            job,
+            store=self.store,
+            client=self.ctx.client,
+            catalog=self.ctx.catalog,
+            settings=self.job_settings,
+            owner=self._owner,
+            publish=publish,
+        )
+        log = self.log.bind(job=job.job_id)
+        log.info("driving job", state=job.state)
+        try:
+            final = await driver.run()
+            log.info("job ended", state=final.state, error=final.error)
+        except LeaseLost:
+            log.warning("lease lost; another Conductor drives the job now")
+        except RpcError as exc:
+            log.warning("job paused by a broker error; it will be picked up again", error=exc.message)
+        except Exception as exc:
+            # A defect must fail the job it hit, not the Conductor (or every job would stall).
+            log.exception("job driver crashed")
+            with contextlib.suppress(RpcError):
+                job.state, job.error, job.finished_at = "failed", f"internal error: {exc!r}", time.time()
+                await self.store.save(job)
+        finally:
+            self._driving.discard(job.job_id)
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(RpcError):  # else the lease expires by itself
+                    await self.store.release(job.job_id, self._owner)
+
+    async def _job(self, job_id: str) -> JobRecord:
+        job = await self.store.load(job_id)
+        if job is None:
+            raise InvalidParams(f"no job {job_id!r}")
+        return job
+
+    # -- tools --------------------------------------------------------------------------------
+    @tool
+    async def submit_job(self, params: JobSpec) -> SubmitJobOutput:
+        """Queue a training job: data, data QA, training, GGUF conversion, model QA, deploy.
+
+        scope "domain" trains one domain. Unknown names, tiers or impossible settings are
+        refused with a clear error, as is a job whose estimated cost would pass a budget.
+        """
+        catalog = self.ctx.catalog
+        catalog.tier(params.tier)
+        if params.scope != "domain":
+            raise InvalidParams(
+                f"{params.scope} jobs are not available yet: submit one domain job per domain",
+                data={"scope": params.scope},
+            )
+        domains = [catalog.domain(params.target).name]
+        plan = await plan_job(params, self.ctx.client, catalog, self.job_settings, await self.store.all())
+        estimate = await self.ctx.client.call(
+            "cost_monitor",
+            "estimate",
+            {"hours": plan.estimated_hours, "provider": plan.provider, "gpu": plan.gpu},
+        )
+        data: dict[str, Any] = estimate.structured_content or {}
+        if estimate.is_error:
+            raise ToolError(f"the Cost Monitor could not price the job: {data.get('error')}")
+        if not data["fits"]:
+            raise ToolError(f"job refused: {data['reason']}", data={"estimated_usd": data["usd"]})
+        plan.estimated_usd = data["usd"]
+        now = time.time()
+        job = JobRecord(
+            job_id=new_id(),
+            spec=params,
+            domains=domains,
+            plan=plan,
+            state="planned",
+            steps=[StepRecord(name=s) for s in STEPS],
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create(job)
+        await self.store.acquire(job.job_id, self._owner)
+        await self.ctx.bus.publish_event(
+            JobEventNotification(
+                params=JobEvent(
+                    job_id=job.job_id,
+                    kind="submitted",
+                    state=job.state,
+                    message=f"{params.scope} {params.target}: " + "; ".join(plan.reasons),
+                    data={"estimated_usd": plan.estimated_usd, "samples": plan.samples},
+                )
+            ),
+            trace_id=job.job_id,
+        )
+        self.log.info("job submitted", job=job.job_id, target=params.target, plan=plan.reasons)
+        self._start(job)
+        return SubmitJobOutput(job_id=job.job_id, state=job.state, domains=domains, estimated_usd=plan.estimated_usd)
+
+    @tool(read_only=True)
+    async def job_status(self, params: JobIdInput) -> JobRecord:
+        """A job's state, plan and every step's record (attempts, timing, outputs, errors)."""
+        return await self._job(params.job_id)
+
+    @tool(read_only=True)
+    async def list_jobs(self, params: ListJobsInput) -> ListJobsOutput:
+        """Jobs, newest first, optionally only those in one state or for one target."""
+        jobs = [
+            _summary(j)
+            for j in await self.store.all()
+            if (params.state is None or j.state == params.state) and (params.target in (None, j.spec.target))
+        ]
+        return ListJobsOutput(jobs=jobs[: params.limit])
+
+    @tool(destructive=True, idempotent=True)
+    async def cancel_job(self, params: JobIdInput) -> JobSummary:
+        """Cancel a job: it stops before its next step (a running step's result is not used)."""
+        job = await self._job(params.job_id)
+        if job.state in TERMINAL_STATES:
+            if job.state == "cancelled":
+                return _summary(job)
+            raise InvalidParams(f"job {job.job_id} already ended ({job.state})")
+        await self.store.request_cancel(job.job_id)
+        if job.state == "paused_budget" and await self.store.acquire(job.job_id, self._owner):
+            job.state, job.error = "cancelled", "cancelled by request"
+            job.finished_at = job.updated_at = time.time()
+            await self.store.save(job)
+            await self.store.release(job.job_id, self._owner)
+        return _summary(job)
+
+    @tool(idempotent=True)
+    async def resume_job(self, params: JobIdInput) -> JobSummary:
+        """Continue a failed or budget-paused job from its first unfinished step."""
+        job = await self._job(params.job_id)
+        if job.state not in ("failed", "paused_budget"):
+            raise InvalidParams(f"job {job.job_id} is {job.state}; only failed or paused_budget jobs resume")
+        budget = await self.ctx.client.call_model("cost_monitor", "budget_status", {}, BudgetStatus)
+        if budget.stopped:
+            spent = ", ".join(f"{p.period} ${p.spent_usd:.2f} of ${p.limit_usd:.2f}" for p in budget.periods)
+            raise ToolError(f"no budget to resume with ({spent}); raise a budget with cost_monitor.set_budget")
+        if not await self.store.acquire(job.job_id, self._owner):
+            raise ToolError(f"job {job.job_id} is being changed by another Conductor; try again")
+        for step in job.steps:
+            if step.status != "done":
+                step.status, step.error, step.attempt_base = "pending", None, step.attempts
+        first = next(s.name for s in job.steps if s.status != "done")
+        job.state, job.error, job.finished_at, job.updated_at = first, None, None, time.time()
+        await self.store.save(job)
+        self.log.info("job resumed", job=job.job_id, step=first)
+        self._start(job)
+        return _summary(job)
+
+    @tool(read_only=True)
+    async def job_report(self, params: JobIdInput) -> JobReport:
+        """What a job produced and what it took: files with sizes and sha256, data pass rate,
+        perplexity base vs adapted, QA score, seconds and dollars per stage."""
+        return build_report(await self._job(params.job_id), self.ctx.settings.models_dir)
 
     @tool(read_only=True)
     async def list_domains(self, params: ListDomainsInput) -> ListDomainsOutput:

@@ -69,6 +69,7 @@ class CommonMaterial(BaseModel):
     second_turn_openers: list[str]
     personas_intro: list[str]
     safety_notes: dict[CrisisKind, list[str]]
+    crisis_messages: dict[CrisisKind, list[str]]
     crisis_replies: _CrisisReplies
 
 
@@ -111,6 +112,10 @@ class CompositionalGenerator:
         self.signals = signals
         self.multi_turn_fraction = multi_turn_fraction
         self.crisis_fraction = crisis_fraction if material.crisis else 0.0
+        # (kind, text, the domain's own): plain messages from the common material join the domain's.
+        self._crisis_lines: list[tuple[CrisisKind, str, bool]] = [(c.kind, c.text, True) for c in material.crisis]
+        if material.crisis:
+            self._crisis_lines += [(k, t, False) for k, texts in common.crisis_messages.items() for t in texts]
         # Excitement rarely fits a request for help; it is only used when the user's own words show it.
         self._feelings = [e for e, lines in common.emotions.items() if lines.user and e != "excited"]
 
@@ -120,10 +125,10 @@ class CompositionalGenerator:
         system = rng.choice(self.common.system_prompts).format(role=self.material.role)
         sample_id = f"{self.domain.name}-{seed}-{index:06d}"
         if rng.random() < self.crisis_fraction:
-            line_index = rng.randrange(len(self.material.crisis))
-            line = self.material.crisis[line_index]
-            user = self._with_persona(rng, line.text)
-            return self._crisis_sample(rng, sample_id, system, user, line.kind, f"crisis:{line_index}", None)
+            line_index = rng.randrange(len(self._crisis_lines))
+            kind, text, own = self._crisis_lines[line_index]
+            user = self._with_persona(rng, text) if own else text
+            return self._crisis_sample(rng, sample_id, system, user, kind, f"crisis:{line_index}", None)
 
         topic = self._pick_topic(rng, topic_weights)
         situation_index = rng.randrange(len(topic.situations))
@@ -272,7 +277,10 @@ class CompositionalGenerator:
         markers: list[EmpathyMarker] = ["acknowledge_feeling", "ask_followup", "crisis_resources"]
         if kind == "self_harm":
             r = replies.self_harm
-            parts = [r.acknowledge, r.care, r.urgent, r.lines, r.connect, r.check]
+            # Real help comes straight after the acknowledgement, before anything an ordinary
+            # empathetic reply would also say: safe-messaging practice, and a reply a small model
+            # cannot drift away from before it gets there.
+            parts = [r.acknowledge, r.urgent, r.care, r.lines, r.connect, r.check]
             markers.append("refer_professional")
         else:
             e = replies.medical_emergency

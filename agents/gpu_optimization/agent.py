@@ -44,6 +44,10 @@ def _run_key(params: TrainInput, plan: TrainingPlan, base_identity: str) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+_CANCEL_POLL_S = 1.0
+"""How often a running training checks whether its caller cancelled it."""
+
+
 class GpuOptimizationAgent(Agent):
     """The training host: knows its device, plans runs for it, trains LoRA adapters."""
 
@@ -55,10 +59,9 @@ class GpuOptimizationAgent(Agent):
         super().__init__(ctx)
         self._stopping = threading.Event()
 
-    async def stop(self) -> None:
+    def shutting_down(self) -> None:
         # A running training loop checkpoints at its next step and ends; the job can resume elsewhere.
         self._stopping.set()
-        await super().stop()
 
     @tool(read_only=True)
     async def profile_device(self, params: ProfileDeviceInput) -> DeviceProfile:
@@ -132,13 +135,31 @@ class GpuOptimizationAgent(Agent):
         def on_progress(p: TrainingProgress) -> None:
             anyio.from_thread.run(publish, p)
 
+        cancelled = threading.Event()
+
+        async def watch_cancel() -> None:
+            while True:
+                if await ctx.cancelled():
+                    cancelled.set()
+                    return
+                await anyio.sleep(_CANCEL_POLL_S)
+
+        def should_stop() -> bool:
+            return self._stopping.is_set() or cancelled.is_set()
+
         self.log.info("training", target=params.target, scope=params.scope, base=base.name, plan=plan.reasons)
         try:
-            result = await anyio.to_thread.run_sync(
-                lambda: run_training(run, on_progress=on_progress, should_stop=self._stopping.is_set)
-            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_cancel)
+                try:
+                    result = await anyio.to_thread.run_sync(
+                        lambda: run_training(run, on_progress=on_progress, should_stop=should_stop)
+                    )
+                finally:
+                    tg.cancel_scope.cancel()
         except TrainingStopped as exc:
-            raise ToolError(f"{exc}; re-run the step to resume", data={"step": exc.step}) from exc
+            why = "cancelled by the caller" if cancelled.is_set() else "this instance is shutting down"
+            raise ToolError(f"{exc} ({why}); re-run the step to resume", data={"step": exc.step}) from exc
         adapter = await self.ctx.artifacts.put_file(result.adapter_path, media_type="application/safetensors")
         self.log.info(
             "trained",

@@ -7,7 +7,6 @@ assistant tokens only, the same tokens training optimised.
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import statistics
 import time
@@ -16,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.chat_format import IGNORE, EncodedSample
 from protocol.agents.quality_assurance import QACheck
+from runtime import load_config
 from runtime._signals import Signals
 from runtime._text import normalise
 
@@ -50,11 +49,7 @@ class ModelQualitySettings(BaseModel):
 
 
 def load_model_quality(directory: Path | None = None) -> ModelQualitySettings:
-    if directory is not None and (directory / "model_quality.yaml").is_file():
-        text = (directory / "model_quality.yaml").read_text(encoding="utf-8")
-    else:
-        text = importlib.resources.files("configs").joinpath("model_quality.yaml").read_text(encoding="utf-8")
-    return ModelQualitySettings.model_validate(yaml.safe_load(text))
+    return load_config(ModelQualitySettings, directory, "model_quality.yaml")
 
 
 def repeated_4gram_share(text: str) -> float:

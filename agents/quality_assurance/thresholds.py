@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from runtime import load_config
 
 __all__ = ["DataThresholds", "load_thresholds"]
 
@@ -37,9 +37,5 @@ class _File(BaseModel):
 
 def load_thresholds(category: str, directory: Path | None = None) -> DataThresholds:
     """Thresholds for ``category``: the defaults overlaid with the category's entries."""
-    if directory is not None and (directory / "quality.yaml").is_file():
-        text = (directory / "quality.yaml").read_text(encoding="utf-8")
-    else:
-        text = importlib.resources.files("configs").joinpath("quality.yaml").read_text(encoding="utf-8")
-    spec = _File.model_validate(yaml.safe_load(text))
+    spec = load_config(_File, directory, "quality.yaml")
     return DataThresholds.model_validate({**spec.defaults, **spec.categories.get(category, {})})

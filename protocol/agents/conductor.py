@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal, TypeAlias
+
 from pydantic import Field
 
 from protocol._base import ToolModel
+from protocol.agents.gpu_optimization import LoraSettings, Scope, TrainingOverrides
 
-__all__ = ["DescribeDomainInput", "DomainInfo", "ListDomainsInput", "ListDomainsOutput"]
+__all__ = [
+    "STEPS",
+    "TERMINAL_STATES",
+    "DescribeDomainInput",
+    "DomainInfo",
+    "JobIdInput",
+    "JobPlan",
+    "JobRecord",
+    "JobReport",
+    "JobScope",
+    "JobSpec",
+    "JobState",
+    "JobSummary",
+    "ListDomainsInput",
+    "ListDomainsOutput",
+    "ListJobsInput",
+    "ListJobsOutput",
+    "ReportFile",
+    "StageReport",
+    "StepName",
+    "StepRecord",
+    "StepStatus",
+    "SubmitJobOutput",
+]
 
 
 class ListDomainsInput(ToolModel):
@@ -47,3 +73,213 @@ class DescribeDomainInput(ToolModel):
 
     name: str = Field(min_length=1, max_length=64)
     """Domain name; unknown names get an error with close matches."""
+
+
+JobScope: TypeAlias = Scope
+"""What a job's model covers: one domain (D), one category (C) or all 62 domains (A + B)."""
+
+JobState: TypeAlias = Literal[
+    "planned",
+    "data",
+    "data_qa",
+    "knowledge_transfer",
+    "train",
+    "convert",
+    "model_qa",
+    "deploy",
+    "done",
+    "failed",
+    "cancelled",
+    "paused_budget",
+]
+"""Where a job is: a pipeline step while it runs, then one of the terminal states."""
+
+StepName: TypeAlias = Literal["data", "data_qa", "knowledge_transfer", "train", "convert", "model_qa", "deploy"]
+"""The pipeline steps in order; each is one idempotent tool call (``data_qa`` is the Conductor's own gate)."""
+
+STEPS: tuple[StepName, ...] = ("data", "data_qa", "knowledge_transfer", "train", "convert", "model_qa", "deploy")
+TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+"""States a job never leaves by itself (``paused_budget`` waits for ``resume_job``)."""
+
+StepStatus: TypeAlias = Literal["pending", "running", "done", "failed"]
+
+
+class JobSpec(ToolModel):
+    """What to train; the arguments of ``conductor.submit_job``."""
+
+    scope: JobScope = "domain"
+    """One domain, one category or the universal model."""
+    target: str = Field(min_length=1, max_length=64)
+    """Domain or category name; ``universal`` for the universal scope."""
+    tier: str = Field(default="lightning", max_length=64)
+    """Training tier (``configs/tiers.yaml``)."""
+    base_model: str | None = Field(default=None, max_length=1024)
+    """A ``.gguf`` file, a model folder or a hub id; ``None``: the pip-shipped SmolLM2-135M-Instruct."""
+    samples: int | None = Field(default=None, ge=10, le=200_000)
+    """Training conversations per domain; ``None``: the tier's (or the CPU default on a CPU)."""
+    seed: int = Field(default=0, ge=0)
+    """Data generation and training seed."""
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    """LoRA hyper-parameters."""
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+    """Changes to the planned training parameters."""
+    deploy_lane: Literal["production", "development"] = "production"
+    """Lane the validated model is deployed to."""
+    warm_start: bool = True
+    """Start training from the most similar trained domain's adapter when Knowledge Transfer finds one."""
+
+
+class SubmitJobOutput(ToolModel):
+    """Result of ``conductor.submit_job``."""
+
+    job_id: str
+    """Identifier for ``job_status``, ``cancel_job``, ``job_report``."""
+    state: JobState
+    """State right after submission (``planned``)."""
+    domains: list[str]
+    """Domains whose data the model trains on."""
+    estimated_usd: float
+    """The Cost Monitor's estimate for the job."""
+
+
+class StepRecord(ToolModel):
+    """One pipeline step of a job."""
+
+    name: StepName
+    status: StepStatus = "pending"
+    attempts: int = 0
+    """Tool calls made for it so far (retries included)."""
+    attempt_base: int = 0
+    """``attempts`` when the job was last resumed; retries count from here."""
+    agent: str | None = None
+    """Agent that ran it."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    seconds: float | None = None
+    """Wall time of the successful attempt."""
+    usd: float = 0.0
+    """What the Cost Monitor priced its compute at."""
+    output: dict[str, Any] = Field(default_factory=dict)
+    """The tool's structured result, recorded before the next step starts."""
+    error: str | None = None
+    """Last failure, when any."""
+
+
+class JobPlan(ToolModel):
+    """How the Conductor sized a job, decided once in ``planned`` and kept for resumes."""
+
+    samples: int
+    """Training conversations generated per domain."""
+    training: TrainingOverrides
+    """What the train step is asked for (the tier's, or the CPU-sized default on a CPU)."""
+    device: str
+    """Where training runs (the GPU Optimization agent's device)."""
+    provider: str
+    """Price-table provider of that device, ``local`` for own machines."""
+    gpu: str | None
+    """Price-table GPU type when rented."""
+    estimated_hours: float
+    """Training hours the estimate assumes."""
+    estimated_usd: float
+    reasons: list[str]
+    """Why the plan looks the way it does."""
+
+
+class JobRecord(ToolModel):
+    """A job as persisted by the Conductor: its spec, state and every step's record."""
+
+    job_id: str
+    spec: JobSpec
+    domains: list[str]
+    plan: JobPlan
+    state: JobState
+    steps: list[StepRecord]
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    error: str | None = None
+    """Why the job failed, was cancelled or paused."""
+
+    def step(self, name: StepName) -> StepRecord:
+        return next(s for s in self.steps if s.name == name)
+
+
+class JobIdInput(ToolModel):
+    """Arguments of the tools that take one job."""
+
+    job_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]{8,64}$")
+    """Job id from ``submit_job``."""
+
+
+class ListJobsInput(ToolModel):
+    """Arguments of ``conductor.list_jobs``."""
+
+    state: JobState | None = None
+    """Only jobs in this state."""
+    target: str | None = Field(default=None, max_length=64)
+    """Only jobs for this domain or category."""
+    limit: int = Field(default=50, ge=1, le=1000)
+    """Newest first, at most this many."""
+
+
+class JobSummary(ToolModel):
+    """One line of ``list_jobs``."""
+
+    job_id: str
+    scope: JobScope
+    target: str
+    state: JobState
+    created_at: float
+    updated_at: float
+    error: str | None = None
+
+
+class ListJobsOutput(ToolModel):
+    """Result of ``conductor.list_jobs``."""
+
+    jobs: list[JobSummary]
+
+
+class ReportFile(ToolModel):
+    """A deployed or produced file."""
+
+    path: str
+    kind: str
+    size: int
+    sha256: str
+
+
+class StageReport(ToolModel):
+    """Time and money of one step."""
+
+    step: StepName
+    seconds: float | None
+    usd: float
+    attempts: int
+
+
+class JobReport(ToolModel):
+    """Result of ``conductor.job_report``: what a job produced, how good it is, what it took."""
+
+    job_id: str
+    state: JobState
+    spec: JobSpec
+    domains: list[str]
+    error: str | None
+    files: list[ReportFile]
+    """Deployed files or, before deploy, the produced ones (paths as the agents see them)."""
+    metadata_path: str | None
+    qa_report_path: str | None
+    data_pass_rate: float | None
+    samples: int | None
+    perplexity_base: float | None
+    perplexity_adapted: float | None
+    perplexity_merged: float | None
+    qa_score: float | None
+    qa_passed: bool | None
+    deployed_version: str | None
+    stages: list[StageReport]
+    total_seconds: float | None
+    total_usd: float
+    warm_started_from: str | None
+    """Domain whose adapter initialised training (knowledge transfer), when any."""

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Literal, TypeAlias
+
 from pydantic import Field
 
 from protocol._base import ToolModel
 
-__all__ = ["BudgetLimits", "BudgetLimitsInput", "PriceOffer", "PriceTableInput", "PriceTableOutput"]
+__all__ = [
+    "BudgetLimits",
+    "BudgetLimitsInput",
+    "BudgetPeriodStatus",
+    "BudgetStatus",
+    "BudgetStatusInput",
+    "CostReportInput",
+    "CostReportOutput",
+    "CostRow",
+    "EstimateInput",
+    "EstimateOutput",
+    "Period",
+    "PriceOffer",
+    "PriceTableInput",
+    "PriceTableOutput",
+    "RecordUsageInput",
+    "RecordUsageOutput",
+    "SetBudgetInput",
+    "UsageEntry",
+]
 
 
 class PriceTableInput(ToolModel):
@@ -65,3 +86,128 @@ class BudgetLimits(ToolModel):
     """Fractions of a budget at which alerts fire."""
     stop_threshold: float
     """Fraction at which running work stops and new work is refused."""
+
+
+Period: TypeAlias = Literal["day", "week", "month"]
+"""A budget period: the current UTC calendar day, ISO week or month."""
+
+
+class RecordUsageInput(ToolModel):
+    """Arguments of ``cost_monitor.record_usage``: one compute step's usage."""
+
+    job_id: str = Field(min_length=1, max_length=64)
+    step: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(default=1, ge=1)
+    """Attempt of the step; one ledger entry per (job, step, attempt) however often it is reported."""
+    agent: str = Field(min_length=1, max_length=64)
+    target: str = Field(default="", max_length=64)
+    """Domain or category the job trains, for reports by domain."""
+    device: str = Field(default="cpu", max_length=200)
+    """Where it ran (``cpu``, ``NVIDIA H100 80GB HBM3``…)."""
+    provider: str = Field(default="local", max_length=64)
+    """Price-table provider key, or ``local`` for own machines."""
+    gpu: str | None = Field(default=None, max_length=64)
+    """Price-table GPU type when rented."""
+    seconds: float = Field(ge=0)
+
+
+class UsageEntry(ToolModel):
+    """One priced ledger entry."""
+
+    job_id: str
+    step: str
+    attempt: int
+    agent: str
+    target: str
+    device: str
+    provider: str
+    gpu: str | None
+    seconds: float
+    usd_per_hour: float
+    usd: float
+    at: float
+    """When it was recorded (epoch seconds)."""
+
+
+class RecordUsageOutput(ToolModel):
+    """Result of ``cost_monitor.record_usage``."""
+
+    entry: UsageEntry
+    recorded: bool
+    """False when this (job, step, attempt) was already in the ledger (the stored entry is returned)."""
+    alerts: list[str]
+    """Budget thresholds this entry crossed."""
+
+
+class CostReportInput(ToolModel):
+    """Arguments of ``cost_monitor.cost_report``."""
+
+    period: Period | Literal["all"] = "month"
+    by: Literal["job", "domain", "provider", "step"] = "job"
+
+
+class CostRow(ToolModel):
+    key: str
+    usd: float
+    seconds: float
+    entries: int
+
+
+class CostReportOutput(ToolModel):
+    """Spending grouped as asked, largest first."""
+
+    period: str
+    since: float | None
+    """Start of the period (epoch seconds); ``None`` for all time."""
+    rows: list[CostRow]
+    total_usd: float
+
+
+class EstimateInput(ToolModel):
+    """Arguments of ``cost_monitor.estimate``: compute a job plans to use."""
+
+    hours: float = Field(ge=0, le=10_000)
+    """Estimated compute hours."""
+    provider: str = Field(default="local", max_length=64)
+    gpu: str | None = Field(default=None, max_length=64)
+
+
+class EstimateOutput(ToolModel):
+    """What the plan would cost and whether every budget still holds afterwards."""
+
+    usd: float
+    usd_per_hour: float
+    fits: bool
+    """False when spending so far plus this estimate would pass the stop threshold of a budget."""
+    reason: str | None
+    """Which budget it would break, when it does not fit."""
+
+
+class SetBudgetInput(ToolModel):
+    """Arguments of ``cost_monitor.set_budget``."""
+
+    period: Period
+    usd: float = Field(ge=0, le=1_000_000)
+
+
+class BudgetPeriodStatus(ToolModel):
+    period: Period
+    limit_usd: float
+    spent_usd: float
+    fraction: float
+    """Spent / limit (1.0 and above: the budget is used up)."""
+    since: float
+    """Start of the current period (epoch seconds)."""
+
+
+class BudgetStatusInput(ToolModel):
+    """Arguments of ``cost_monitor.budget_status`` (none)."""
+
+
+class BudgetStatus(ToolModel):
+    """Spending against every budget."""
+
+    periods: list[BudgetPeriodStatus]
+    stopped: bool
+    """True when some budget passed the stop threshold: running work pauses, new work is refused."""
+    stop_threshold: float

@@ -10,9 +10,10 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from bus import Bus
 from protocol import CallToolResult, InvalidParams, JobEvent, JobEventNotification
+from protocol.agents.conductor import JobReport
 from runtime._client import SwarmClient, ToolFailed
 from runtime.cli._app import app, console, run_async, state
-from runtime.cli._render import agents_table, event_line, tools_table
+from runtime.cli._render import agents_table, event_line, report_table, tools_table
 from runtime.cli._session import client_session, is_embedded
 
 
@@ -65,7 +66,7 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:g}/{task.total:g}"),
+        TextColumn("{task.completed:g}/{task.total}"),
         TimeElapsedColumn(),
         console=console,
     ) as progress:
@@ -86,6 +87,38 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
     return None
 
 
+def job_arguments(
+    domain: str | None, category: str | None, universal: bool, tier: str, base_model: str | None, samples: int | None
+) -> dict[str, Any]:
+    chosen = [x for x in (domain, category, "universal" if universal else None) if x]
+    if len(chosen) != 1:
+        raise InvalidParams("give exactly one of --domain, --category or --universal")
+    scope = "domain" if domain else "category" if category else "universal"
+    arguments: dict[str, Any] = {"scope": scope, "target": chosen[0], "tier": tier}
+    if base_model:
+        arguments["base_model"] = base_model
+    if samples:
+        arguments["samples"] = samples
+    return arguments
+
+
+async def submit_and_follow(client: SwarmClient, arguments: dict[str, Any], *, wait: bool) -> None:
+    """Submit a job; with ``wait`` show live bars until it ends, print its report, exit 1 unless done."""
+    since = await client.bus.transport.last_id(client.bus.keys.events)
+    result = await client.call("conductor", "submit_job", arguments)
+    if result.is_error:
+        raise ToolFailed("conductor", "submit_job", result)
+    job_id = str((result.structured_content or {}).get("job_id", ""))
+    console.print(f"job [bold]{job_id}[/] submitted")
+    if not wait:
+        return
+    final = await _follow_job(client.bus, job_id, since)
+    report = await client.call_model("conductor", "job_report", {"job_id": job_id}, JobReport)
+    console.print(report_table(report, state.settings.models_dir))
+    if final is None or final.state != "done":
+        raise typer.Exit(1)
+
+
 @app.command()
 @run_async
 async def submit(
@@ -94,28 +127,14 @@ async def submit(
     universal: Annotated[bool, typer.Option("--universal", help="Train on all 62 domains (A and B).")] = False,
     tier: Annotated[str, typer.Option(help="lightning, fast, balanced or quality.")] = "lightning",
     base_model: Annotated[str | None, typer.Option(help="Base model path, hub id or GGUF file.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Training conversations per domain.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow progress until the job ends.")] = False,
 ) -> None:
-    """Submit a training job to the Conductor and print its id."""
-    chosen = [x for x in (domain, category, "universal" if universal else None) if x]
-    if len(chosen) != 1:
-        raise InvalidParams("give exactly one of --domain, --category or --universal")
-    scope = "domain" if domain else "category" if category else "universal"
-    arguments: dict[str, Any] = {"scope": scope, "target": chosen[0], "tier": tier}
-    if base_model:
-        arguments["base_model"] = base_model
+    """Submit a training job to the Conductor and print its id (with --wait: follow it to the end)."""
+    arguments = job_arguments(domain, category, universal, tier, base_model, samples)
     async with client_session(state.settings) as client:
-        since = await client.bus.transport.last_id(client.bus.keys.events)
-        result = await client.call("conductor", "submit_job", arguments)
-        if result.is_error:
-            raise ToolFailed("conductor", "submit_job", result)
-        job_id = str((result.structured_content or {}).get("job_id", ""))
-        console.print(f"job [bold]{job_id}[/] submitted")
-        if wait or is_embedded(state.settings):
-            # An embedded swarm lives only as long as this command, so it always waits.
-            final = await _follow_job(client.bus, job_id, since)
-            if final is not None and final.state not in ("done", None):
-                raise typer.Exit(1)
+        # An embedded swarm lives only as long as this command, so it always waits.
+        await submit_and_follow(client, arguments, wait=wait or is_embedded(state.settings))
 
 
 async def _job_tool(client: SwarmClient, tool: str, arguments: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -17,8 +18,9 @@ from protocol import (
     ProgressNotification,
     ToolSpec,
 )
+from protocol.agents.conductor import JobReport
 
-__all__ = ["agents_table", "dead_letters_table", "event_line", "tools_table"]
+__all__ = ["agents_table", "dead_letters_table", "event_line", "report_table", "tools_table"]
 
 
 def _ago(ts: float) -> str:
@@ -106,3 +108,29 @@ def event_line(record: EventRecord) -> str:
             f"{params.progress:g}{total} {params.message or ''}".rstrip()
         )
     return f"{_clock(record.envelope.meta.sent_at)}  {getattr(message, 'method', type(message).__name__)}"
+
+
+def report_table(report: JobReport, models_dir: Path) -> Table:
+    """A job report for the terminal: outcome, files, quality and time per stage."""
+    table = Table(title=f"job {report.job_id}: {report.state}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    if report.error:
+        table.add_row("error", report.error)
+    if report.deployed_version:
+        table.add_row("deployed", f"{report.deployed_version} in {models_dir}")
+    for f in report.files:
+        table.add_row(f.kind, f"{f.path}  ({f.size / 1e6:.1f} MB, sha256 {f.sha256[:12]}…)")
+    if report.qa_report_path:
+        table.add_row("QA report", report.qa_report_path)
+    if report.data_pass_rate is not None:
+        table.add_row("data", f"{report.samples} conversations, QA pass rate {report.data_pass_rate:.1%}")
+    if report.perplexity_base is not None and report.perplexity_adapted is not None:
+        table.add_row("perplexity", f"base {report.perplexity_base:.2f} -> adapted {report.perplexity_adapted:.2f}")
+    if report.qa_score is not None:
+        table.add_row("model QA", f"{report.qa_score:.1f}% ({'passed' if report.qa_passed else 'failed'})")
+    stages = [f"{s.step} {s.seconds:.0f}s" for s in report.stages if s.seconds is not None]
+    table.add_row("stages", ", ".join(stages) or "-")
+    total = f"{report.total_seconds:.0f}s" if report.total_seconds is not None else "-"
+    table.add_row("total", f"{total}, ${report.total_usd:.4f}")
+    return table

@@ -17,6 +17,7 @@ from runtime._host import AgentHost
 from runtime._supervisor import Supervisor
 from runtime._swarm import connect, open_swarm
 from runtime.cli._app import app, console, run_async, state
+from runtime.cli._client_cmds import job_arguments, submit_and_follow
 from runtime.cli._render import agents_table, tools_table
 from runtime.cli._session import is_embedded
 
@@ -103,13 +104,26 @@ async def up(
 
 @app.command()
 @run_async
-async def run() -> None:
-    """Run the whole swarm in this process on the in-memory bus and list its agents and tools."""
+async def run(
+    domain: Annotated[str | None, typer.Option(help="Train, validate and deploy this domain end to end.")] = None,
+    tier: Annotated[str, typer.Option(help="lightning, fast, balanced or quality.")] = "lightning",
+    base_model: Annotated[str | None, typer.Option(help="Base model path, hub id or GGUF file.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Training conversations (default: sized to the device).")] = None,
+) -> None:
+    """Run the whole swarm in this process on the in-memory bus.
+
+    With --domain it runs that domain's job to the end (live progress, then the report);
+    without, it lists the agents and their tools.
+    """
     settings = state.settings
     if not is_embedded(settings):
         settings = settings.model_copy(update={"bus_url": "memory://embedded"})
     classes = [load_agent_class(n) for n in agent_names()]
     async with open_swarm(settings, classes) as swarm:
+        if domain is not None:
+            arguments = job_arguments(domain, None, False, tier, base_model, samples)
+            await submit_and_follow(swarm.client, arguments, wait=True)
+            return
         instances = await swarm.client.agents()
         console.print(agents_table(instances))
         for instance in instances:

@@ -330,6 +330,30 @@ async def test_same_idempotency_key_runs_once_and_both_callers_get_the_result(bu
     assert first.id != second.id  # each answer is addressed to its own request
 
 
+async def test_a_request_re_sent_while_its_twin_still_runs_waits_for_the_twin(bus: Bus) -> None:
+    """A caller that crashed and re-sends (same key, new message) must not start the work twice."""
+    worker = Worker(sleep=1.0)
+    results: list[ResponseMessage] = []
+    async with anyio.create_task_group() as tg:
+        await start(tg, bus, worker, "c1")
+        await start(tg, bus, worker, "c2")
+
+        async def ask() -> None:
+            results.append(await bus.request("worker", call(7), timeout=10, idempotency_key="job-2:train:1"))
+
+        tg.start_soon(ask)
+        with anyio.fail_after(5):
+            await worker.started.wait()
+        await ask()
+        with anyio.fail_after(5):
+            while len(results) < 2:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert len(worker.calls) == 1
+    assert all(isinstance(r, ResultResponse) for r in results)
+    assert results[0].result == results[1].result  # type: ignore[union-attr]
+
+
 async def test_duplicate_delivery_of_an_answered_request_does_not_run_twice(bus: Bus) -> None:
     worker = Worker()
     await bus._ensure_replies()

@@ -15,6 +15,7 @@ import pytest
 
 from bus import Bus, open_transport
 from protocol import JobEvent, JobEventNotification, ToolModel
+from protocol.agents.conductor import JobIdInput, JobReport, JobSpec
 from runtime import Agent, AgentHost, CallContext, LivenessRegistry, Settings, agent_names, tool
 from tests.helpers import fast_options, free_port
 
@@ -131,6 +132,9 @@ def test_up_starts_every_agent_as_a_process_and_stops_them_on_sigterm(child_env:
     assert "0 live agent instance(s)" in meetara("agents", env=child_env).stdout
 
 
+JOB = "00000000000000042a"
+
+
 class FakeConductorIn(ToolModel):
     scope: str
     target: str
@@ -153,13 +157,24 @@ class ScriptedConductor(Agent):
         async def play(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             task_status.started()
             await anyio.sleep(0.2)
-            await ctx.job_event(JobEvent(job_id="job-42", kind="state_changed", state="train"))
+            await ctx.job_event(JobEvent(job_id=JOB, kind="state_changed", state="train"))
             for i in range(1, 4):
-                await ctx.job_event(JobEvent(job_id="job-42", kind="progress", step="train", progress=i, total=3))
-            await ctx.job_event(JobEvent(job_id="job-42", kind="state_changed", state="done", terminal=True))
+                await ctx.job_event(JobEvent(job_id=JOB, kind="progress", step="train", progress=i, total=3))
+            await ctx.job_event(JobEvent(job_id=JOB, kind="state_changed", state="done", terminal=True))
 
         await self.ctx.bus.start_task(play)
-        return FakeConductorOut(job_id="job-42")
+        return FakeConductorOut(job_id=JOB)
+
+    @tool(read_only=True)
+    async def job_report(self, params: JobIdInput) -> JobReport:
+        """The finished job's report."""
+        spec = JobSpec(target="general_health")
+        return JobReport(
+            job_id=params.job_id, state="done", spec=spec, domains=["general_health"], error=None, files=[],
+            metadata_path=None, qa_report_path=None, data_pass_rate=0.95, samples=300, perplexity_base=25.0,
+            perplexity_adapted=9.0, perplexity_merged=9.5, qa_score=100.0, qa_passed=True, deployed_version="v1",
+            stages=[], total_seconds=1.0, total_usd=0.0, warm_started_from=None,
+        )  # fmt: skip
 
 
 @pytest.mark.redis
@@ -179,8 +194,9 @@ async def test_submit_wait_follows_the_job_to_its_end(child_env: dict[str, str],
             )
             host.stop()
     assert out.returncode == 0, out.stderr
-    assert "job job-42 submitted" in out.stdout
+    assert "job 00000000000000042a submitted" in out.stdout
     assert "state=train" in out.stdout and "state=done" in out.stdout
+    assert "base 25.00 -> adapted 9.00" in out.stdout and "deployed" in out.stdout
 
 
 @pytest.mark.redis

@@ -96,6 +96,8 @@ def test_common_material_agrees_with_the_signals_qa_checks() -> None:
     for opener in COMMON.second_turn_openers:
         assert SIGNALS.acknowledges_feeling(opener), opener
     for kind in ("self_harm", "medical_emergency"):
+        for message in COMMON.crisis_messages[kind]:  # type: ignore[index]
+            assert SIGNALS.crisis_kind(message) == kind, message
         for ack in getattr(COMMON.crisis_replies, kind).acknowledge:
             assert SIGNALS.acknowledges_feeling(ack), ack
         for note in COMMON.safety_notes[kind]:  # type: ignore[index]

@@ -1,0 +1,72 @@
+"""Sizing a job before it is queued: data size, training parameters, where it runs, what it costs."""
+
+from __future__ import annotations
+
+from agents.conductor.settings import JobSettings
+from protocol import RpcError
+from protocol.agents.conductor import JobPlan, JobRecord, JobSpec
+from protocol.agents.gpu_optimization import DeviceProfile
+from runtime import Catalog, SwarmClient
+
+__all__ = ["plan_job"]
+
+_PROFILE_TIMEOUT_S = 30.0
+
+
+def _seconds_per_step(history: list[JobRecord], device: str) -> float | None:
+    """Measured training seconds per step on this device, from the newest finished training."""
+    for job in history:
+        train = job.step("train")
+        steps = train.output.get("metrics", {}).get("steps") if train.status == "done" else None
+        if steps and job.plan.device == device and train.seconds:
+            return float(train.seconds) / int(steps)
+    return None
+
+
+async def plan_job(
+    spec: JobSpec, client: SwarmClient, catalog: Catalog, settings: JobSettings, history: list[JobRecord]
+) -> JobPlan:
+    tier = catalog.tier(spec.tier)
+    reasons: list[str] = []
+    try:
+        device = await client.call_model(
+            "gpu_optimization", "profile_device", {}, DeviceProfile, timeout=_PROFILE_TIMEOUT_S
+        )
+        device_name, kind = device.name, device.kind
+    except RpcError as exc:
+        device_name, kind = "unknown", None
+        reasons.append(f"GPU Optimization not reachable to profile its device ({exc.message}); tier sizes kept")
+    training = spec.training.model_copy()
+    samples = spec.samples or tier.samples
+    if kind == "cpu":
+        cpu = settings.cpu_default
+        samples = spec.samples or cpu.samples
+        training.max_steps = training.max_steps or cpu.max_steps
+        training.effective_batch = training.effective_batch or cpu.effective_batch
+        training.learning_rate = training.learning_rate or cpu.learning_rate
+        if "crisis_weight" not in spec.training.model_fields_set:
+            training.crisis_weight = cpu.crisis_weight
+        reasons.append(
+            f"training runs on a CPU ({device_name}): CPU-sized run of {samples} conversations and "
+            f"{training.max_steps} steps instead of the {spec.tier} tier's GPU-sized one"
+        )
+    else:
+        reasons.append(f"{spec.tier} tier on {device_name}: {samples} conversations per domain")
+    steps = training.max_steps or tier.max_steps
+    per_step = _seconds_per_step(history, device_name)
+    if per_step is None:
+        hours = 0.0
+        reasons.append(f"no training measured on {device_name} yet: the first job is estimated at 0 hours")
+    else:
+        hours = per_step * steps / 3600
+        reasons.append(f"estimated {hours:.2f} h from {per_step:.1f} s/step measured on this device")
+    return JobPlan(
+        samples=samples,
+        training=training,
+        device=device_name,
+        provider="local",
+        gpu=None,
+        estimated_hours=round(hours, 4),
+        estimated_usd=0.0,
+        reasons=reasons,
+    )

@@ -1,0 +1,34 @@
+"""The Conductor's job settings (``configs/jobs.yaml``, or the same file in the catalogue folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime import load_config
+
+__all__ = ["CpuDefault", "JobSettings", "load_job_settings"]
+
+
+class CpuDefault(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    samples: int = Field(gt=0)
+    max_steps: int = Field(gt=0)
+    effective_batch: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    crisis_weight: int = Field(ge=1, le=20)
+
+
+class JobSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    retries: int = Field(ge=1, le=20)
+    backoff_s: float = Field(ge=0)
+    step_timeout_s: dict[str, float]
+    min_data_pass_rate: float = Field(ge=0, le=1)
+    budget_check_s: float = Field(gt=0)
+    cpu_default: CpuDefault
+
+
+def load_job_settings(directory: Path | None = None) -> JobSettings:
+    return load_config(JobSettings, directory, "jobs.yaml")

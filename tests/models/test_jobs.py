@@ -1,0 +1,338 @@
+"""Whole jobs on the tiny model: the Conductor drives data -> ... -> deploy, records and reports it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from agents.conductor import ConductorAgent
+from agents.cost_monitor import CostMonitorAgent
+from agents.data_generation import DataGenerationAgent
+from agents.gguf_creation import GgufCreationAgent
+from agents.gpu_optimization import GpuOptimizationAgent
+from agents.knowledge_transfer import KnowledgeTransferAgent
+from agents.quality_assurance import QualityAssuranceAgent
+from protocol import InvalidParams, JobEventNotification
+from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
+from protocol.agents.cost_monitor import BudgetStatus, CostReportOutput
+from runtime import AgentHost, Settings, ToolFailed, connect, open_swarm
+from tests.tiny_model import tiny_catalog
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(900)]
+
+
+class CountingGpu(GpuOptimizationAgent):
+    """Counts how often training actually starts (a re-sent step must not start it twice)."""
+
+    trainings = 0
+
+    async def train(self, params, ctx):  # type: ignore[no-untyped-def]
+        CountingGpu.trainings += 1
+        return await super().train(params, ctx)
+
+
+WORKERS = [
+    DataGenerationAgent,
+    CountingGpu,
+    GgufCreationAgent,
+    QualityAssuranceAgent,
+    CostMonitorAgent,
+    KnowledgeTransferAgent,
+]
+ALL = [ConductorAgent, *WORKERS]
+
+
+def tiny_job(tiny_gguf: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "target": "general_health",
+        "base_model": str(tiny_gguf),
+        "samples": 40,
+        "training": {"max_steps": 6, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 2},
+        **extra,
+    }
+
+
+async def wait_for_state(client: Any, job_id: str, states: set[str], timeout: float = 600) -> JobRecord:
+    with anyio.fail_after(timeout):
+        while True:
+            job = await client.call_model("conductor", "job_status", {"job_id": job_id}, JobRecord)
+            if job.state in states:
+                return job
+            await anyio.sleep(0.2)
+
+
+@pytest.fixture
+def job_settings(settings_factory, memory_url: str, tmp_path: Path, model_cache: Path):  # type: ignore[no-untyped-def]
+    def make(**overrides: Any) -> Settings:
+        catalog = tiny_catalog(
+            tmp_path / "catalog",
+            local_usd_per_hour=overrides.pop("local_usd_per_hour", 0.0),
+            healthcare_target=overrides.pop("healthcare_target", 1.0),
+        )
+        values: dict[str, Any] = {
+            "model_cache_dir": model_cache,
+            "catalog_dir": catalog,
+            "request_timeout_s": 120.0,
+        }
+        values.update(overrides)
+        return settings_factory(overrides.pop("bus_url", memory_url), **values)
+
+    return make
+
+
+async def test_a_domain_job_runs_every_step_once_and_is_deployed_and_reported(  # type: ignore[no-untyped-def]
+    job_settings, tiny_gguf: Path
+) -> None:
+    settings = job_settings()
+    async with open_swarm(settings, ALL) as swarm:
+        since = await swarm.bus.transport.last_id(swarm.bus.keys.events)
+        submitted = await swarm.client.call_model("conductor", "submit_job", tiny_job(tiny_gguf), SubmitJobOutput)
+        assert submitted.state == "planned" and submitted.domains == ["general_health"]
+        job = await wait_for_state(swarm.client, submitted.job_id, {"done", "failed"})
+        assert job.state == "done", job.error
+        names = ["data", "data_qa", "knowledge_transfer", "train", "convert", "model_qa", "deploy"]
+        assert [s.name for s in job.steps] == names
+        assert all(s.status == "done" and s.attempts == 1 for s in job.steps)
+        assert job.step("knowledge_transfer").output["domain"] is None  # nothing trained before it
+        assert job.plan.training.max_steps == 6 and job.plan.samples == 40
+
+        report = await swarm.client.call_model("conductor", "job_report", {"job_id": job.job_id}, JobReport)
+        assert report.deployed_version == "v1" and report.qa_passed
+        assert report.perplexity_adapted < report.perplexity_base  # type: ignore[operator]
+        assert {f.kind for f in report.files} == {"adapter", "merged"}
+        for f in report.files:
+            assert Path(f.path).is_file()
+        assert all(s.seconds is not None for s in report.stages) and report.total_seconds
+        manifest = json.loads((settings.models_dir / "manifest.json").read_text())
+        assert [(m["model_id"], m["job_id"]) for m in manifest["models"]] == [("meetara_general_health", job.job_id)]
+
+        ledger = await swarm.client.call_model(
+            "cost_monitor", "cost_report", {"period": "all", "by": "step"}, CostReportOutput
+        )
+        assert sorted(r.key for r in ledger.rows) == sorted(set(names) - {"data_qa"})
+        assert all(r.entries == 1 for r in ledger.rows)
+
+        events = []
+        with anyio.move_on_after(1):
+            async for record in swarm.bus.events(since=since):
+                message = record.envelope.message
+                if isinstance(message, JobEventNotification) and message.params.job_id == job.job_id:
+                    events.append(message.params)
+        states = [e.state for e in events if e.kind == "state_changed"]
+        assert states == [*names, "done"]
+        assert events[0].kind == "submitted" and events[-1].terminal
+        assert any(e.kind == "progress" and e.step == "train" and e.data.get("loss") for e in events)
+
+
+async def test_bad_submissions_are_refused_and_nothing_is_queued(job_settings, tiny_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = job_settings()
+    async with open_swarm(settings, ALL) as swarm:
+        with pytest.raises(InvalidParams, match="general_health"):
+            await swarm.client.call("conductor", "submit_job", tiny_job(tiny_gguf, target="general_helth"))
+        with pytest.raises(InvalidParams, match="unknown tier 'turbo'"):
+            await swarm.client.call("conductor", "submit_job", tiny_job(tiny_gguf, tier="turbo"))
+        with pytest.raises(InvalidParams, match="max_steps"):
+            await swarm.client.call("conductor", "submit_job", tiny_job(tiny_gguf, training={"max_steps": 0}))
+        with pytest.raises(InvalidParams, match="no job"):
+            await swarm.client.call("conductor", "job_status", {"job_id": "0123456789abcdef"})
+        listed = await swarm.client.call("conductor", "list_jobs", {})
+        assert listed.structured_content == {"jobs": []}
+
+
+async def test_a_job_over_budget_is_refused_and_a_spent_budget_pauses_a_job_until_resumed(  # type: ignore[no-untyped-def]
+    job_settings, tiny_gguf: Path
+) -> None:
+    settings = job_settings(local_usd_per_hour=36.0)  # 1 cent per second of compute
+    async with open_swarm(settings, ALL) as swarm:
+        client = swarm.client
+        first = await client.call_model(
+            "conductor", "submit_job", tiny_job(tiny_gguf, target="mental_health"), SubmitJobOutput
+        )
+        done = await wait_for_state(client, first.job_id, {"done", "failed"})
+        assert done.state == "done", done.error
+        assert done.step("train").usd > 0
+
+        # Measured training now prices the next job: a budget below it refuses the job outright.
+        await client.call("cost_monitor", "set_budget", {"period": "day", "usd": 0.001})
+        refused = await client.call("conductor", "submit_job", tiny_job(tiny_gguf))
+        assert refused.is_error and "day budget" in refused.content[0].text
+        status = await client.call_model("cost_monitor", "budget_status", {}, BudgetStatus)
+        assert status.stopped
+
+        # A job admitted while there was budget pauses in the middle of training once the budget is
+        # gone: training stops at a checkpoint, and resuming continues from it.
+        await client.call("cost_monitor", "set_budget", {"period": "day", "usd": 1000.0})
+        long = {"max_steps": 300, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 5}
+        second = await client.call_model(
+            "conductor", "submit_job", tiny_job(tiny_gguf, target="stress_management", training=long), SubmitJobOutput
+        )
+        await wait_for_state(client, second.job_id, {"train"})
+        await anyio.sleep(2)
+        await client.call("cost_monitor", "set_budget", {"period": "day", "usd": 0.001})
+        paused = await wait_for_state(client, second.job_id, {"paused_budget", "done", "failed"})
+        assert paused.state == "paused_budget" and "budget" in (paused.error or "")
+        assert paused.step("train").status == "failed" and paused.step("convert").attempts == 0
+
+        with pytest.raises(ToolFailed, match="budget"):
+            await client.call_model("conductor", "resume_job", {"job_id": second.job_id}, JobRecord)
+        await client.call("cost_monitor", "set_budget", {"period": "day", "usd": 1000.0})
+        await client.call("conductor", "resume_job", {"job_id": second.job_id})
+        resumed = await wait_for_state(client, second.job_id, {"done", "failed", "paused_budget"})
+        assert resumed.state == "done", resumed.error
+        train = resumed.step("train")
+        assert train.attempts == 2 and train.output["resumed_from_step"] > 0
+        assert resumed.step("data").attempts == 1
+        # Knowledge Transfer found mental_health similar enough: training started from its adapter.
+        assert resumed.step("knowledge_transfer").output["domain"] == "mental_health"
+        assert train.output["warm_started"]
+        report = await client.call_model("conductor", "job_report", {"job_id": second.job_id}, JobReport)
+        assert report.warm_started_from == "mental_health"
+
+
+async def test_a_model_that_fails_qa_fails_the_job_with_the_reasons_and_is_not_deployed(  # type: ignore[no-untyped-def]
+    job_settings, tiny_gguf: Path
+) -> None:
+    settings = job_settings(healthcare_target=99.5)  # the real pass mark: a random model cannot chat
+    async with open_swarm(settings, ALL) as swarm:
+        job = await swarm.client.call_model("conductor", "submit_job", tiny_job(tiny_gguf), SubmitJobOutput)
+        failed = await wait_for_state(swarm.client, job.job_id, {"failed", "done"})
+    assert failed.state == "failed" and "model QA did not pass" in (failed.error or "")
+    assert "below the category target 99.5%" in (failed.error or "")
+    assert failed.step("model_qa").status == "failed" and failed.step("deploy").attempts == 0
+    assert not (settings.models_dir / "manifest.json").exists()
+
+
+async def test_a_step_whose_agent_is_down_is_retried_then_fails_and_resumes_once_it_is_back(  # type: ignore[no-untyped-def]
+    job_settings, tiny_gguf: Path
+) -> None:
+    settings = job_settings()
+    without_gpu = [a for a in ALL if a is not CountingGpu]
+    async with open_swarm(settings, without_gpu) as swarm:
+        client = swarm.client
+        job = await client.call_model("conductor", "submit_job", tiny_job(tiny_gguf), SubmitJobOutput)
+        failed = await wait_for_state(client, job.job_id, {"failed", "done"})
+        assert failed.state == "failed" and "train failed after 3 attempts" in (failed.error or "")
+        assert "no live instance of agent 'gpu_optimization'" in (failed.error or "")
+        assert failed.step("data").status == "done" and failed.step("train").attempts == 3
+
+        async with connect(settings, sender="gpu") as bus:
+            gpu = AgentHost(bus, [CountingGpu], settings=settings)
+            await bus.start_task(gpu.run)
+            await client.call("conductor", "resume_job", {"job_id": job.job_id})
+            done = await wait_for_state(client, job.job_id, {"failed", "done"})
+            gpu.stop()
+            await gpu.wait_stopped()
+    assert done.state == "done", done.error
+    assert done.step("data").attempts == 1 and done.step("train").attempts == 4
+
+
+async def test_a_cancelled_job_stops_and_stays_cancelled(job_settings, tiny_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = job_settings()
+    async with open_swarm(settings, ALL) as swarm:
+        client = swarm.client
+        job = await client.call_model(
+            "conductor", "submit_job", tiny_job(tiny_gguf, training={"max_steps": 400}), SubmitJobOutput
+        )
+        await wait_for_state(client, job.job_id, {"train"})
+        await client.call("conductor", "cancel_job", {"job_id": job.job_id})
+        cancelled = await wait_for_state(client, job.job_id, {"cancelled", "done", "failed"}, timeout=60)
+        assert cancelled.state == "cancelled"
+        assert cancelled.step("convert").attempts == 0
+        with pytest.raises(InvalidParams, match="cancelled"):
+            await client.call("conductor", "resume_job", {"job_id": job.job_id})
+
+
+async def test_a_conductor_restart_mid_job_loses_nothing_and_runs_each_step_once(  # type: ignore[no-untyped-def]
+    job_settings, tiny_gguf: Path
+) -> None:
+    settings = job_settings()
+    CountingGpu.trainings = 0
+    async with open_swarm(settings, WORKERS) as workers:
+        async with connect(settings, sender="conductor-a") as bus_a:
+            first = AgentHost(bus_a, [ConductorAgent], settings=settings.model_copy(update={"instance_id": "cond-a"}))
+            await bus_a.start_task(first.run)
+            job = await workers.client.call_model(
+                "conductor", "submit_job", tiny_job(tiny_gguf, training={"max_steps": 30}), SubmitJobOutput
+            )
+            await wait_for_state(workers.client, job.job_id, {"train"})
+            first.stop()
+            await first.wait_stopped()
+        async with connect(settings, sender="conductor-b") as bus_b:
+            second = AgentHost(bus_b, [ConductorAgent], settings=settings.model_copy(update={"instance_id": "cond-b"}))
+            await bus_b.start_task(second.run)
+            finished = await wait_for_state(workers.client, job.job_id, {"done", "failed"})
+            second.stop()
+            await second.wait_stopped()
+    assert finished.state == "done", finished.error
+    train = finished.step("train")
+    assert train.attempts == 1 and train.output["metrics"]["steps"] == 30
+    assert CountingGpu.trainings == 1  # the second Conductor's re-sent call waited for the first
+    runs = list(settings.data_dir.rglob("training_metrics.json"))
+    assert len(runs) == 1
+
+
+def _meetara(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        env={**env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _job_env(base: dict[str, str], tmp_path: Path, model_cache: Path) -> dict[str, str]:
+    return {
+        **base,
+        "MEETARA_CATALOG_DIR": str(tiny_catalog(tmp_path / "catalog")),
+        "MEETARA_DATA_DIR": str(tmp_path / "data"),
+        "MEETARA_MODELS_DIR": str(tmp_path / "models"),
+        "MEETARA_MODEL_CACHE_DIR": str(model_cache),
+        "MEETARA_REQUEST_TIMEOUT_S": "120",
+    }
+
+
+def test_meetara_run_domain_trains_validates_and_deploys_in_one_process(  # type: ignore[no-untyped-def]
+    tmp_path: Path, tiny_gguf: Path, model_cache: Path
+) -> None:
+    """The README's main command, on the tiny model (the CPU-sized default: 40 steps)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
+    env = _job_env({**base, "MEETARA_ARTIFACT_URL": str(tmp_path / "artifacts")}, tmp_path, model_cache)
+    args = ["run", "--domain", "general_health", "--base-model", str(tiny_gguf), "--samples", "40"]
+    out = _meetara(*args, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "CPU-sized run of 40 conversations and 40 steps" in out.stdout
+    assert "state=done" in out.stdout and f"v1 in {tmp_path / 'models'}" in out.stdout
+    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
+    assert [m["version"] for m in manifest["models"]] == ["v1"]
+
+
+@pytest.mark.redis
+def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-def]
+    child_env: dict[str, str], tmp_path: Path, tiny_gguf: Path, model_cache: Path
+) -> None:
+    """`meetara up` (one process per agent) and `meetara submit --wait`, as a user runs them."""
+    env = _job_env(child_env, tmp_path, model_cache)
+    command = [sys.executable, "-m", "runtime.cli", "up"]
+    up = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        out = _meetara(
+            "submit", "--domain", "general_health", "--base-model", str(tiny_gguf), "--samples", "40", "--wait",
+            env=env, timeout=600,
+        )  # fmt: skip
+    finally:
+        up.send_signal(signal.SIGTERM)
+        _, stderr = up.communicate(timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "state=done" in out.stdout and "step=train" in out.stdout
+    assert len([line for line in stderr.splitlines() if '"event": "agents stopped"' in line]) == 7
+    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
+    assert manifest["models"][0]["lane"] == "production"
