@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -170,12 +169,12 @@ async def test_a_job_over_budget_is_refused_and_a_spent_budget_pauses_a_job_unti
         # A job admitted while there was budget pauses in the middle of training once the budget is
         # gone: training stops at a checkpoint, and resuming continues from it.
         await client.call("cost_monitor", "set_budget", {"period": "day", "usd": 1000.0})
-        long = {"max_steps": 300, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 5}
+        long = {"max_steps": 60, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 5}
         second = await client.call_model(
             "conductor", "submit_job", tiny_job(tiny_gguf, target="stress_management", training=long), SubmitJobOutput
         )
         await wait_for_state(client, second.job_id, {"train"})
-        await anyio.sleep(2)
+        await anyio.sleep(0.5)
         await client.call("cost_monitor", "set_budget", {"period": "day", "usd": 0.001})
         paused = await wait_for_state(client, second.job_id, {"paused_budget", "done", "failed"})
         assert paused.state == "paused_budget" and "budget" in (paused.error or "")
@@ -313,26 +312,3 @@ def test_meetara_run_domain_trains_validates_and_deploys_in_one_process(  # type
     assert "state=done" in out.stdout and f"v1 in {tmp_path / 'models'}" in out.stdout
     manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
     assert [m["version"] for m in manifest["models"]] == ["v1"]
-
-
-@pytest.mark.redis
-def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-def]
-    child_env: dict[str, str], tmp_path: Path, tiny_gguf: Path, model_cache: Path
-) -> None:
-    """`meetara up` (one process per agent) and `meetara submit --wait`, as a user runs them."""
-    env = _job_env(child_env, tmp_path, model_cache)
-    command = [sys.executable, "-m", "runtime.cli", "up"]
-    up = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        out = _meetara(
-            "submit", "--domain", "general_health", "--base-model", str(tiny_gguf), "--samples", "40", "--wait",
-            env=env, timeout=600,
-        )  # fmt: skip
-    finally:
-        up.send_signal(signal.SIGTERM)
-        _, stderr = up.communicate(timeout=120)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "state=done" in out.stdout and "step=train" in out.stdout
-    assert len([line for line in stderr.splitlines() if '"event": "agents stopped"' in line]) == 7
-    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
-    assert manifest["models"][0]["lane"] == "production"

@@ -127,7 +127,7 @@ async def test_general_health_on_smollm2_is_trained_converted_validated_and_depl
         data = await swarm.client.call_model(
             "data_generation",
             "generate",
-            {"domain": "general_health", "count": 300, "seed": 1},
+            {"domain": "general_health", "count": 120, "seed": 1},
             GenerateOutput,
             timeout=LONG,
         )
@@ -135,7 +135,7 @@ async def test_general_health_on_smollm2_is_trained_converted_validated_and_depl
             "target": "general_health",
             "dataset": data.dataset.model_dump(by_alias=True),
             "eval_dataset": data.eval_dataset.model_dump(by_alias=True),
-            "training": {"max_steps": 16, "effective_batch": 4, "learning_rate": 5e-4},
+            "training": {"max_steps": 8, "effective_batch": 4, "learning_rate": 1e-3},
         }
         trained = await swarm.client.call_model("gpu_optimization", "train", job, TrainOutput, timeout=LONG)
         created = await swarm.client.call_model(
@@ -159,6 +159,8 @@ async def test_general_health_on_smollm2_is_trained_converted_validated_and_depl
             {
                 "metadata": model.metadata.model_dump(by_alias=True),
                 "eval_dataset": data.eval_dataset.model_dump(by_alias=True),
+                "max_eval_samples": 16,
+                "generation_prompts": 2,
             },
             ValidateModelOutput,
             timeout=LONG,
