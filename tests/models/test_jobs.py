@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +314,31 @@ def test_meetara_run_domain_trains_validates_and_deploys_in_one_process(  # type
     assert "state=done" in out.stdout and f"v1 in {tmp_path / 'models'}" in out.stdout
     manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
     assert [m["version"] for m in manifest["models"]] == ["v1"]
+
+
+@pytest.mark.redis
+def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-def]
+    child_env: dict[str, str], tmp_path: Path, tiny_gguf: Path, model_cache: Path
+) -> None:
+    """`meetara up` (one process per agent) and `meetara submit --wait`, as a user runs them."""
+    env = _job_env(child_env, tmp_path, model_cache)
+    log = tmp_path / "up.log"
+    with open(log, "w") as sink:  # a file, not a pipe: seven agents' logs would fill a pipe and block them
+        up = subprocess.Popen([sys.executable, "-m", "runtime.cli", "up"], env=env, stdout=sink, stderr=sink)
+        try:
+            for _ in range(240):
+                if "7 live agent instance(s)" in _meetara("agents", env=env, timeout=60).stdout:
+                    break
+                time.sleep(0.5)
+            out = _meetara(
+                "submit", "--domain", "general_health", "--base-model", str(tiny_gguf), "--samples", "40", "--wait",
+                env=env, timeout=600,
+            )  # fmt: skip
+        finally:
+            up.send_signal(signal.SIGTERM)
+            up.wait(120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "state=done" in out.stdout and "step=train" in out.stdout
+    assert log.read_text().count('"event": "agents stopped"') == 7
+    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
+    assert manifest["models"][0]["lane"] == "production"
