@@ -346,6 +346,16 @@ class MemoryTransport:
     async def set(self, key: str, value: bytes, *, ttl_ms: int | None = None, nx: bool = False) -> bool:
         return self._set(key, value, ttl_ms, nx=nx)
 
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes | None, *, ttl_ms: int | None = None
+    ) -> bool:
+        if self._broker.live_key(key) != expected:
+            return False
+        if value is None:
+            self._broker.keys.pop(key, None)
+            return True
+        return self._set(key, value, ttl_ms, nx=False)
+
     async def delete(self, keys: Sequence[str]) -> int:
         deleted = 0
         for key in keys:

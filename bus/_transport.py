@@ -175,6 +175,12 @@ class Transport(Protocol):
     async def set(self, key: str, value: bytes, *, ttl_ms: int | None = None, nx: bool = False) -> bool:
         """SET with optional expiry; with ``nx`` only when absent. Returns whether it was set."""
 
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes | None, *, ttl_ms: int | None = None
+    ) -> bool:
+        """Atomically: if the key holds ``expected`` (``None``: is absent), set it to ``value``
+        (``None``: delete it). Returns whether it matched. Leases renew and release with it."""
+
     async def delete(self, keys: Sequence[str]) -> int:
         """DEL."""
 

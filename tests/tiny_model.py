@@ -53,11 +53,15 @@ def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+SMALL_CATEGORY = ("specialized", ["legal", "financial"])
+"""The tiny catalogue's specialized category has two domains, so a category job stays small."""
+
+
 def tiny_catalog(folder: Path, *, local_usd_per_hour: float = 0.0, healthcare_target: float = 1.0) -> Path:
     """Config overrides for whole jobs on the tiny model.
 
-    A random 2-layer model cannot chat, so healthcare's pass mark drops to the critical checks
-    (format, loading, hashes, perplexity); retries back off quickly.
+    A random 2-layer model cannot chat, so the pass marks of healthcare and of the small category
+    drop to the critical checks (format, loading, hashes, perplexity); retries back off quickly.
     """
     import importlib.resources
 
@@ -67,6 +71,10 @@ def tiny_catalog(folder: Path, *, local_usd_per_hour: float = 0.0, healthcare_ta
     configs = importlib.resources.files("configs")
     domains = yaml.safe_load(configs.joinpath("domains.yaml").read_text())
     domains["categories"]["healthcare"]["quality_target"] = healthcare_target
+    small, kept = SMALL_CATEGORY
+    category = domains["categories"][small]
+    category["quality_target"] = 1.0
+    category["domains"] = {name: category["domains"][name] for name in kept}
     (folder / "domains.yaml").write_text(yaml.safe_dump(domains))
     providers = yaml.safe_load(configs.joinpath("providers.yaml").read_text())
     providers["local"]["usd_per_hour"] = local_usd_per_hour

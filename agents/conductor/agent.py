@@ -14,6 +14,7 @@ from agents.conductor.job_store import JobStore
 from agents.conductor.planning import plan_job
 from agents.conductor.report import build_report
 from agents.conductor.settings import JobSettings, load_job_settings
+from agents.llm.layout import domains_of
 from protocol import InvalidParams, JobEvent, JobEventNotification, RpcError, new_id
 from protocol.agents.conductor import (
     STEPS,
@@ -150,18 +151,17 @@ class ConductorAgent(Agent):
     async def submit_job(self, params: JobSpec) -> SubmitJobOutput:
         """Queue a training job: data, data QA, training, GGUF conversion, model QA, deploy.
 
-        scope "domain" trains one domain. Unknown names, tiers or impossible settings are
-        refused with a clear error, as is a job whose estimated cost would pass a budget.
+        scope "domain" trains one domain; "category" one model on all the category's domains;
+        "universal" (target "universal") a full and a lite model on all 62. Unknown names, tiers
+        or impossible settings are refused with a clear error, as is a job whose estimated cost
+        would pass a budget.
         """
         catalog = self.ctx.catalog
         catalog.tier(params.tier)
-        if params.scope != "domain":
-            raise InvalidParams(
-                f"{params.scope} jobs are not available yet: submit one domain job per domain",
-                data={"scope": params.scope},
-            )
-        domains = [catalog.domain(params.target).name]
-        plan = await plan_job(params, self.ctx.client, catalog, self.job_settings, await self.store.all())
+        domains = domains_of(params.scope, params.target, catalog)
+        if not domains:
+            raise InvalidParams(f"category {params.target!r} has no domains to train")
+        plan = await plan_job(params, domains, self.ctx.client, catalog, self.job_settings, await self.store.all())
         estimate = await self.ctx.client.call(
             "cost_monitor",
             "estimate",

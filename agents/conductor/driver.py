@@ -16,7 +16,7 @@ import structlog
 
 from agents.conductor.job_store import JobStore
 from agents.conductor.settings import JobSettings
-from agents.conductor.steps import data_gate, register_call, step_call
+from agents.conductor.steps import StepCall, closing_call, data_gate, register_call, step_calls, step_output
 from protocol import InvalidParams, JobEvent, MethodNotFound, RpcError
 from protocol.agents.conductor import STEPS, TERMINAL_STATES, JobRecord, JobState, StepName, StepRecord
 from runtime import Catalog, SwarmClient, ToolFailed
@@ -114,7 +114,8 @@ class JobDriver:
                     raise _Cancelled()
                 await self._check_budget()
                 await self._run_step(record)
-            await self._register()
+            if job.spec.scope == "domain":
+                await self._register()
             await self._set_state("done", "deployed")
         except _Cancelled:
             await self._set_state("cancelled", "cancelled by request", error="cancelled by request")
@@ -149,11 +150,9 @@ class JobDriver:
                 record.status, record.started_at, record.error = "running", time.time(), None
                 await self._save()
                 await self._event("step_started", step=name, message=f"{name} attempt {record.attempts}")
-            call = step_call(job, name, settings)
-            record.agent = call.agent
             started = time.monotonic()
             try:
-                output = await self._call_watching_cancel(call.agent, call.tool, call.arguments, call.timeout_s, record)
+                output = await self._perform(record)
             except _Permanent as exc:
                 record.status, record.error = "failed", str(exc)
                 await self._save()
@@ -182,12 +181,27 @@ class JobDriver:
                 raise _Permanent(verdict)
             return
 
-    async def _call_watching_cancel(
-        self, agent: str, tool: str, arguments: dict[str, Any], timeout: float, record: StepRecord
-    ) -> dict[str, Any]:
-        """The step's tool call; a cancel request abandons the wait (the agent's own work runs out)."""
+    async def _perform(self, record: StepRecord) -> dict[str, Any]:
+        """The step's calls in order; a part's result is saved as it arrives, so a retry skips it."""
+        job, name = self.job, record.name
+        parts: dict[str, dict[str, Any]] = record.output.setdefault("parts", {})
+        calls = step_calls(job, name, self._settings)
+        for call in calls:
+            if call.part in parts:
+                continue
+            parts[call.part] = await self._call_watching_cancel(call, record)
+            if len(calls) > 1:
+                await self._save()
+        closing = closing_call(job, name, parts, self._settings)
+        closed = await self._call_watching_cancel(closing, record) if closing else None
+        return step_output(job, name, parts, closed)
+
+    async def _call_watching_cancel(self, step: StepCall, record: StepRecord) -> dict[str, Any]:
+        """One tool call of the step; a cancel request abandons the wait (the agent's own work runs out)."""
         job = self.job
-        key = f"{job.job_id}:{record.name}:{record.attempts}"
+        agent, tool, arguments, timeout = step.agent, step.tool, step.arguments, step.timeout_s
+        record.agent = agent
+        key = f"{job.job_id}:{record.name}:{record.attempts}" + (f":{step.part}" if step.part else "")
         result: dict[str, Any] = {}
         cancelled = False
         paused: _Paused | None = None
@@ -267,15 +281,21 @@ class JobDriver:
     @staticmethod
     def _verdict(name: StepName, output: dict[str, Any]) -> str | None:
         """Why a step that ran fine still stops the job (model QA said no), or None."""
-        if name == "model_qa" and not output["report"]["passed"]:
-            reasons = "; ".join(output["report"]["reasons"][:6])
-            return f"model QA did not pass (score {output['report']['score']:.1f}%): {reasons}"
-        return None
+        if name != "model_qa":
+            return None
+        failed = [
+            f"{m['model_id']} scored {m['report']['score']:.1f}%: " + "; ".join(m["report"]["reasons"][:6])
+            for m in output["models"]
+            if not m["report"]["passed"]
+        ]
+        return "model QA did not pass: " + " | ".join(failed) if failed else None
 
     async def _warm_start_possible(self, record: StepRecord) -> bool:
         """Skip the step (recorded as done, no recommendation) when it was not asked for or nobody can answer."""
         why = None
-        if not self.job.spec.warm_start:
+        if self.job.spec.scope != "domain":
+            why = "warm starts are for domain jobs"
+        elif not self.job.spec.warm_start:
             why = "warm start not requested"
         elif not await self._client.agents("knowledge_transfer"):
             why = "no knowledge_transfer agent running"

@@ -1,8 +1,8 @@
 """Jobs persisted on the bus's transport (Redis or in-memory), and leases so one Conductor drives each.
 
 A job record is one JSON value written after every change, so a restarted Conductor continues
-from the last recorded step. A lease is a key set-if-absent with a time-to-live and renewed by
-its holder: while it lives, no other Conductor replica drives that job.
+from the last recorded step. A lease is a key with a time-to-live, taken and renewed only by
+compare-and-set: while it lives, no other Conductor replica drives that job.
 """
 
 from __future__ import annotations
@@ -56,20 +56,15 @@ class JobStore:
 
     async def acquire(self, job_id: str, owner: str) -> bool:
         """Take the job's lease if nobody holds it (or we already do)."""
-        key = self._lease_key(job_id)
-        if await self._bus.transport.set(key, owner.encode(), ttl_ms=self.lease_ms, nx=True):
-            return True
         return await self.renew(job_id, owner)
 
     async def renew(self, job_id: str, owner: str) -> bool:
-        """Extend our lease; False when it lapsed and someone else holds it."""
-        key = self._lease_key(job_id)
-        holder = await self._bus.transport.get(key)
-        if holder is not None and holder.decode() != owner:
-            return False
-        return await self._bus.transport.set(key, owner.encode(), ttl_ms=self.lease_ms)
+        """Extend (or retake, if it lapsed unclaimed) our lease; False when someone else holds it."""
+        key, me, ttl = self._lease_key(job_id), owner.encode(), self.lease_ms
+        transport = self._bus.transport
+        return await transport.compare_and_set(key, me, me, ttl_ms=ttl) or await transport.compare_and_set(
+            key, None, me, ttl_ms=ttl
+        )
 
     async def release(self, job_id: str, owner: str) -> None:
-        key = self._lease_key(job_id)
-        if (await self._bus.transport.get(key) or b"").decode() == owner:
-            await self._bus.transport.delete([key])
+        await self._bus.transport.compare_and_set(self._lease_key(job_id), owner.encode(), None)

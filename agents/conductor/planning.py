@@ -24,7 +24,12 @@ def _seconds_per_step(history: list[JobRecord], device: str) -> float | None:
 
 
 async def plan_job(
-    spec: JobSpec, client: SwarmClient, catalog: Catalog, settings: JobSettings, history: list[JobRecord]
+    spec: JobSpec,
+    domains: list[str],
+    client: SwarmClient,
+    catalog: Catalog,
+    settings: JobSettings,
+    history: list[JobRecord],
 ) -> JobPlan:
     tier = catalog.tier(spec.tier)
     reasons: list[str] = []
@@ -37,10 +42,9 @@ async def plan_job(
         device_name, kind = "unknown", None
         reasons.append(f"GPU Optimization not reachable to profile its device ({exc.message}); tier sizes kept")
     training = spec.training.model_copy()
-    samples = spec.samples or tier.samples
     if kind == "cpu":
         cpu = settings.cpu_default
-        samples = spec.samples or cpu.samples
+        samples = spec.samples or max(cpu.samples // len(domains), cpu.min_samples_per_domain)
         training.max_steps = training.max_steps or cpu.max_steps
         training.effective_batch = training.effective_batch or cpu.effective_batch
         training.learning_rate = training.learning_rate or cpu.learning_rate
@@ -51,7 +55,10 @@ async def plan_job(
             f"{training.max_steps} steps instead of the {spec.tier} tier's GPU-sized one"
         )
     else:
+        samples = spec.samples or tier.samples
         reasons.append(f"{spec.tier} tier on {device_name}: {samples} conversations per domain")
+    if len(domains) > 1:
+        reasons.append(f"{len(domains)} domains x {samples} conversations")
     steps = training.max_steps or tier.max_steps
     per_step = _seconds_per_step(history, device_name)
     if per_step is None:

@@ -14,6 +14,8 @@ __all__ = ["CpuDefault", "JobSettings", "load_job_settings"]
 class CpuDefault(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     samples: int = Field(gt=0)
+    """Conversations of a one-domain job; a job over several domains shares them out."""
+    min_samples_per_domain: int = Field(gt=0)
     max_steps: int = Field(gt=0)
     effective_batch: int = Field(gt=0)
     learning_rate: float = Field(gt=0)

@@ -1,19 +1,20 @@
 """What each pipeline step asks of which agent, built from the job and the steps before it.
 
 Every call carries the job id (progress events) and an idempotency key per (job, step,
-attempt), so a Conductor that re-sends a step after a crash gets the stored result instead
+attempt, part), so a Conductor that re-sends a step after a crash gets the stored result instead
 of running the work again.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from agents.conductor.settings import JobSettings
 from protocol.agents.conductor import JobRecord, StepName
 
-__all__ = ["StepCall", "base_identity", "data_gate", "register_call", "step_call"]
+__all__ = ["StepCall", "base_identity", "closing_call", "data_gate", "register_call", "step_calls", "step_output"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,8 @@ class StepCall:
     tool: str
     arguments: dict[str, Any]
     timeout_s: float
+    part: str = ""
+    """Which part of a step of several calls (a domain's data, one model's QA); empty for a single call."""
 
 
 def _output(job: JobRecord, step: StepName) -> dict[str, Any]:
@@ -52,18 +55,30 @@ def register_call(job: JobRecord) -> StepCall:
     return StepCall("knowledge_transfer", "register", arguments, 600.0)
 
 
-def step_call(job: JobRecord, step: StepName, settings: JobSettings) -> StepCall:
-    """The tool call for ``step`` (not ``data_qa``, which the Conductor decides itself)."""
+def step_calls(job: JobRecord, step: StepName, settings: JobSettings) -> list[StepCall]:
+    """The tool calls of ``step`` (not ``data_qa``, which the Conductor decides itself).
+
+    Most steps are one call. A category or universal job generates data per domain (then
+    :func:`closing_call` merges it), and model QA and deploy run once per built model.
+    """
     spec, timeout = job.spec, settings.step_timeout_s.get(step, 3600.0)
     base = {"base_model": spec.base_model} if spec.base_model else {}
     if step == "data":
-        (domain,) = job.domains  # category data arrives with the category pipeline
-        arguments: dict[str, Any] = {"domain": domain, "count": job.plan.samples, "seed": spec.seed}
-        return StepCall("data_generation", "generate", arguments, timeout)
+        single = len(job.domains) == 1
+        return [
+            StepCall(
+                "data_generation",
+                "generate",
+                {"domain": domain, "count": job.plan.samples, "seed": spec.seed},
+                timeout,
+                part="" if single else domain,
+            )
+            for domain in job.domains
+        ]
     data = _output(job, "data")
     if step == "knowledge_transfer":
         arguments = {"domain": job.domains[0], "base_model": base_identity(job), "dataset": data["dataset"]}
-        return StepCall("knowledge_transfer", "recommend", arguments, timeout)
+        return [StepCall("knowledge_transfer", "recommend", arguments, timeout)]
     if step == "train":
         warm = _output(job, "knowledge_transfer").get("adapter") if job.spec.warm_start else None
         arguments = {
@@ -78,7 +93,7 @@ def step_call(job: JobRecord, step: StepName, settings: JobSettings) -> StepCall
             **({"warm_start": warm} if warm else {}),
             **base,
         }
-        return StepCall("gpu_optimization", "train", arguments, timeout)
+        return [StepCall("gpu_optimization", "train", arguments, timeout)]
     trained = _output(job, "train")
     if step == "convert":
         arguments = {
@@ -90,32 +105,97 @@ def step_call(job: JobRecord, step: StepName, settings: JobSettings) -> StepCall
             "data_stats": data["stats"],
             **base,
         }
-        return StepCall("gguf_creation", "create_gguf", arguments, timeout)
-    (model,) = _output(job, "convert")["models"]
+        return [StepCall("gguf_creation", "create_gguf", arguments, timeout)]
+    models = _output(job, "convert")["models"]
     if step == "model_qa":
-        arguments = {
-            "job_id": job.job_id,
-            "metadata": model["metadata"],
-            "eval_dataset": data["eval_dataset"],
-            **base,
-        }
-        return StepCall("quality_assurance", "validate_model", arguments, timeout)
+        return [
+            StepCall(
+                "quality_assurance",
+                "validate_model",
+                {"job_id": job.job_id, "metadata": m["metadata"], "eval_dataset": data["eval_dataset"], **base},
+                timeout,
+                part=m["model_id"],
+            )
+            for m in models
+        ]
     if step == "deploy":
-        arguments = {
-            "job_id": job.job_id,
-            "metadata": model["metadata"],
-            "qa_report": _output(job, "model_qa")["report_artifact"],
-            "lane": spec.deploy_lane,
-        }
-        return StepCall("gguf_creation", "deploy", arguments, timeout)
+        reports = {m["model_id"]: m["report_artifact"] for m in _output(job, "model_qa")["models"]}
+        return [
+            StepCall(
+                "gguf_creation",
+                "deploy",
+                {
+                    "job_id": job.job_id,
+                    "metadata": m["metadata"],
+                    "qa_report": reports[m["model_id"]],
+                    "lane": spec.deploy_lane,
+                },
+                timeout,
+                part=m["model_id"],
+            )
+            for m in models
+        ]
     raise ValueError(f"step {step!r} is not a tool call")
+
+
+def closing_call(
+    job: JobRecord, step: StepName, parts: dict[str, dict[str, Any]], settings: JobSettings
+) -> StepCall | None:
+    """The call that finishes a step of several parts: one training set out of every domain's data."""
+    if step != "data" or len(job.domains) == 1:
+        return None
+    arguments = {
+        "scope": job.spec.scope,
+        "target": job.spec.target,
+        "parts": [
+            {"domain": d, "dataset": parts[d]["dataset"], "eval_dataset": parts[d]["eval_dataset"]} for d in job.domains
+        ],
+    }
+    return StepCall("data_generation", "combine", arguments, settings.step_timeout_s.get(step, 3600.0))
+
+
+def step_output(
+    job: JobRecord, step: StepName, parts: dict[str, dict[str, Any]], closing: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a step records: its one call's result, or its parts merged."""
+    if step in ("model_qa", "deploy"):
+        return {"models": [{"model_id": model_id, **output} for model_id, output in parts.items()]}
+    if closing is None:
+        return parts[""]
+    generated = sum(p["generated"] for p in parts.values())
+    kept = sum(p["kept"] for p in parts.values())
+    rejections: Counter[str] = Counter()
+    for p in parts.values():
+        rejections.update(p["rejections"])
+    return {
+        **closing,
+        "generated": generated,
+        "kept": kept,
+        "pass_rate": kept / generated if generated else 0.0,
+        "near_duplicate_rate": rejections["near_duplicate"] / generated if generated else 0.0,
+        "rejections": dict(rejections),
+        "rounds": max(p["rounds"] for p in parts.values()),
+        "reached_target": all(p["reached_target"] for p in parts.values()),
+        "domains": {
+            d: {
+                "kept": p["kept"],
+                "pass_rate": p["pass_rate"],
+                "reached_target": p["reached_target"],
+                "path": p["path"],
+            }
+            for d, p in parts.items()
+        },
+    }
 
 
 def data_gate(job: JobRecord, settings: JobSettings, crisis_safety: bool) -> tuple[bool, dict[str, Any]]:
     """The data_qa gate over the data step's result: enough conversations, kept at a sane rate."""
     data = _output(job, "data")
     reasons = []
-    if not data.get("reached_target"):
+    short = [d for d, part in data.get("domains", {}).items() if not part["reached_target"]]
+    if short:
+        reasons.append(f"fewer than {job.plan.samples} conversations passed QA for {', '.join(short)}")
+    elif not data.get("reached_target"):
         reasons.append(f"only {data['kept']} of {job.plan.samples} conversations passed QA")
     if data["pass_rate"] < settings.min_data_pass_rate:
         reasons.append(f"QA pass rate {data['pass_rate']:.2f} is below {settings.min_data_pass_rate:.2f}")

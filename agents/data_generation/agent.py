@@ -13,12 +13,15 @@ import anyio.from_thread
 import anyio.to_thread
 
 from agents.data_generation.compositional import CompositionalGenerator, load_common
-from agents.data_generation.dataset_files import assemble, training_paths, write_batch
+from agents.data_generation.dataset_files import assemble, interleave, scope_training_paths, training_paths, write_batch
 from agents.data_generation.material import load_material
 from agents.data_generation.stats import dataset_stats
 from agents.data_generation.teacher import TeacherGenerator, teacher_requirement
+from agents.llm.layout import domains_of
 from protocol import ArtifactRef, InvalidParams
 from protocol.agents.data_generation import (
+    CombineInput,
+    CombineOutput,
     DatasetStats,
     DatasetStatsInput,
     GenerateInput,
@@ -108,6 +111,46 @@ class DataGenerationAgent(Agent):
             rejections=dict(loop.rejections),
             rounds=loop.rounds,
             reached_target=loop.kept >= params.count,
+        )
+
+    @tool(idempotent=True)
+    async def combine(self, params: CombineInput) -> CombineOutput:
+        """Merge every domain's data into one category or universal training set (and eval set).
+
+        Each part must be one of the scope's domains, each domain exactly once; domains are
+        interleaved in proportion so every stretch of the training set covers all of them.
+        """
+        catalog = self.ctx.catalog
+        expected = set(domains_of(params.scope, params.target, catalog))
+        given = [part.domain for part in params.parts]
+        if set(given) != expected or len(given) != len(expected):
+            missing, extra = sorted(expected - set(given)), sorted(set(given) - expected)
+            raise InvalidParams(
+                f"the {params.scope} {params.target!r} needs each of its {len(expected)} domains exactly once",
+                data={"missing": missing, "not_in_scope": extra, "given": given},
+            )
+        train_path, eval_path = scope_training_paths(self.ctx.settings.data_dir, params.scope, params.target)
+        with tempfile.TemporaryDirectory(prefix="meetara-combine-") as tmp:
+            work = Path(tmp)
+            train, evaluation = {}, {}
+            for part in params.parts:
+                train[part.domain] = await self.ctx.artifacts.fetch(part.dataset, work / f"{part.domain}.jsonl")
+                evaluation[part.domain] = await self.ctx.artifacts.fetch(
+                    part.eval_dataset, work / f"{part.domain}_eval.jsonl"
+                )
+            try:
+                per_domain = await anyio.to_thread.run_sync(interleave, train, train_path)
+                eval_counts = await anyio.to_thread.run_sync(interleave, evaluation, eval_path)
+            except ValueError as exc:
+                raise InvalidParams(f"a part is not a conversation dataset: {exc}") from None
+        return CombineOutput(
+            dataset=await self.ctx.artifacts.put_file(train_path, media_type="application/jsonl"),
+            eval_dataset=await self.ctx.artifacts.put_file(eval_path, media_type="application/jsonl"),
+            path=str(train_path),
+            eval_path=str(eval_path),
+            stats=await anyio.to_thread.run_sync(dataset_stats, train_path),
+            eval_samples=sum(eval_counts.values()),
+            samples_per_domain=per_domain,
         )
 
     @tool(read_only=True)

@@ -11,13 +11,20 @@ from pathlib import Path
 from protocol.datasets import ConversationSample
 from runtime._files import atomic_write
 
-__all__ = ["assemble", "read_jsonl", "training_paths", "write_batch"]
+__all__ = ["assemble", "interleave", "read_jsonl", "scope_training_paths", "training_paths", "write_batch"]
 
 
 def training_paths(data_dir: Path, category: str, domain: str) -> tuple[Path, Path]:
     """``data/training/{category}/{domain}_training_data.jsonl`` and its evaluation split."""
     folder = data_dir / "training" / category
     return folder / f"{domain}_training_data.jsonl", folder / f"{domain}_eval_data.jsonl"
+
+
+def scope_training_paths(data_dir: Path, scope: str, target: str) -> tuple[Path, Path]:
+    """A category's (``data/training/{category}/_category_*``) or the universal model's splits."""
+    if scope == "category":
+        return training_paths(data_dir, target, "_category")
+    return training_paths(data_dir, "universal", "universal")
 
 
 def read_jsonl(path: Path) -> Iterator[str]:
@@ -96,3 +103,26 @@ def assemble(
                 train.write(line)
                 n_train += 1
     return n_train, n_eval
+
+
+def interleave(sources: dict[str, Path], dest: Path) -> dict[str, int]:
+    """Merge JSONL files into ``dest`` (atomically), streaming, each spread evenly through the result.
+
+    The next line always comes from the source furthest behind its share, so any stretch of the
+    output (a training batch) holds every domain in proportion. Returns lines per source; a line
+    that is not a conversation raises ``ValueError`` naming the source.
+    """
+    totals = {name: sum(1 for _ in read_jsonl(path)) for name, path in sources.items()}
+    readers = {name: read_jsonl(path) for name, path in sources.items()}
+    taken = dict.fromkeys(sources, 0)
+    with atomic_write(dest) as out:
+        for _ in range(sum(totals.values())):
+            name = min((n for n in sources if taken[n] < totals[n]), key=lambda n: (taken[n] + 1) / totals[n])
+            line = next(readers[name])
+            try:
+                ConversationSample.model_validate_json(line)
+            except ValueError as exc:
+                raise ValueError(f"{name}: line {taken[name] + 1} is not a conversation: {exc}") from None
+            out.write(line)
+            taken[name] += 1
+    return taken

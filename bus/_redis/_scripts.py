@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["COMPLETE", "TOUCH"]
+__all__ = ["COMPARE_AND_SET", "COMPLETE", "TOUCH"]
 
 TOUCH = """
 -- KEYS[1] stream; ARGV: group, consumer, idle_ms, ids...
@@ -34,4 +34,23 @@ if stored then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return {0, redis.call('GET', KEYS[2])}
+"""
+
+COMPARE_AND_SET = """
+-- KEYS[1] key; ARGV: expect_absent (1/0), expected, delete (1/0), value, ttl_ms (0: none)
+-- GET then SET/DEL as one step, so a lease is only renewed or released by its holder.
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[5] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+else
+  redis.call('SET', KEYS[1], ARGV[4])
+end
+return 1
 """

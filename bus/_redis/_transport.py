@@ -14,7 +14,7 @@ from bus._redis._connection import (
     redact_url,
     translate_errors,
 )
-from bus._redis._scripts import COMPLETE, TOUCH
+from bus._redis._scripts import COMPARE_AND_SET, COMPLETE, TOUCH
 from bus._transport import AutoclaimResult, CompleteResult, Entry
 
 __all__ = ["RedisTransport"]
@@ -52,6 +52,7 @@ class RedisTransport:
         self._blocking = BlockingPool(url)
         self._touch = self._client.register_script(TOUCH)
         self._complete = self._client.register_script(COMPLETE)
+        self._compare_and_set = self._client.register_script(COMPARE_AND_SET)
 
     async def ping(self) -> None:
         with translate_errors(self._raw_url):
@@ -255,6 +256,19 @@ class RedisTransport:
     async def set(self, key: str, value: bytes, *, ttl_ms: int | None = None, nx: bool = False) -> bool:
         with translate_errors(self._raw_url):
             return bool(await self._client.set(key, value, px=ttl_ms or None, nx=nx))
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes | None, *, ttl_ms: int | None = None
+    ) -> bool:
+        args: list[bytes | int] = [
+            int(expected is None),
+            expected or b"",
+            int(value is None),
+            value or b"",
+            ttl_ms or 0,
+        ]
+        with translate_errors(self._raw_url):
+            return bool(await self._compare_and_set(keys=[key], args=args))
 
     async def delete(self, keys: Sequence[str]) -> int:
         if not keys:

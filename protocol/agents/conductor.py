@@ -26,6 +26,7 @@ __all__ = [
     "ListDomainsOutput",
     "ListJobsInput",
     "ListJobsOutput",
+    "ModelReport",
     "ReportFile",
     "StageReport",
     "StepName",
@@ -258,6 +259,22 @@ class StageReport(ToolModel):
     attempts: int
 
 
+class ModelReport(ToolModel):
+    """One model a job produced (a universal job produces two: full and lite)."""
+
+    model_id: str
+    files: list[ReportFile]
+    """Deployed files or, before deploy, the produced ones (paths as the agents see them)."""
+    metadata_path: str | None
+    qa_report_path: str | None
+    perplexity_base: float | None
+    perplexity_adapted: float | None
+    perplexity_merged: float | None
+    qa_score: float | None
+    qa_passed: bool | None
+    deployed_version: str | None
+
+
 class JobReport(ToolModel):
     """Result of ``conductor.job_report``: what a job produced, how good it is, what it took."""
 
@@ -266,18 +283,11 @@ class JobReport(ToolModel):
     spec: JobSpec
     domains: list[str]
     error: str | None
-    files: list[ReportFile]
-    """Deployed files or, before deploy, the produced ones (paths as the agents see them)."""
-    metadata_path: str | None
-    qa_report_path: str | None
+    models: list[ModelReport]
+    """Each model built, with its files, quality and deployed version."""
     data_pass_rate: float | None
     samples: int | None
-    perplexity_base: float | None
-    perplexity_adapted: float | None
-    perplexity_merged: float | None
-    qa_score: float | None
-    qa_passed: bool | None
-    deployed_version: str | None
+    """Training conversations (over all the job's domains)."""
     stages: list[StageReport]
     total_seconds: float | None
     total_usd: float

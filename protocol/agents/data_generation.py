@@ -10,6 +10,9 @@ from protocol._base import ToolModel
 from protocol._tools import ArtifactRef
 
 __all__ = [
+    "CombineInput",
+    "CombineOutput",
+    "DatasetPart",
     "DatasetStats",
     "DatasetStatsInput",
     "GenerateInput",
@@ -146,3 +149,44 @@ class DatasetStatsInput(ToolModel):
 
     dataset: ArtifactRef
     """JSONL of conversations."""
+
+
+class DatasetPart(ToolModel):
+    """One domain's generated splits, as ``generate`` returned them."""
+
+    domain: str = Field(min_length=1, max_length=64)
+    """The domain the data is for."""
+    dataset: ArtifactRef
+    """Its training split."""
+    eval_dataset: ArtifactRef
+    """Its evaluation split."""
+
+
+class CombineInput(ToolModel):
+    """Arguments of ``data_generation.combine``."""
+
+    scope: Literal["category", "universal"]
+    """A category model or the universal one."""
+    target: str = Field(min_length=1, max_length=64)
+    """The category, or ``universal``."""
+    parts: list[DatasetPart] = Field(min_length=2, max_length=500)
+    """Every domain's data, one part per domain of the scope."""
+
+
+class CombineOutput(ToolModel):
+    """Result of ``data_generation.combine``."""
+
+    dataset: ArtifactRef
+    """Training split over all the domains (JSONL), domains interleaved in proportion."""
+    eval_dataset: ArtifactRef
+    """Evaluation split over all the domains."""
+    path: str
+    """Where the training split was written (``data/training/{category}/_category_training_data.jsonl``)."""
+    eval_path: str
+    """Where the evaluation split was written."""
+    stats: DatasetStats
+    """Stats of the training split."""
+    eval_samples: int
+    """Samples in the evaluation split."""
+    samples_per_domain: dict[str, int]
+    """Training samples each domain contributed."""

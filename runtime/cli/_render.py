@@ -117,18 +117,23 @@ def report_table(report: JobReport, models_dir: Path) -> Table:
     table.add_column("value", overflow="fold")
     if report.error:
         table.add_row("error", report.error)
-    if report.deployed_version:
-        table.add_row("deployed", f"{report.deployed_version} in {models_dir}")
-    for f in report.files:
-        table.add_row(f.kind, f"{f.path}  ({f.size / 1e6:.1f} MB, sha256 {f.sha256[:12]}…)")
-    if report.qa_report_path:
-        table.add_row("QA report", report.qa_report_path)
     if report.data_pass_rate is not None:
-        table.add_row("data", f"{report.samples} conversations, QA pass rate {report.data_pass_rate:.1%}")
-    if report.perplexity_base is not None and report.perplexity_adapted is not None:
-        table.add_row("perplexity", f"base {report.perplexity_base:.2f} -> adapted {report.perplexity_adapted:.2f}")
-    if report.qa_score is not None:
-        table.add_row("model QA", f"{report.qa_score:.1f}% ({'passed' if report.qa_passed else 'failed'})")
+        domains = f" over {len(report.domains)} domains" if len(report.domains) > 1 else ""
+        table.add_row("data", f"{report.samples} conversations{domains}, QA pass rate {report.data_pass_rate:.1%}")
+    for model in report.models:
+        table.add_row("model", model.model_id)
+        if model.deployed_version:
+            table.add_row("deployed", f"{model.deployed_version} in {models_dir}")
+        for f in model.files:
+            table.add_row(f.kind, f"{f.path}  ({f.size / 1e6:.1f} MB, sha256 {f.sha256[:12]}…)")
+        if model.qa_report_path:
+            table.add_row("QA report", model.qa_report_path)
+        if model.perplexity_base is not None and model.perplexity_adapted is not None:
+            table.add_row("perplexity", f"base {model.perplexity_base:.2f} -> adapted {model.perplexity_adapted:.2f}")
+        elif model.perplexity_base is not None and model.perplexity_merged is not None:
+            table.add_row("perplexity", f"base {model.perplexity_base:.2f} -> merged {model.perplexity_merged:.2f}")
+        if model.qa_score is not None:
+            table.add_row("model QA", f"{model.qa_score:.1f}% ({'passed' if model.qa_passed else 'failed'})")
     stages = [f"{s.step} {s.seconds:.0f}s" for s in report.stages if s.seconds is not None]
     table.add_row("stages", ", ".join(stages) or "-")
     total = f"{report.total_seconds:.0f}s" if report.total_seconds is not None else "-"

@@ -106,22 +106,26 @@ async def up(
 @run_async
 async def run(
     domain: Annotated[str | None, typer.Option(help="Train, validate and deploy this domain end to end.")] = None,
+    category: Annotated[str | None, typer.Option(help="The same for one model of a whole category.")] = None,
+    universal: Annotated[bool, typer.Option("--universal", help="The same for the universal models.")] = False,
     tier: Annotated[str, typer.Option(help="lightning, fast, balanced or quality.")] = "lightning",
     base_model: Annotated[str | None, typer.Option(help="Base model path, hub id or GGUF file.")] = None,
-    samples: Annotated[int | None, typer.Option(help="Training conversations (default: sized to the device).")] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Training conversations per domain (default: sized to the device).")
+    ] = None,
 ) -> None:
     """Run the whole swarm in this process on the in-memory bus.
 
-    With --domain it runs that domain's job to the end (live progress, then the report);
-    without, it lists the agents and their tools.
+    With --domain (or --category, --universal) it runs that job to the end (live progress,
+    then the report); without, it lists the agents and their tools.
     """
     settings = state.settings
     if not is_embedded(settings):
         settings = settings.model_copy(update={"bus_url": "memory://embedded"})
     classes = [load_agent_class(n) for n in agent_names()]
     async with open_swarm(settings, classes) as swarm:
-        if domain is not None:
-            arguments = job_arguments(domain, None, False, tier, base_model, samples)
+        if domain is not None or category is not None or universal:
+            arguments = job_arguments(domain, category, universal, tier, base_model, samples)
             await submit_and_follow(swarm.client, arguments, wait=True)
             return
         instances = await swarm.client.agents()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents.conductor.settings import load_job_settings
-from agents.conductor.steps import data_gate, register_call, step_call
+from agents.conductor.steps import closing_call, data_gate, register_call, step_calls, step_output
 from protocol.agents.conductor import STEPS, JobPlan, JobRecord, JobSpec, StepRecord
 from protocol.agents.gpu_optimization import TrainingOverrides
 from runtime import CatalogError
@@ -16,7 +16,7 @@ from runtime import CatalogError
 REF = {"uri": "file:///x", "sha256": "0" * 64, "size": 1}
 
 
-def job(**spec: object) -> JobRecord:
+def job(domains: tuple[str, ...] = ("sleep",), **spec: object) -> JobRecord:
     plan = JobPlan(
         samples=300,
         training=TrainingOverrides(max_steps=40),
@@ -30,7 +30,7 @@ def job(**spec: object) -> JobRecord:
     record = JobRecord(
         job_id="ab" * 16,
         spec=JobSpec(target="sleep", **spec),  # type: ignore[arg-type]
-        domains=["sleep"],
+        domains=list(domains),
         plan=plan,
         state="planned",
         steps=[StepRecord(name=s) for s in STEPS],
@@ -45,15 +45,20 @@ def job(**spec: object) -> JobRecord:
     record.step("knowledge_transfer").output = {"domain": "stress_management", "adapter": REF}
     metrics = {"steps": 40, "final_loss": 1.9, "eval_loss": 2.1, "loss_curve": [[1, 3.0], [40, 1.9]]}
     record.step("train").output = {"adapter": REF, "metrics": metrics, "warm_started": True}
-    record.step("convert").output = {"models": [{"metadata": REF, "metadata_path": "m.json", "files": []}]}
-    record.step("model_qa").output = {"report_artifact": REF, "report": {"passed": True}}
+    model = {"model_id": "meetara_sleep", "metadata": REF, "metadata_path": "m.json", "files": []}
+    record.step("convert").output = {"models": [model]}
+    qa = {"model_id": "meetara_sleep", "report_artifact": REF, "report": {"passed": True}}
+    record.step("model_qa").output = {"models": [qa]}
     return record
 
 
 def test_each_step_calls_its_agent_with_the_previous_steps_artifacts() -> None:
     settings = load_job_settings()
     record = job(base_model="/models/base.gguf")
-    calls = {s: step_call(record, s, settings) for s in STEPS if s != "data_qa"}
+    calls = {}
+    for s in STEPS:
+        if s != "data_qa":
+            (calls[s],) = step_calls(record, s, settings)
     assert {s: (c.agent, c.tool) for s, c in calls.items()} == {
         "data": ("data_generation", "generate"),
         "knowledge_transfer": ("knowledge_transfer", "recommend"),
@@ -68,7 +73,10 @@ def test_each_step_calls_its_agent_with_the_previous_steps_artifacts() -> None:
     assert train["base_model"] == "/models/base.gguf" and train["job_id"] == record.job_id
     assert calls["train"].timeout_s == settings.step_timeout_s["train"]
     assert calls["deploy"].arguments["lane"] == "production"
-    cold = step_call(job(warm_start=False), "train", settings).arguments
+    assert [c.part for c in calls.values()] == ["", "", "", "", "meetara_sleep", "meetara_sleep"]
+    assert closing_call(record, "data", {"": {}}, settings) is None
+    (cold_call,) = step_calls(job(warm_start=False), "train", settings)
+    cold = cold_call.arguments
     assert "warm_start" not in cold and "base_model" not in cold
     registered = register_call(record).arguments
     assert registered["warm_started_from"] == "stress_management" and registered["base_model"] == "/models/base.gguf"
@@ -94,3 +102,51 @@ def test_a_broken_jobs_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_text("retries: 0\n")
     with pytest.raises(CatalogError, match=r"jobs.yaml is invalid: retries"):
         load_job_settings(tmp_path)
+
+
+def test_a_category_job_generates_per_domain_then_combines_and_checks_every_model() -> None:
+    settings = load_job_settings()
+    record = job(domains=("sleep", "stress_management"), scope="category")
+    calls = step_calls(record, "data", settings)
+    assert [(c.tool, c.part, c.arguments["domain"]) for c in calls] == [
+        ("generate", "sleep", "sleep"),
+        ("generate", "stress_management", "stress_management"),
+    ]
+    parts = {
+        d: {
+            "dataset": REF,
+            "eval_dataset": REF,
+            "generated": 100,
+            "kept": kept,
+            "pass_rate": kept / 100,
+            "rejections": {"near_duplicate": 4, "length": 100 - kept - 4},
+            "rounds": rounds,
+            "reached_target": kept >= 90,
+            "path": f"{d}.jsonl",
+        }
+        for d, kept, rounds in (("sleep", 95, 1), ("stress_management", 85, 3))
+    }
+    closing = closing_call(record, "data", parts, settings)
+    assert closing is not None and (closing.agent, closing.tool) == ("data_generation", "combine")
+    assert [p["domain"] for p in closing.arguments["parts"]] == ["sleep", "stress_management"]
+    assert closing.arguments["scope"] == "category"
+    combined = {"dataset": REF, "eval_dataset": REF, "stats": {"samples": 170, "crisis": 3}, "eval_samples": 10}
+    output = step_output(record, "data", parts, combined)
+    assert output["kept"] == 180 and output["pass_rate"] == 0.9 and output["rounds"] == 3
+    assert output["near_duplicate_rate"] == 0.04 and output["rejections"]["length"] == 12
+    assert not output["reached_target"] and output["domains"]["sleep"]["reached_target"]
+    record.step("data").output = output
+    passed, result = data_gate(record, settings, crisis_safety=True)
+    assert not passed and result["reasons"] == ["fewer than 300 conversations passed QA for stress_management"]
+
+    models = [{"model_id": m, "metadata": REF} for m in ("meetara_universal_full", "meetara_universal_lite")]
+    record.step("convert").output = {"models": models}
+    qa_calls = step_calls(record, "model_qa", settings)
+    assert [c.part for c in qa_calls] == ["meetara_universal_full", "meetara_universal_lite"]
+    reports = {c.part: {"report_artifact": {**REF, "uri": f"file:///{c.part}"}} for c in qa_calls}
+    record.step("model_qa").output = step_output(record, "model_qa", reports, None)
+    deploys = step_calls(record, "deploy", settings)
+    assert [c.arguments["qa_report"]["uri"] for c in deploys] == [
+        "file:///meetara_universal_full",
+        "file:///meetara_universal_lite",
+    ]

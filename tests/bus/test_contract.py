@@ -548,3 +548,17 @@ async def test_burst_mode_returns_once_everything_is_settled(bus: Bus) -> None:
         await sub.run()
     assert len(worker.calls) == 6  # five messages, the first one twice
     assert await bus.transport.pending_count(bus.keys.inbox("worker"), "worker") == 0
+
+
+async def test_compare_and_set_changes_a_key_only_from_the_expected_value(bus: Bus) -> None:
+    transport, key = bus.transport, bus.keys.stream("lease:cas")
+    assert await transport.compare_and_set(key, None, b"a", ttl_ms=60_000)  # absent -> taken
+    assert not await transport.compare_and_set(key, None, b"b", ttl_ms=60_000)  # held: not taken
+    assert not await transport.compare_and_set(key, b"b", b"b", ttl_ms=60_000)  # not b's to renew
+    assert await transport.compare_and_set(key, b"a", b"a", ttl_ms=60_000) and await transport.get(key) == b"a"
+    assert not await transport.compare_and_set(key, b"b", None)  # not b's to release
+    assert await transport.compare_and_set(key, b"a", None) and await transport.get(key) is None
+    assert await transport.compare_and_set(key, None, b"c", ttl_ms=50)
+    await anyio.sleep(0.2)
+    assert await transport.get(key) is None  # the time-to-live applies
+    assert await transport.compare_and_set(key, None, b"d") and await transport.get(key) == b"d"

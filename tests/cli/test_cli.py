@@ -15,7 +15,7 @@ import pytest
 
 from bus import Bus, open_transport
 from protocol import JobEvent, JobEventNotification, ToolModel
-from protocol.agents.conductor import JobIdInput, JobReport, JobSpec
+from protocol.agents.conductor import JobIdInput, JobReport, JobSpec, ModelReport
 from runtime import Agent, AgentHost, CallContext, LivenessRegistry, Settings, agent_names, tool
 from tests.helpers import fast_options, free_port
 
@@ -169,11 +169,14 @@ class ScriptedConductor(Agent):
     async def job_report(self, params: JobIdInput) -> JobReport:
         """The finished job's report."""
         spec = JobSpec(target="general_health")
+        model = ModelReport(
+            model_id="meetara_general_health", files=[], metadata_path=None, qa_report_path=None,
+            perplexity_base=25.0, perplexity_adapted=9.0, perplexity_merged=9.5, qa_score=100.0, qa_passed=True,
+            deployed_version="v1",
+        )  # fmt: skip
         return JobReport(
-            job_id=params.job_id, state="done", spec=spec, domains=["general_health"], error=None, files=[],
-            metadata_path=None, qa_report_path=None, data_pass_rate=0.95, samples=300, perplexity_base=25.0,
-            perplexity_adapted=9.0, perplexity_merged=9.5, qa_score=100.0, qa_passed=True, deployed_version="v1",
-            stages=[], total_seconds=1.0, total_usd=0.0, warm_started_from=None,
+            job_id=params.job_id, state="done", spec=spec, domains=["general_health"], error=None, models=[model],
+            data_pass_rate=0.95, samples=300, stages=[], total_seconds=1.0, total_usd=0.0, warm_started_from=None,
         )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import pytest
 from agents.data_generation import DataGenerationAgent
 from agents.quality_assurance import QualityAssuranceAgent
 from protocol import InvalidParams, ProgressNotification
-from protocol.agents.data_generation import DatasetStats, GenerateOutput, ListGeneratorsOutput
+from protocol.agents.data_generation import CombineOutput, DatasetStats, GenerateOutput, ListGeneratorsOutput
 from protocol.agents.quality_assurance import FilterDatasetOutput
 from protocol.datasets import ConversationSample
 from runtime import open_swarm
@@ -146,3 +146,50 @@ async def _events(swarm, since: str):  # type: ignore[no-untyped-def]
     with anyio.move_on_after(2):
         async for record in swarm.bus.events(since=since):
             yield record.envelope.message
+
+
+async def test_combine_interleaves_a_categorys_domains_and_refuses_an_incomplete_set(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str, tmp_path: Path
+) -> None:
+    settings = settings_factory(memory_url, data_dir=tmp_path / "data")
+    domains = ["legal", "financial", "scientific_research", "engineering"]  # the specialized category
+    async with open_swarm(settings, [DataGenerationAgent]) as swarm:
+        parts = []
+        for i, domain in enumerate(domains):
+            arguments = {"domain": domain, "count": 20 + 10 * i, "seed": 1, "filter": False}
+            out = await swarm.client.call_model("data_generation", "generate", arguments, GenerateOutput)
+            parts.append({"domain": domain, "dataset": out.dataset, "eval_dataset": out.eval_dataset})
+        combined = await swarm.client.call_model(
+            "data_generation", "combine", {"scope": "category", "target": "specialized", "parts": parts}, CombineOutput
+        )
+        with pytest.raises(InvalidParams, match="each of its 4 domains exactly once") as missing:
+            arguments = {"scope": "category", "target": "specialized", "parts": parts[:3]}
+            await swarm.client.call("data_generation", "combine", arguments)
+        assert missing.value.data["missing"] == ["engineering"]
+        with pytest.raises(InvalidParams, match="exactly once"):
+            arguments = {"scope": "category", "target": "specialized", "parts": [*parts[:3], parts[0]]}
+            await swarm.client.call("data_generation", "combine", arguments)
+        with pytest.raises(InvalidParams, match="unknown category 'specialised'"):
+            arguments = {"scope": "category", "target": "specialised", "parts": parts}
+            await swarm.client.call("data_generation", "combine", arguments)
+        broken = await swarm.artifacts.put_bytes(b'{"not": "a conversation"}\n', media_type="application/jsonl")
+        with pytest.raises(InvalidParams, match="engineering: line 1 is not a conversation"):
+            arguments = {
+                "scope": "category",
+                "target": "specialized",
+                "parts": [*parts[:3], {**parts[3], "dataset": broken}],
+            }
+            await swarm.client.call("data_generation", "combine", arguments)
+
+    train = tmp_path / "data" / "training" / "specialized" / "_category_training_data.jsonl"
+    assert combined.path == str(train) and combined.eval_path == str(train.with_name("_category_eval_data.jsonl"))
+    order = [json.loads(line)["domain"] for line in train.read_text().splitlines()]
+    assert combined.samples_per_domain == {d: order.count(d) for d in domains}
+    assert combined.stats.samples == len(order) and combined.eval_samples > 0
+    # Proportional interleaving: every quarter of the file holds every domain in about its share.
+    quarter = len(order) // 4
+    for start in range(0, 4 * quarter, quarter):
+        window = order[start : start + quarter]
+        for d in domains:
+            share = combined.samples_per_domain[d] / len(order)
+            assert abs(window.count(d) / quarter - share) < 0.1, (d, start)

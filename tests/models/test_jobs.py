@@ -25,7 +25,7 @@ from protocol import InvalidParams, JobEventNotification
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
 from protocol.agents.cost_monitor import BudgetStatus, CostReportOutput
 from runtime import AgentHost, Settings, ToolFailed, connect, open_swarm
-from tests.tiny_model import tiny_catalog
+from tests.tiny_model import SMALL_CATEGORY, tiny_catalog
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(900)]
 
@@ -106,10 +106,11 @@ async def test_a_domain_job_runs_every_step_once_and_is_deployed_and_reported(  
         assert job.plan.training.max_steps == 6 and job.plan.samples == 40
 
         report = await swarm.client.call_model("conductor", "job_report", {"job_id": job.job_id}, JobReport)
-        assert report.deployed_version == "v1" and report.qa_passed
-        assert report.perplexity_adapted < report.perplexity_base  # type: ignore[operator]
-        assert {f.kind for f in report.files} == {"adapter", "merged"}
-        for f in report.files:
+        (model,) = report.models
+        assert model.model_id == "meetara_general_health" and model.deployed_version == "v1" and model.qa_passed
+        assert model.perplexity_adapted < model.perplexity_base  # type: ignore[operator]
+        assert {f.kind for f in model.files} == {"adapter", "merged"}
+        for f in model.files:
             assert Path(f.path).is_file()
         assert all(s.seconds is not None for s in report.stages) and report.total_seconds
         manifest = json.loads((settings.models_dir / "manifest.json").read_text())
@@ -320,7 +321,7 @@ def test_meetara_run_domain_trains_validates_and_deploys_in_one_process(  # type
 def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-def]
     child_env: dict[str, str], tmp_path: Path, tiny_gguf: Path, model_cache: Path
 ) -> None:
-    """`meetara up` (one process per agent) and `meetara submit --wait`, as a user runs them."""
+    """`meetara up` (one process per agent) and `meetara submit --wait` of a domain and a category job."""
     env = _job_env(child_env, tmp_path, model_cache)
     log = tmp_path / "up.log"
     with open(log, "w") as sink:  # a file, not a pipe: seven agents' logs would fill a pipe and block them
@@ -330,15 +331,35 @@ def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-
                 if "7 live agent instance(s)" in _meetara("agents", env=env, timeout=60).stdout:
                     break
                 time.sleep(0.5)
-            out = _meetara(
-                "submit", "--domain", "general_health", "--base-model", str(tiny_gguf), "--samples", "40", "--wait",
-                env=env, timeout=600,
-            )  # fmt: skip
+            # A domain job and a category job at once: both queue on the one GPU Optimization agent.
+            args = ["--base-model", str(tiny_gguf), "--samples", "40", "--wait"]
+            jobs = {
+                scope: subprocess.Popen(
+                    [sys.executable, "-m", "runtime.cli", "submit", f"--{scope}", target, *args],
+                    env={**env, "COLUMNS": "250"},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for scope, target in (("domain", "general_health"), ("category", SMALL_CATEGORY[0]))
+            }
+            outs = {scope: job.communicate(timeout=600) for scope, job in jobs.items()}
         finally:
             up.send_signal(signal.SIGTERM)
             up.wait(120)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "state=done" in out.stdout and "step=train" in out.stdout
+    for scope, job in jobs.items():
+        stdout, stderr = outs[scope]
+        assert job.returncode == 0, stdout[-3000:] + stderr[-3000:]
+        assert "state=done" in stdout and "step=train" in stdout
+    assert "over 2 domains" in outs["category"][0]
     assert log.read_text().count('"event": "agents stopped"') == 7
     manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
-    assert manifest["models"][0]["lane"] == "production"
+    deployed = {m["model_id"]: m for m in manifest["models"]}
+    assert sorted(deployed) == ["meetara_general_health", "meetara_specialized_category"]
+    category = deployed["meetara_specialized_category"]
+    assert category["lane"] == "production" and category["path"].startswith("gguf/production/")
+    folder = tmp_path / "models" / "C_category_specific" / "specialized"
+    assert [f.name for f in folder.glob("meetara_specialized_category_*.gguf")]
+    combined = tmp_path / "data" / "training" / "specialized" / "_category_training_data.jsonl"
+    domains = [json.loads(line)["domain"] for line in combined.read_text().splitlines()]
+    assert set(domains[:4]) == {"legal", "financial"}  # interleaved, not one domain after the other
