@@ -11,11 +11,12 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -64,6 +65,24 @@ class Settings(BaseSettings):
     """An instance that has not refreshed its liveness record for this long is gone."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """On SIGTERM, in-flight work gets this long to finish before it is released to replicas."""
+    mcp_token: SecretStr | None = None
+    """Bearer token HTTP clients of ``meetara mcp --http`` must send; required off loopback."""
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """``Host`` headers the HTTP gateway accepts besides its own address (``name:port``, ``name:*``)."""
+    mcp_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Browser ``Origin`` headers the HTTP gateway accepts (``https://app.example``); off loopback none by default."""
+    mcp_allow_destructive: bool = True
+    """False hides and refuses the destructive tools (cancel a job, set a budget, deploy, purge dead letters)."""
+    mcp_disabled_tools: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """MCP tool names the gateway hides and refuses (``conductor_cancel_job``…)."""
+
+    @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", "mcp_disabled_tools", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # Environment variables hold plain comma-separated lists; YAML gives real lists.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @property
     def model_cache(self) -> Path:

@@ -1,0 +1,80 @@
+"""``meetara mcp``: the agents as MCP tools, over stdio (desktop clients) or streamable HTTP."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import anyio
+import anyio.abc
+import structlog
+import typer
+
+from runtime.cli._app import app, run_async, state
+from runtime.cli._session import client_session
+from runtime.mcp_gateway import (
+    Gateway,
+    GatewayConfigError,
+    GatewayOptions,
+    HttpGateway,
+    check_http_binding,
+    parse_host_port,
+    serve_stdio,
+)
+
+log = structlog.get_logger("cli")
+
+
+async def _serve_http(http: HttpGateway) -> None:
+    async def on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                log.info("stopping", signal=signal.Signals(signum).name)
+                http.stop()
+                return
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(on_signal)
+        await http.serve()
+        tg.cancel_scope.cancel()
+
+
+@app.command("mcp")
+@run_async
+async def mcp_command(
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            metavar="HOST:PORT",
+            help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio "
+            "(a bearer token, $MEETARA_MCP_TOKEN, is required off loopback).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the agents' tools, job reports and the models manifest to MCP clients.
+
+    Over stdio by default (add it to a desktop client's configuration); with --http over
+    streamable HTTP for remote clients. In front of the Redis swarm, or an embedded one on
+    memory://. Stdout carries only the MCP stream; logs go to stderr.
+    """
+    settings = state.settings
+    options = GatewayOptions.from_settings(settings)
+    try:
+        # Checked before the swarm starts: a refusal should cost nothing.
+        binding = parse_host_port(http) if http is not None else None
+        if binding is not None:
+            check_http_binding(binding[0], options)
+    except GatewayConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--http") from None
+    async with client_session(settings) as client:
+        gateway = Gateway(client, options)
+        if binding is None:
+            await serve_stdio(gateway.server)
+            return
+        try:
+            server = HttpGateway(gateway.server, host=binding[0], port=binding[1], options=options)
+        except GatewayConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--http") from None
+        await _serve_http(server)
