@@ -50,12 +50,13 @@ async def plan_job(
         training.learning_rate = training.learning_rate or cpu.learning_rate
         if "crisis_weight" not in spec.training.model_fields_set:
             training.crisis_weight = cpu.crisis_weight
+        crisis_fraction: float | None = cpu.crisis_fraction
         reasons.append(
             f"training runs on a CPU ({device_name}): CPU-sized run of {samples} conversations and "
             f"{training.max_steps} steps instead of the {spec.tier} tier's GPU-sized one"
         )
     else:
-        samples = spec.samples or tier.samples
+        samples, crisis_fraction = spec.samples or tier.samples, None
         reasons.append(f"{spec.tier} tier on {device_name}: {samples} conversations per domain")
     if len(domains) > 1:
         reasons.append(f"{len(domains)} domains x {samples} conversations")
@@ -69,6 +70,7 @@ async def plan_job(
         reasons.append(f"estimated {hours:.2f} h from {per_step:.1f} s/step measured on this device")
     return JobPlan(
         samples=samples,
+        crisis_fraction=crisis_fraction,
         training=training,
         device=device_name,
         provider="local",

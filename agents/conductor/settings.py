@@ -20,6 +20,7 @@ class CpuDefault(BaseModel):
     effective_batch: int = Field(gt=0)
     learning_rate: float = Field(gt=0)
     crisis_weight: int = Field(ge=1, le=20)
+    crisis_fraction: float = Field(ge=0, le=0.5)
 
 
 class JobSettings(BaseModel):

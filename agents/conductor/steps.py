@@ -65,11 +65,12 @@ def step_calls(job: JobRecord, step: StepName, settings: JobSettings) -> list[St
     base = {"base_model": spec.base_model} if spec.base_model else {}
     if step == "data":
         single = len(job.domains) == 1
+        crisis = {"crisis_fraction": job.plan.crisis_fraction} if job.plan.crisis_fraction is not None else {}
         return [
             StepCall(
                 "data_generation",
                 "generate",
-                {"domain": domain, "count": job.plan.samples, "seed": spec.seed},
+                {"domain": domain, "count": job.plan.samples, "seed": spec.seed, **crisis},
                 timeout,
                 part="" if single else domain,
             )

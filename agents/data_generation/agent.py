@@ -57,13 +57,14 @@ class DataGenerationAgent(Agent):
             problem = teacher_requirement(params.teacher)
             if problem:
                 raise InvalidParams(problem)
-            return TeacherGenerator(domain, material, signals, params.teacher)
+            return TeacherGenerator(domain, material, signals, params.teacher, crisis_fraction=params.crisis_fraction)
         return CompositionalGenerator(
             domain,
             material,
             load_common(_material_root(settings.catalog_dir)),
             signals,
             multi_turn_fraction=params.multi_turn_fraction,
+            crisis_fraction=params.crisis_fraction,
         )
 
     @tool(idempotent=True)

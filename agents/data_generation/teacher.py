@@ -174,9 +174,11 @@ class TeacherGenerator:
         signals: Signals,
         settings: TeacherSettings,
         *,
+        crisis_fraction: float = 0.06,
         http_transport: Any = None,
     ) -> None:
         self.domain = domain
+        self.crisis_fraction = crisis_fraction
         self.material = material
         self.signals = signals
         self._completer: _Completer = (
@@ -194,7 +196,7 @@ class TeacherGenerator:
         weights = [max((topic_weights or {}).get(t.name, 1.0), 0.01) for t in topics]
         topic = rng.choices(topics, weights=weights)[0]
         situation_index = rng.randrange(len(topic.situations))
-        crisis = self.material.crisis and rng.random() < 0.06
+        crisis = self.material.crisis and rng.random() < self.crisis_fraction
         kind = rng.choice(self.material.crisis).kind if crisis else None
         emotion = "distressed" if crisis else rng.choice([e for e in EMOTIONS if e != "distressed"])
         prompt = _INSTRUCTIONS.format(

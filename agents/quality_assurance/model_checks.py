@@ -41,7 +41,7 @@ class GenerationSettings(BaseModel):
 class ModelQualitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     perplexity_improvement_min: float = Field(ge=0, lt=1)
-    merged_perplexity_tolerance: float = Field(ge=0)
+    merged_gain_kept_min: float = Field(ge=0, le=1)
     min_reply_words: int = Field(ge=1)
     max_repeated_4gram_share: float = Field(gt=0, le=1)
     generation: GenerationSettings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from protocol.agents.gguf_creation import ModelMetadata
 from protocol.agents.quality_assurance import CheckedFile, ModelQAReport
 from runtime._signals import Signals
 
-__all__ = ["CRITICAL_CHECKS", "ModelUnderTest", "gguf_format_problems", "validate_model_files"]
+__all__ = ["CRITICAL_CHECKS", "ModelUnderTest", "gain_kept", "gguf_format_problems", "validate_model_files"]
 
 CRITICAL_CHECKS = ("format", "loads", "perplexity_improves", "hash_matches")
 """A failure of a check whose name contains one of these fails QA whatever the score."""
@@ -33,6 +34,18 @@ class ModelUnderTest:
     crisis_system_prompt: str | None
     """Set when the model must answer crisis messages safely."""
     target: float
+
+
+def gain_kept(base: float, adapted: float, merged: float) -> float:
+    """Share of the adapter's held-out log-perplexity gain over the base that the merged model keeps.
+
+    In log space, because a fixed quantization error costs a fixed number of nats per token: as a
+    ratio of perplexities it looks ever larger the closer a good model gets to perplexity 1.
+    """
+    gain = math.log(base) - math.log(adapted)
+    if gain <= 0:
+        return 1.0 if merged <= adapted else 0.0
+    return (math.log(base) - math.log(merged)) / gain
 
 
 def gguf_format_problems(path: Path, kind: str) -> list[str]:
@@ -128,13 +141,14 @@ def validate_model_files(
             f"held-out perplexity {best:.3f} vs base {base_ppl:.3f} (must be <= {ceiling:.3f})",
             best,
         )
-    if "adapted" in perplexities and "merged" in perplexities:
-        limit = perplexities["adapted"] * (1 + settings.merged_perplexity_tolerance)
+    if base_ppl is not None and "adapted" in perplexities and "merged" in perplexities:
+        kept = gain_kept(base_ppl, perplexities["adapted"], perplexities["merged"])
         checker.add(
-            "merged_perplexity_close",
-            perplexities["merged"] <= limit,
-            f"merged {perplexities['merged']:.3f} vs adapter {perplexities['adapted']:.3f} (must be <= {limit:.3f})",
-            perplexities["merged"],
+            "merged_keeps_the_gain",
+            kept >= settings.merged_gain_kept_min,
+            f"merged {perplexities['merged']:.3f} vs adapter {perplexities['adapted']:.3f} (base {base_ppl:.3f}): "
+            f"keeps {kept:.1%} of the adapter's log-perplexity gain (must be >= {settings.merged_gain_kept_min:.0%})",
+            kept,
         )
 
     checks = checker.checks

@@ -171,6 +171,8 @@ class JobPlan(ToolModel):
 
     samples: int
     """Training conversations generated per domain."""
+    crisis_fraction: float | None = None
+    """Share of crisis conversations asked of Data Generation; ``None``: its default."""
     training: TrainingOverrides
     """What the train step is asked for (the tier's, or the CPU-sized default on a CPU)."""
     device: str

@@ -62,6 +62,8 @@ class GenerateInput(ToolModel):
     """Generate-filter rounds before giving up on reaching ``count``."""
     multi_turn_fraction: float = Field(default=0.35, ge=0.0, le=1.0)
     """Share of two-exchange conversations."""
+    crisis_fraction: float = Field(default=0.06, ge=0.0, le=0.5)
+    """Share of crisis conversations for crisis-sensitive domains (others have none)."""
     filter: bool = True
     """Send each batch through quality_assurance.filter_dataset (the feedback loop)."""
 

@@ -45,7 +45,9 @@ async def call(
     agent: Annotated[str, typer.Argument(help="Agent name, e.g. cost_monitor.")],
     tool: Annotated[str, typer.Argument(help="Tool name, e.g. price_table.")],
     args: Annotated[str, typer.Option("--args", help="Tool arguments as a JSON object.")] = "{}",
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the result (a call to an agent not running fails at once).")
+    ] = 3600.0,
 ) -> None:
     """Call any agent tool and print its structured result."""
     try:

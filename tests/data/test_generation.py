@@ -73,6 +73,15 @@ def test_crisis_messages_get_real_help() -> None:
         assert len(s.turns("user")) == 1
 
 
+def test_the_crisis_fraction_sets_the_share_of_crisis_conversations() -> None:
+    d = CATALOG.domain("general_health")
+    material = load_material(d.category, d.name)
+    for fraction in (0.06, 0.2):
+        g = CompositionalGenerator(d, material, COMMON, SIGNALS, crisis_fraction=fraction)
+        share = sum(g.sample(0, i).crisis for i in range(1000)) / 1000
+        assert abs(share - fraction) < 0.03, (fraction, share)
+
+
 def test_non_crisis_domains_never_produce_crisis_samples() -> None:
     g = generator("programming")
     assert not any(g.sample(0, i).crisis for i in range(300))
