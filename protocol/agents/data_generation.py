@@ -13,6 +13,7 @@ __all__ = [
     "CombineInput",
     "CombineOutput",
     "DatasetPart",
+    "DatasetSplits",
     "DatasetStats",
     "DatasetStatsInput",
     "GenerateInput",
@@ -91,21 +92,27 @@ class DatasetStats(ToolModel):
     """Distinct word 3-grams / all word 3-grams of the dialogue text; falls as a dataset grows."""
 
 
-class GenerateOutput(ToolModel):
-    """Result of ``data_generation.generate``."""
+class DatasetSplits(ToolModel):
+    """A training split and its held-out evaluation split, written and stored."""
 
     dataset: ArtifactRef
     """Training split (JSONL)."""
     eval_dataset: ArtifactRef
     """Held-out evaluation split (JSONL); training never sees it."""
     path: str
-    """Where the training split was written (``data/training/{category}/{domain}_training_data.jsonl``)."""
+    """Where the training split was written (``data/training/{category}/{domain}_training_data.jsonl``;
+    ``_category_training_data.jsonl`` for a category)."""
     eval_path: str
     """Where the evaluation split was written."""
     stats: DatasetStats
     """Stats of the training split."""
     eval_samples: int
     """Samples in the evaluation split."""
+
+
+class GenerateOutput(DatasetSplits):
+    """Result of ``data_generation.generate``."""
+
     generated: int
     """Samples generated over all rounds."""
     kept: int
@@ -175,20 +182,8 @@ class CombineInput(ToolModel):
     """Every domain's data, one part per domain of the scope."""
 
 
-class CombineOutput(ToolModel):
-    """Result of ``data_generation.combine``."""
+class CombineOutput(DatasetSplits):
+    """Result of ``data_generation.combine``: splits over all the domains, interleaved in proportion."""
 
-    dataset: ArtifactRef
-    """Training split over all the domains (JSONL), domains interleaved in proportion."""
-    eval_dataset: ArtifactRef
-    """Evaluation split over all the domains."""
-    path: str
-    """Where the training split was written (``data/training/{category}/_category_training_data.jsonl``)."""
-    eval_path: str
-    """Where the evaluation split was written."""
-    stats: DatasetStats
-    """Stats of the training split."""
-    eval_samples: int
-    """Samples in the evaluation split."""
     samples_per_domain: dict[str, int]
     """Training samples each domain contributed."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Annotated
 
 import anyio
@@ -10,7 +9,7 @@ import anyio.abc
 import structlog
 import typer
 
-from runtime.cli._app import app, run_async, state
+from runtime.cli._app import app, run_async, state, stop_on_signal
 from runtime.cli._session import client_session
 from runtime.mcp_gateway import (
     Gateway,
@@ -26,16 +25,8 @@ log = structlog.get_logger("cli")
 
 
 async def _serve_http(http: HttpGateway) -> None:
-    async def on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            task_status.started()
-            async for signum in signals:
-                log.info("stopping", signal=signal.Signals(signum).name)
-                http.stop()
-                return
-
     async with anyio.create_task_group() as tg:
-        await tg.start(on_signal)
+        await tg.start(stop_on_signal, http.stop)
         await http.serve()
         tg.cancel_scope.cancel()
 

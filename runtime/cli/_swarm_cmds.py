@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Annotated
 
@@ -16,7 +15,7 @@ from runtime._discovery import agent_names, load_agent_class
 from runtime._host import AgentHost
 from runtime._supervisor import Supervisor
 from runtime._swarm import connect, open_swarm
-from runtime.cli._app import app, console, run_async, state
+from runtime.cli._app import app, console, run_async, state, stop_on_signal
 from runtime.cli._client_cmds import job_arguments, submit_and_follow
 from runtime.cli._render import agents_table, tools_table
 from runtime.cli._session import is_embedded
@@ -64,16 +63,7 @@ async def agent(
     settings = state.settings
     async with connect(settings, sender=name) as bus:
         host = AgentHost(bus, [klass], settings=settings)
-
-        async def on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                task_status.started()
-                async for signum in signals:
-                    log.info("stopping", signal=signal.Signals(signum).name)
-                    host.stop()
-                    return
-
-        await bus.start_task(on_signal)
+        await bus.start_task(stop_on_signal, host.stop)
         await host.run()
 
 

@@ -100,22 +100,33 @@ def test_stdio_stdout_carries_only_the_mcp_stream(tmp_path: Path) -> None:
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "swarm_agents", "arguments": {}}},
     ]
-    out = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "mcp"],
-        cwd=ROOT,
-        env=gateway_env(tmp_path),
-        input="".join(json.dumps(r) + "\n" for r in requests),
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    replies = [json.loads(line) for line in out.stdout.splitlines()]  # raises on anything but JSON
+    log = tmp_path / "stderr.log"
+    with (
+        open(log, "w") as sink,
+        subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "mcp"],
+            cwd=ROOT,
+            env=gateway_env(tmp_path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+        ) as proc,
+    ):
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
+        proc.stdin.flush()
+        # stdin stays open until the last reply is in: end of input ends the session (and its calls).
+        lines = [proc.stdout.readline() for _ in range(2)]
+        proc.stdin.close()
+        lines += proc.stdout.readlines()
+        assert proc.wait(90) == 0, log.read_text()[-3000:]
+    replies = [json.loads(line) for line in lines]  # raises on anything but JSON
     assert [r.get("id") for r in replies] == [1, 2] and all(r["jsonrpc"] == "2.0" for r in replies)
     assert replies[0]["result"]["serverInfo"]["name"] == "meetara"
     agents = replies[1]["result"]["structuredContent"]["agents"]
     assert sorted({a["name"] for a in agents}) == agent_names()
-    assert '"event": "agents running"' in out.stderr
+    assert '"event": "agents running"' in log.read_text()
 
 
 @contextlib.contextmanager
