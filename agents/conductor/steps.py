@@ -55,13 +55,17 @@ def register_call(job: JobRecord) -> StepCall:
     return StepCall("knowledge_transfer", "register", arguments, 600.0)
 
 
+def _timeout(settings: JobSettings, step: StepName) -> float:
+    return settings.step_timeout_s.get(step, 3600.0)
+
+
 def step_calls(job: JobRecord, step: StepName, settings: JobSettings) -> list[StepCall]:
     """The tool calls of ``step`` (not ``data_qa``, which the Conductor decides itself).
 
     Most steps are one call. A category or universal job generates data per domain (then
     :func:`closing_call` merges it), and model QA and deploy run once per built model.
     """
-    spec, timeout = job.spec, settings.step_timeout_s.get(step, 3600.0)
+    spec, timeout = job.spec, _timeout(settings, step)
     base = {"base_model": spec.base_model} if spec.base_model else {}
     if step == "data":
         single = len(job.domains) == 1
@@ -152,7 +156,7 @@ def closing_call(
             {"domain": d, "dataset": parts[d]["dataset"], "eval_dataset": parts[d]["eval_dataset"]} for d in job.domains
         ],
     }
-    return StepCall("data_generation", "combine", arguments, settings.step_timeout_s.get(step, 3600.0))
+    return StepCall("data_generation", "combine", arguments, _timeout(settings, step))
 
 
 def step_output(

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from agents.data_generation.material import DomainMaterial, Topic
+from protocol.agents.data_generation import DEFAULT_CRISIS_FRACTION
 from protocol.datasets import ChatMessage, ConversationSample, EmpathyMarker
 from runtime import Domain
 from runtime._signals import CrisisKind, Signals
@@ -104,7 +105,7 @@ class CompositionalGenerator:
         signals: Signals,
         *,
         multi_turn_fraction: float = 0.35,
-        crisis_fraction: float = 0.06,
+        crisis_fraction: float = DEFAULT_CRISIS_FRACTION,
     ) -> None:
         self.domain = domain
         self.material = material

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.data_generation.material import DomainMaterial
-from protocol.agents.data_generation import TeacherSettings
+from protocol.agents.data_generation import DEFAULT_CRISIS_FRACTION, TeacherSettings
 from protocol.datasets import EMOTIONS, ChatMessage, ConversationSample, EmpathyMarker
 from runtime import Domain
 from runtime._signals import Signals
@@ -174,7 +174,7 @@ class TeacherGenerator:
         signals: Signals,
         settings: TeacherSettings,
         *,
-        crisis_fraction: float = 0.06,
+        crisis_fraction: float = DEFAULT_CRISIS_FRACTION,
         http_transport: Any = None,
     ) -> None:
         self.domain = domain

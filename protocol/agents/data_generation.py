@@ -10,6 +10,7 @@ from protocol._base import ToolModel
 from protocol._tools import ArtifactRef
 
 __all__ = [
+    "DEFAULT_CRISIS_FRACTION",
     "CombineInput",
     "CombineOutput",
     "DatasetPart",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 GeneratorName = Literal["compositional", "teacher"]
+
+DEFAULT_CRISIS_FRACTION = 0.06
+"""Share of crisis conversations a crisis-sensitive domain's data gets unless a job asks otherwise."""
 
 
 class TeacherSettings(ToolModel):
@@ -63,7 +67,7 @@ class GenerateInput(ToolModel):
     """Generate-filter rounds before giving up on reaching ``count``."""
     multi_turn_fraction: float = Field(default=0.35, ge=0.0, le=1.0)
     """Share of two-exchange conversations."""
-    crisis_fraction: float = Field(default=0.06, ge=0.0, le=0.5)
+    crisis_fraction: float = Field(default=DEFAULT_CRISIS_FRACTION, ge=0.0, le=0.5)
     """Share of crisis conversations for crisis-sensitive domains (others have none)."""
     filter: bool = True
     """Send each batch through quality_assurance.filter_dataset (the feedback loop)."""

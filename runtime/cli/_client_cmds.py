@@ -73,11 +73,7 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
         console=console,
     ) as progress:
         bars: dict[str, TaskID] = {}
-        async for record in bus.events(since=since):
-            message = record.envelope.message
-            if not isinstance(message, JobEventNotification) or message.params.job_id != job_id:
-                continue
-            event = message.params
+        async for record, event in bus.job_events(job_id, since=since):
             if event.step and event.progress is not None:
                 if event.step not in bars:
                     bars[event.step] = progress.add_task(event.step, total=event.total)

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import anyio
 import anyio.abc
-import structlog
 import typer
 
 from runtime.cli._app import app, run_async, state, stop_on_signal
@@ -20,8 +19,6 @@ from runtime.mcp_gateway import (
     parse_host_port,
     serve_stdio,
 )
-
-log = structlog.get_logger("cli")
 
 
 async def _serve_http(http: HttpGateway) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from bus import Bus
-from protocol import JobEvent, JobEventNotification, ProgressNotification
+from protocol import JobEvent, ProgressNotification
 from protocol.agents.conductor import STEPS
 
 __all__ = ["JobProgress", "ReportProgress", "ToolProgressRelay", "follow_job"]
@@ -100,14 +100,10 @@ class JobProgress:
 async def follow_job(bus: Bus, job_id: str, since: str, report: ReportProgress) -> JobEvent:
     """Report a job's progress from its events after ``since`` until one is terminal; returns that one."""
     progress = JobProgress()
-    async for record in bus.events(since=since):
-        message = record.envelope.message
-        if not isinstance(message, JobEventNotification) or message.params.job_id != job_id:
-            continue
-        event = message.params
+    async for _record, event in bus.job_events(job_id, since=since):
         update = progress.update(event)
         if update is not None:
             await report(update[0], progress.total, update[1])
         if event.terminal:
             return event
-    raise AssertionError("the events stream never ends")  # pragma: no cover
+    raise AssertionError("job_events ends only after a terminal event")  # pragma: no cover
