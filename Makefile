@@ -8,15 +8,17 @@ TORCH_SPEC ?= torch==2.13.0
 # llama-cpp-python builds from source; its multimodal part is not needed and halves the build.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean env audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+# requirements.lock pins every package (torch included) to the versions the suite was run and
+# audited with; `make lock` rewrites it from a fresh install.
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -c requirements.lock
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c requirements.lock
 	touch $@
 
 install: $(VENV)/.installed
@@ -32,6 +34,20 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding.
+# pip-audit reads PyPI's per-version JSON API; where that is unreachable (some sandboxes only
+# mirror the package index) it says so instead of passing vacuously.
+AUDIT_PROBE := import urllib.request; urllib.request.urlopen("https://pypi.org/pypi/pip/24.0/json", timeout=10)
+audit: install
+	@if $(BIN)/python -c '$(AUDIT_PROBE)' 2>/dev/null; then \
+		$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.lock; \
+	else \
+		echo "audit NOT RUN: PyPI's vulnerability API (pypi.org/pypi/NAME/VERSION/json) is unreachable from here"; \
+	fi
+
+lock: install
+	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/+cpu$$//' -e '/^meetara-lab/d' > requirements.lock
+
 bench: install
 	$(BIN)/python -m bench.bus
 	$(BIN)/python -m bench.data --catalogue
@@ -40,3 +56,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# docker compose reads REDIS_PASSWORD from .env; an existing .env is left alone.
+env:
+	@test -f .env || { python3 -c "import secrets; print('REDIS_PASSWORD=' + secrets.token_hex(24))" > .env && chmod 600 .env && echo "wrote .env with a random REDIS_PASSWORD"; }

@@ -112,6 +112,8 @@ class Subscription:
         self._free = concurrency  # handler slots not taken by a read or a running handler
         self._slot_freed = anyio.Event()
         self.in_flight: dict[str, Delivery] = {}
+        self._settling: set[str] = set()
+        """In-flight entries whose ack is on its way (the heartbeat no longer owns them)."""
         self._claims: dict[str, str] = {}
         """In-flight entry id -> claim key of its idempotency key (refreshed by the heartbeat)."""
         self._stop = anyio.Event()
@@ -287,6 +289,7 @@ class Subscription:
 
     async def _ack(self, entry_id: str) -> None:
         """Ack after handling; acks that pile up during one XACK round trip go in the next one."""
+        self._settling.add(entry_id)
         waiter = _AckWaiter(entry_id, anyio.Event())
         self._acks.append(waiter)
         self._acks_wanted.set()
@@ -321,7 +324,8 @@ class Subscription:
             except (Unavailable, GroupMissing) as exc:
                 log.warning("heartbeat failed", agent=self.agent, error=str(exc))
                 continue
-            lost = [i for i in ids if i not in owned and i in self.in_flight]
+            # An entry acked while the touch ran is settled, not lost.
+            lost = [i for i in ids if i not in owned and i in self.in_flight and i not in self._settling]
             if lost:
                 log.warning("lost ownership of in-flight messages", agent=self.agent, ids=sorted(lost))
 
@@ -344,6 +348,7 @@ class Subscription:
             log.exception("unexpected error settling a message", agent=self.agent, entry_id=entry.id)
         finally:
             self.in_flight.pop(entry.id, None)
+            self._settling.discard(entry.id)
             self._give_slots(1)
             if not self.in_flight:
                 self._drained.set()
@@ -470,6 +475,7 @@ class Subscription:
         return True
 
     async def _complete(self, entry: Entry, meta: BusMeta, request_id: RequestId, response: ResponseMessage) -> None:
+        self._settling.add(entry.id)
         if meta.reply_to is None:
             await self._ack(entry.id)
             return
@@ -494,6 +500,7 @@ class Subscription:
                 await self._settle_reply(entry, meta, _readdress(earlier.response, request_id))
 
     async def _settle_reply(self, entry: Entry, meta: BusMeta, response: ResponseMessage) -> None:
+        self._settling.add(entry.id)
         await self._transport.reply_and_ack(
             self.stream,
             self.group,
@@ -531,6 +538,7 @@ class Subscription:
         meta: BusMeta | None,
         request_id: RequestId | None,
     ) -> None:
+        self._settling.add(entry.id)
         reply_stream = reply = None
         if meta is not None and meta.reply_to is not None:
             reply_stream = self._bus.keys.stream(meta.reply_to)

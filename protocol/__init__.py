@@ -61,8 +61,10 @@ from protocol._messages import (
 )
 from protocol._presence import AgentInstance
 from protocol._tools import (
+    MAX_DATASET_BYTES,
     ArtifactRef,
     CallToolResult,
+    DatasetRef,
     ListToolsResult,
     TextContent,
     ToolAnnotations,
@@ -90,6 +92,8 @@ __all__ = [
     "AgentInstance",
     "AgentEventNotification",
     "ArtifactRef",
+    "DatasetRef",
+    "MAX_DATASET_BYTES",
     "BusMeta",
     "CallToolParams",
     "CallToolRequest",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from protocol._base import Name, WireModel
 
@@ -92,3 +92,18 @@ class ArtifactRef(WireModel):
     """Original file name, for humans."""
     media_type: str | None = Field(default=None, max_length=255)
     """MIME type, when known."""
+
+
+MAX_DATASET_BYTES = 2 * 1024**3
+"""Largest dataset a tool accepts (2 GiB of JSONL is millions of conversations; the universal
+job's 62 domains need a few hundred MB). Bigger is refused before anything is fetched."""
+
+
+def _dataset_size_fits(ref: ArtifactRef) -> ArtifactRef:
+    if ref.size > MAX_DATASET_BYTES:
+        raise ValueError(f"dataset is {ref.size:,} bytes; datasets are limited to {MAX_DATASET_BYTES:,} bytes")
+    return ref
+
+
+DatasetRef = Annotated[ArtifactRef, AfterValidator(_dataset_size_fits)]
+"""An artifact holding a JSONL dataset, at most ``MAX_DATASET_BYTES``."""

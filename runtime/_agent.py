@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from dataclasses import dataclass
@@ -185,13 +186,19 @@ class Agent:
                 output = await method(params, CallContext(self, envelope, delivery))
             else:
                 output = await method(params)
-        except ToolError as exc:
-            log.info("tool reported an error", error=exc.message)
-            return CallToolResult(
-                content=[TextContent(text=exc.message)],
-                structured_content={"error": exc.message, **exc.data},
-                is_error=True,
-            )
+        except Exception as exc:
+            # A task group inside the tool wraps what it raised: judge the one exception inside.
+            cause = _only_exception(exc)
+            if isinstance(cause, ToolError):
+                log.info("tool reported an error", error=cause.message)
+                return _tool_error(cause.message, cause.data)
+            if isinstance(cause, OSError) and cause.errno in _STORAGE_ERRNOS:
+                # A full or read-only disk does not heal by redelivery: the caller gets the reason at once.
+                where = f" {cause.filename}" if cause.filename else ""
+                message = f"storage refused a write{where}: {cause.strerror}"
+                log.error("storage refused a write", error=message)
+                return _tool_error(message, {"errno": errno.errorcode.get(cause.errno or 0, "")})
+            raise
         if not isinstance(output, definition.output_model):
             raise TypeError(
                 f"{self.name}.{name} returned {type(output).__name__}, not {definition.output_model.__name__}"
@@ -201,3 +208,20 @@ class Agent:
             content=[TextContent(text=json.dumps(structured, separators=(",", ":")))],
             structured_content=structured,
         )
+
+
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Write failures of the machine, not of the call: disk full, quota, file size limit, read-only."""
+
+
+def _only_exception(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _tool_error(message: str, data: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(text=message)], structured_content={"error": message, **data}, is_error=True
+    )

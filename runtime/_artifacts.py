@@ -16,19 +16,20 @@ import anyio
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from protocol import ArtifactRef, MeetaraError
+from protocol import ArtifactRef
+from runtime._agent import ToolError
 
 __all__ = ["ArtifactCorrupt", "ArtifactMissing", "ArtifactStore"]
 
 _CHUNK = 1 << 20
 
 
-class ArtifactMissing(MeetaraError):
+class ArtifactMissing(ToolError):
     """The referenced content is not in the store."""
 
 
-class ArtifactCorrupt(MeetaraError):
-    """The stored content does not match its reference's hash or size."""
+class ArtifactCorrupt(ToolError):
+    """The stored content does not match its reference's hash or size (or is not a file at all)."""
 
 
 class ArtifactStore:
@@ -92,11 +93,21 @@ class ArtifactStore:
         return await anyio.to_thread.run_sync(self._fetch, ref, dest)
 
     def _open_ref(self, ref: ArtifactRef) -> BinaryIO:
+        """Our copy, else the content at ``ref.uri``: only a regular file of exactly ``ref.size`` bytes.
+
+        The size is checked before reading, so a reference to a device (``/dev/zero``), a folder or
+        an oversized file is refused instead of read without end.
+        """
         local = self._path(ref.sha256)
+        fs, path = (self._fs, local) if self._fs.exists(local) else fsspec.core.url_to_fs(ref.uri)
         try:
-            if self._fs.exists(local):
-                return self._fs.open(local, "rb")  # type: ignore[no-any-return]
-            return fsspec.open(ref.uri, "rb").open()  # type: ignore[no-any-return]
+            info = fs.info(path)
+            if info.get("type") != "file" or info.get("size") != ref.size:
+                kind = "a file" if info.get("type") == "file" else f"a {info.get('type')}, not a file"
+                raise ArtifactCorrupt(
+                    f"artifact at {ref.uri} is {kind} of {info.get('size')} bytes; its reference says {ref.size}"
+                )
+            return fs.open(path, "rb")  # type: ignore[no-any-return]
         except FileNotFoundError:
             raise ArtifactMissing(f"artifact {ref.sha256[:12]} not found at {ref.uri}") from None
 
@@ -107,7 +118,7 @@ class ArtifactStore:
         size = 0
         try:
             with self._open_ref(ref) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(_CHUNK):
+                while size <= ref.size and (chunk := src.read(_CHUNK)):  # a file that grows is cut off
                     digest.update(chunk)
                     size += len(chunk)
                     dst.write(chunk)
@@ -117,6 +128,10 @@ class ArtifactStore:
                     f"and {ref.size} bytes, got {digest.hexdigest()[:12]}… and {size} bytes"
                 )
             tmp.replace(dest)
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # a failed write() names no file
+                raise OSError(exc.errno, exc.strerror, str(dest)) from exc
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         return dest
@@ -126,7 +141,7 @@ class ArtifactStore:
 
         def read() -> bytes:
             with self._open_ref(ref) as src:
-                data = src.read()
+                data = src.read(ref.size + 1)
             if hashlib.sha256(data).hexdigest() != ref.sha256:
                 raise ArtifactCorrupt(f"artifact at {ref.uri} does not match its sha256")
             return data

@@ -33,9 +33,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # write() errors name no file; "No space left on device" alone does not say where.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

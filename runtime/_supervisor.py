@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 from collections.abc import Callable
 
 import anyio
@@ -59,9 +61,13 @@ class Supervisor:
 
     async def _keep_running(self, name: str, index: int) -> None:
         backoff = 1.0
+        # Stable across restarts of this child, unique across supervisors: a restarted agent drains
+        # its own pending messages at once and takes back its own leases, instead of waiting for
+        # them to be reclaimed as a dead consumer's.
+        env = {**self._env, "MEETARA_INSTANCE_ID": f"{socket.gethostname()}-{os.getpid()}-{name}-{index}"}
         while not self._stopping:
             proc = await anyio.open_process(
-                [self._python, "-m", "runtime.cli", "agent", name], env=self._env, stdout=None, stderr=None
+                [self._python, "-m", "runtime.cli", "agent", name], env=env, stdout=None, stderr=None
             )
             self._procs[(name, index)] = proc
             code = await proc.wait()

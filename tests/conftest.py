@@ -12,6 +12,7 @@ import pytest
 from bus import Bus, MemoryBroker, open_transport
 from runtime import Settings
 from tests.helpers import RedisServer, fast_options
+from tests.tiny_model import build_tiny_gguf
 
 
 @pytest.fixture
@@ -97,3 +98,15 @@ def child_env(redis_url: str, namespace: str, tmp_path: Path) -> dict[str, str]:
         MEETARA_LOG_FORMAT="json",
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer llama with random weights as GGUF: the model of every model test."""
+    return build_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One conversion cache for the session: the tiny base is converted once."""
+    return tmp_path_factory.mktemp("model-cache")

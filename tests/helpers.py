@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,47 +22,78 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server process of the tests' own, on a free port."""
+    """A redis-server process of the tests' own, on a free port.
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
+    ``password``: the default user's password; ``user``: an ACL user (name, password) that
+    replaces the default user; ``tls``: serve TLS only, with the certificates of ``make_tls``;
+    ``aof``: keep an append-only file in ``workdir`` (fsynced on every write) across restarts.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        user: tuple[str, str] | None = None,
+        tls: TlsFiles | None = None,
+        aof: bool = False,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed; the redis tests need it (apt install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
+        self.password = password
+        self.user = user
+        self.tls = tls
         workdir.mkdir(parents=True, exist_ok=True)
-        self._args = [
-            binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            *extra,
-        ]
+        args = [binary, "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if aof else ["--appendonly", "no"]
+        if tls is None:
+            args += ["--port", str(self.port)]
+        else:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            args += [
+                "--tls-cert-file",
+                str(tls.cert),
+                "--tls-key-file",
+                str(tls.key),
+                "--tls-ca-cert-file",
+                str(tls.ca),
+            ]
+        if password is not None:
+            args += ["--requirepass", password]
+        if user is not None:
+            name, secret = user
+            args += ["--user", "default", "off", "--user", name, "on", f">{secret}", "~*", "&*", "+@all"]
+        self._args = args
         self._proc: subprocess.Popen[bytes] | None = None
-        self.password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
         self.start()
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        auth = ""
+        if self.user is not None:
+            auth = f"{self.user[0]}:{self.user[1]}@"
+        elif self.password is not None:
+            auth = f":{self.password}@"
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"rediss://{auth}localhost:{self.port}/0?ssl_ca_certs={self.tls.ca}"
 
     def start(self) -> None:
         self._proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=self.password)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
+        client = redis.Redis.from_url(self.url)
+        try:
+            for _ in range(250):
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+        finally:
+            client.close()
         raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:
@@ -69,6 +101,55 @@ class RedisServer:
             self._proc.terminate()
             self._proc.wait(10)
             self._proc = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(folder: Path) -> TlsFiles:
+    """A throwaway CA and a server certificate for ``localhost`` / 127.0.0.1 it signed."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    files = TlsFiles(ca=folder / "ca.pem", cert=folder / "server.pem", key=folder / "server.key")
+    pem = serialization.Encoding.PEM
+    files.ca.write_bytes(certificate("meetara test CA", ca_key, "meetara test CA", ca_key, True).public_bytes(pem))
+    files.cert.write_bytes(certificate("localhost", server_key, "meetara test CA", ca_key, False).public_bytes(pem))
+    files.key.write_bytes(
+        server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
 
 
 def fast_options(namespace: str, **overrides: object) -> BusOptions:

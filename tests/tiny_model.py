@@ -57,7 +57,13 @@ SMALL_CATEGORY = ("specialized", ["legal", "financial"])
 """The tiny catalogue's specialized category has two domains, so a category job stays small."""
 
 
-def tiny_catalog(folder: Path, *, local_usd_per_hour: float = 0.0, healthcare_target: float = 1.0) -> Path:
+def tiny_catalog(
+    folder: Path,
+    *,
+    local_usd_per_hour: float = 0.0,
+    healthcare_target: float = 1.0,
+    step_timeouts: dict[str, float] | None = None,
+) -> Path:
     """Config overrides for whole jobs on the tiny model.
 
     A random 2-layer model cannot chat, so the pass marks of healthcare and of the small category
@@ -82,5 +88,6 @@ def tiny_catalog(folder: Path, *, local_usd_per_hour: float = 0.0, healthcare_ta
     jobs = yaml.safe_load(configs.joinpath("jobs.yaml").read_text())
     jobs["backoff_s"] = 0.2
     jobs["budget_check_s"] = 0.5
+    jobs["step_timeout_s"].update(step_timeouts or {})
     (folder / "jobs.yaml").write_text(yaml.safe_dump(jobs))
     return folder

@@ -173,8 +173,10 @@ class JobDriver:
             verdict = self._verdict(name, output)
             record.status, record.output, record.finished_at = "failed" if verdict else "done", output, time.time()
             record.seconds, record.error = round(seconds, 3), verdict
-            await self._save()
+            # Usage first: a Conductor that dies before the save re-sends the step (answered from the
+            # agent's stored result) and reports the same usage key again, which the ledger keeps once.
             await self._report_usage(record)
+            await self._save()
             message = f"{name} failed: {verdict}" if verdict else f"{name} done in {seconds:.1f}s"
             await self._event("step_finished", step=name, message=message, ok=verdict is None)
             if verdict:
@@ -347,4 +349,3 @@ class JobDriver:
             return
         if not reply.is_error:
             record.usd = float((reply.structured_content or {}).get("entry", {}).get("usd", 0.0))
-            await self._save()

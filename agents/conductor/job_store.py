@@ -55,8 +55,20 @@ class JobStore:
         return jobs
 
     async def acquire(self, job_id: str, owner: str) -> bool:
-        """Take the job's lease if nobody holds it (or we already do)."""
-        return await self.renew(job_id, owner)
+        """Take the job's lease if nobody holds it, we already do, or our dead predecessor did.
+
+        Owners are ``{instance_id}/{run}``. A live process owns its instance id, so a lease held by
+        the same instance id under another run was left by a process that died: a supervisor
+        restarting the Conductor under its stable id takes its jobs back at once instead of
+        waiting out the lease.
+        """
+        if await self.renew(job_id, owner):
+            return True
+        key = self._lease_key(job_id)
+        held = await self._bus.transport.get(key)
+        if held is None or held.decode().partition("/")[0] != owner.partition("/")[0]:
+            return False
+        return await self._bus.transport.compare_and_set(key, held, owner.encode(), ttl_ms=self.lease_ms)
 
     async def renew(self, job_id: str, owner: str) -> bool:
         """Extend (or retake, if it lapsed unclaimed) our lease; False when someone else holds it."""

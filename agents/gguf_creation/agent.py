@@ -10,10 +10,10 @@ import anyio.from_thread
 import anyio.to_thread
 
 from agents.gguf_creation.build import BuildPlan, build_files, tool_name
-from agents.gguf_creation.deploy import deploy_version, read_manifest
+from agents.gguf_creation.deploy import deploy_version, publish_layout, read_manifest
 from agents.llm.adapter_file import read_adapter
 from agents.llm.base_model import resolve_base_model
-from agents.llm.layout import domains_of, layout_of, model_layouts, trained_dir
+from agents.llm.layout import build_folder, builds_root, domains_of, layout_of, model_layouts, trained_dir
 from protocol import InvalidParams, JobEvent
 from protocol.agents.gguf_creation import (
     BuiltModel,
@@ -60,7 +60,7 @@ class GgufCreationAgent(Agent):
             base=base,
             adapter=adapter,
             layouts=layouts,
-            models_dir=settings.models_dir,
+            build_root=builds_root(settings.data_dir),
             work_dir=work_dir,
             cache_dir=settings.model_cache,
         )
@@ -117,7 +117,7 @@ class GgufCreationAgent(Agent):
                 created_at=utc_now_iso(),
                 tool=tool_name(),
             )
-            metadata_path = settings.models_dir / layout.folder / layout.metadata_name
+            metadata_path = build_folder(settings.data_dir, layout) / layout.metadata_name
             await anyio.to_thread.run_sync(write_json, metadata_path, metadata)
             ref = await self.ctx.artifacts.put_file(metadata_path, media_type="application/json")
             models.append(
@@ -156,11 +156,10 @@ class GgufCreationAgent(Agent):
                 now=utc_now_iso(),
             )
         )
-        if deployment.metadata is not None:
-            # Keep the layout's metadata in step with what was deployed.
+        if deployment.entry.lane == "production":
+            # Also when it was deployed already: a crash may have come between the two.
             layout = layout_of(metadata.model_id, metadata.scope, metadata.domain, metadata.category, self.ctx.catalog)
-            layout_file = settings.models_dir / layout.folder / layout.metadata_name
-            await anyio.to_thread.run_sync(write_json, layout_file, deployment.metadata)
+            await anyio.to_thread.run_sync(publish_layout, settings.models_dir, deployment.entry, layout)
         self.log.info(
             "deployed",
             model=metadata.model_id,

@@ -31,7 +31,8 @@ class BuildPlan:
     base: BaseModel
     adapter: AdapterFile
     layouts: list[ModelLayout]
-    models_dir: Path
+    build_root: Path
+    """``{data}/models/builds``: each layout's files go to its folder under it."""
     work_dir: Path
     cache_dir: Path
 
@@ -73,7 +74,7 @@ def build_files(plan: BuildPlan, progress: Any = None) -> BuiltFiles:
     seconds["load_base"] = time.monotonic() - started
 
     started = time.monotonic()
-    adapter_path = plan.models_dir / full.folder / full.adapter_file(request.adapter_dtype)
+    adapter_path = plan.build_root / full.folder / full.adapter_file(request.adapter_dtype)
     write_adapter_gguf(
         plan.adapter,
         adapter_path,
@@ -100,7 +101,7 @@ def build_files(plan: BuildPlan, progress: Any = None) -> BuiltFiles:
         started = time.monotonic()
         for layout in plan.layouts:
             quant = request.lite_quantization if layout.lite else request.quantization
-            target = plan.models_dir / layout.folder / layout.model_file(quant)
+            target = plan.build_root / layout.folder / layout.model_file(quant)
             quantize(f16, target, quant)
             per_model[layout.model_id].append(_describe(target, "merged", quant))
         seconds["quantize"] = time.monotonic() - started

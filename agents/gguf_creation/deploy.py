@@ -21,10 +21,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from agents.llm.layout import ModelLayout
 from protocol import InvalidParams
 from protocol.agents.gguf_creation import GgufFile, Lane, ManifestEntry, ModelMetadata
 from protocol.agents.quality_assurance import ModelQAReport
-from runtime._files import atomic_write
+from runtime._files import atomic_path, atomic_write
 
 __all__ = ["Deployment", "Manifest", "deploy_version", "read_manifest"]
 
@@ -41,8 +42,6 @@ class Deployment(BaseModel):
     entry: ManifestEntry
     retired: ManifestEntry | None
     already_deployed: bool
-    metadata: ModelMetadata | None = None
-    """The metadata as deployed (version and QA summary filled in); ``None`` when nothing moved."""
 
 
 def read_manifest(models_dir: Path) -> Manifest:
@@ -198,7 +197,29 @@ def deploy_version(
             if source.is_dir():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(source, target)
-        return Deployment(entry=entry, retired=retired, already_deployed=False, metadata=deployed_metadata)
+        return Deployment(entry=entry, retired=retired, already_deployed=False)
+
+
+def publish_layout(models_dir: Path, entry: ManifestEntry, layout: ModelLayout) -> None:
+    """Make the layout folder (D/C/A/B: the files users run) show the production version ``entry``.
+
+    Each file is a hard link into the version's folder (a copy where links cannot be made),
+    swapped in atomically; the metadata goes last, so it never describes files not yet there.
+    """
+    version_dir = models_dir / entry.path
+    names = [Path(f.path).name for f in entry.files]
+    sources = [(name, name) for name in names] + [
+        (f"{entry.model_id}_qa_report.json", layout.qa_report_name),
+        (f"{entry.model_id}_metadata.json", layout.metadata_name),
+    ]
+    for source_name, target_name in sources:
+        source = version_dir / source_name
+        with atomic_path(models_dir / layout.folder / target_name) as tmp:
+            tmp.unlink()
+            try:
+                os.link(source, tmp)
+            except OSError:  # another filesystem, or links not allowed
+                shutil.copyfile(source, tmp)
 
 
 def manifest_path_of(entry: ManifestEntry, lane: Lane) -> Path:

@@ -148,18 +148,20 @@ class GpuOptimizationAgent(Agent):
             return self._stopping.is_set() or cancelled.is_set()
 
         self.log.info("training", target=params.target, scope=params.scope, base=base.name, plan=plan.reasons)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_cancel)
-                try:
-                    result = await anyio.to_thread.run_sync(
-                        lambda: run_training(run, on_progress=on_progress, should_stop=should_stop)
-                    )
-                finally:
-                    tg.cancel_scope.cancel()
-        except TrainingStopped as exc:
+        stopped: TrainingStopped | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_cancel)
+            try:
+                result = await anyio.to_thread.run_sync(
+                    lambda: run_training(run, on_progress=on_progress, should_stop=should_stop)
+                )
+            except TrainingStopped as exc:  # caught here: leaving the task group would wrap it in a group
+                stopped = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if stopped is not None:
             why = "cancelled by the caller" if cancelled.is_set() else "this instance is shutting down"
-            raise ToolError(f"{exc} ({why}); re-run the step to resume", data={"step": exc.step}) from exc
+            raise ToolError(f"{stopped} ({why}); re-run the step to resume", data={"step": stopped.step}) from stopped
         adapter = await self.ctx.artifacts.put_file(result.adapter_path, media_type="application/safetensors")
         self.log.info(
             "trained",

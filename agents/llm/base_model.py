@@ -11,9 +11,10 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-from protocol import InvalidParams, MeetaraError
+from protocol import InvalidParams
+from runtime import ToolError
 from runtime._base_model import default_base_gguf
 
 if TYPE_CHECKING:
@@ -33,8 +34,8 @@ GGUF_MAGIC = b"GGUF"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
 
 
-class CorruptModelFile(MeetaraError):
-    """A model file exists but cannot be read as what it claims to be."""
+class CorruptModelFile(ToolError):
+    """A model file exists but cannot be read as what it claims to be (retrying cannot fix it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +174,11 @@ def load_base_model(base: BaseModel, cache_dir: Path, *, dtype: torch.dtype, dev
     """The base model as a transformers causal LM, weights in ``dtype`` on ``device``."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
-    if base.kind != "hub":
-        kwargs["use_safetensors"] = True  # never unpickle weights from a folder
     try:
-        model = AutoModelForCausalLM.from_pretrained(_source(base, cache_dir), **kwargs)
+        # safetensors only, from a folder or a hub: a pickled checkpoint could run code on load.
+        model = AutoModelForCausalLM.from_pretrained(
+            _source(base, cache_dir), dtype=dtype, trust_remote_code=False, use_safetensors=True
+        )
     except (ValueError, OSError, RuntimeError) as exc:
         raise CorruptModelFile(f"cannot load base model {base.location}: {exc}") from exc
     if getattr(model.config, "model_type", None) != "llama":

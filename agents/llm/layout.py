@@ -73,6 +73,19 @@ def trained_dir(data_dir: Path, scope: str, target: str, catalog: Catalog) -> Pa
     return root / "universal"
 
 
+def builds_root(data_dir: Path) -> Path:
+    """Where models are built and checked before deploy: the layout's folders, under the data folder.
+
+    The models folder changes only when a QA-passed model is deployed, so a failed or half-done
+    build never replaces the files users run.
+    """
+    return data_dir / "models" / "builds"
+
+
+def build_folder(data_dir: Path, layout: ModelLayout) -> Path:
+    return builds_root(data_dir) / layout.folder
+
+
 def model_layouts(scope: str, target: str, catalog: Catalog) -> list[ModelLayout]:
     """The model(s) a job of this scope produces: one, or for universal the full (A) and lite (B) pair."""
     _check_scope(scope, target, catalog)

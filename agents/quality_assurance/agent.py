@@ -12,7 +12,7 @@ import anyio.to_thread
 
 from agents.llm.base_model import load_tokenizer, resolve_base_model
 from agents.llm.chat_format import encode_conversation, load_conversations
-from agents.llm.layout import layout_of
+from agents.llm.layout import build_folder, layout_of
 from agents.quality_assurance.data_filter import ALL_RULES, DataFilter
 from agents.quality_assurance.model_checks import load_model_quality
 from agents.quality_assurance.model_validation import ModelUnderTest, validate_model_files
@@ -191,7 +191,7 @@ class QualityAssuranceAgent(Agent):
             report = await anyio.to_thread.run_sync(
                 lambda: validate_model_files(model, settings_quality, signals, utc_now_iso(), progress)
             )
-        report_path = settings.models_dir / layout.folder / layout.qa_report_name
+        report_path = build_folder(settings.data_dir, layout) / layout.qa_report_name
         await anyio.to_thread.run_sync(write_json, report_path, report)
         ref = await self.ctx.artifacts.put_file(report_path, media_type="application/json")
         self.log.info(

@@ -6,7 +6,7 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import Field
 
-from protocol._base import ToolModel
+from protocol._base import CatalogName, ToolModel
 from protocol.agents.gpu_optimization import LoraSettings, Scope, TrainingOverrides
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
 class ListDomainsInput(ToolModel):
     """Arguments of ``conductor.list_domains``."""
 
-    category: str | None = Field(default=None, max_length=64)
+    category: CatalogName | None = None
     """Only domains of this category; all 62 when absent."""
 
 
@@ -72,7 +72,7 @@ class ListDomainsOutput(ToolModel):
 class DescribeDomainInput(ToolModel):
     """Arguments of ``conductor.describe_domain``."""
 
-    name: str = Field(min_length=1, max_length=64)
+    name: CatalogName
     """Domain name; unknown names get an error with close matches."""
 
 
@@ -110,9 +110,9 @@ class JobSpec(ToolModel):
 
     scope: JobScope = "domain"
     """One domain, one category or the universal model."""
-    target: str = Field(min_length=1, max_length=64)
+    target: CatalogName
     """Domain or category name; ``universal`` for the universal scope."""
-    tier: str = Field(default="lightning", max_length=64)
+    tier: CatalogName = "lightning"
     """Training tier (``configs/tiers.yaml``)."""
     base_model: str | None = Field(default=None, max_length=1024)
     """A ``.gguf`` file, a model folder or a hub id; ``None``: the pip-shipped SmolLM2-135M-Instruct."""
@@ -219,7 +219,7 @@ class ListJobsInput(ToolModel):
 
     state: JobState | None = None
     """Only jobs in this state."""
-    target: str | None = Field(default=None, max_length=64)
+    target: CatalogName | None = None
     """Only jobs for this domain or category."""
     limit: int = Field(default=50, ge=1, le=1000)
     """Newest first, at most this many."""

@@ -6,7 +6,7 @@ from typing import Literal, TypeAlias
 
 from pydantic import Field
 
-from protocol._base import ToolModel
+from protocol._base import CatalogName, Identifier, Label, Name, ToolModel
 
 __all__ = [
     "BudgetLimits",
@@ -33,7 +33,7 @@ __all__ = [
 class PriceTableInput(ToolModel):
     """Arguments of ``cost_monitor.price_table``."""
 
-    gpu: str | None = Field(default=None, max_length=64)
+    gpu: Label | None = None
     """Only offers of this GPU type (``T4``, ``A100``…)."""
     min_memory_gb: float = Field(default=0, ge=0)
     """Only GPUs with at least this much memory."""
@@ -95,18 +95,18 @@ Period: TypeAlias = Literal["day", "week", "month"]
 class RecordUsageInput(ToolModel):
     """Arguments of ``cost_monitor.record_usage``: one compute step's usage."""
 
-    job_id: str = Field(min_length=1, max_length=64)
-    step: str = Field(min_length=1, max_length=64)
+    job_id: Identifier
+    step: Name
     attempt: int = Field(default=1, ge=1)
     """Attempt of the step; one ledger entry per (job, step, attempt) however often it is reported."""
-    agent: str = Field(min_length=1, max_length=64)
-    target: str = Field(default="", max_length=64)
+    agent: Name
+    target: CatalogName | Literal[""] = ""
     """Domain or category the job trains, for reports by domain."""
     device: str = Field(default="cpu", max_length=200)
     """Where it ran (``cpu``, ``NVIDIA H100 80GB HBM3``…)."""
-    provider: str = Field(default="local", max_length=64)
+    provider: Label = "local"
     """Price-table provider key, or ``local`` for own machines."""
-    gpu: str | None = Field(default=None, max_length=64)
+    gpu: Label | None = None
     """Price-table GPU type when rented."""
     seconds: float = Field(ge=0)
 
@@ -168,8 +168,8 @@ class EstimateInput(ToolModel):
 
     hours: float = Field(ge=0, le=10_000)
     """Estimated compute hours."""
-    provider: str = Field(default="local", max_length=64)
-    gpu: str | None = Field(default=None, max_length=64)
+    provider: Label = "local"
+    gpu: Label | None = None
 
 
 class EstimateOutput(ToolModel):

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from protocol._base import ToolModel
-from protocol._tools import ArtifactRef
+from protocol._base import CatalogName, ToolModel
+from protocol._tools import DatasetRef
 
 __all__ = [
     "DEFAULT_CRISIS_FRACTION",
@@ -51,7 +51,7 @@ class TeacherSettings(ToolModel):
 class GenerateInput(ToolModel):
     """Arguments of ``data_generation.generate``."""
 
-    domain: str = Field(min_length=1, max_length=64)
+    domain: CatalogName
     """The domain to generate for."""
     count: int = Field(default=1000, ge=1, le=200_000)
     """Samples wanted after filtering (training plus evaluation split)."""
@@ -99,9 +99,9 @@ class DatasetStats(ToolModel):
 class DatasetSplits(ToolModel):
     """A training split and its held-out evaluation split, written and stored."""
 
-    dataset: ArtifactRef
+    dataset: DatasetRef
     """Training split (JSONL)."""
-    eval_dataset: ArtifactRef
+    eval_dataset: DatasetRef
     """Held-out evaluation split (JSONL); training never sees it."""
     path: str
     """Where the training split was written (``data/training/{category}/{domain}_training_data.jsonl``;
@@ -160,18 +160,18 @@ class ListGeneratorsOutput(ToolModel):
 class DatasetStatsInput(ToolModel):
     """Arguments of ``data_generation.dataset_stats``."""
 
-    dataset: ArtifactRef
+    dataset: DatasetRef
     """JSONL of conversations."""
 
 
 class DatasetPart(ToolModel):
     """One domain's generated splits, as ``generate`` returned them."""
 
-    domain: str = Field(min_length=1, max_length=64)
+    domain: CatalogName
     """The domain the data is for."""
-    dataset: ArtifactRef
+    dataset: DatasetRef
     """Its training split."""
-    eval_dataset: ArtifactRef
+    eval_dataset: DatasetRef
     """Its evaluation split."""
 
 
@@ -180,7 +180,7 @@ class CombineInput(ToolModel):
 
     scope: Literal["category", "universal"]
     """A category model or the universal one."""
-    target: str = Field(min_length=1, max_length=64)
+    target: CatalogName
     """The category, or ``universal``."""
     parts: list[DatasetPart] = Field(min_length=2, max_length=500)
     """Every domain's data, one part per domain of the scope."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from protocol._base import ToolModel
+from protocol._base import CatalogName, Identifier, ModelId, ToolModel
 from protocol._tools import ArtifactRef
 from protocol.agents.gpu_optimization import Scope, TrainingMetrics
 
@@ -33,11 +33,11 @@ VERSION_PATTERN = r"^v[0-9]{1,6}$"
 class CreateGgufInput(ToolModel):
     """Arguments of ``gguf_creation.create_gguf``."""
 
-    job_id: str | None = Field(default=None, max_length=200)
+    job_id: Identifier | None = None
     """Job whose events carry this step's progress."""
     scope: Scope = "domain"
     """Domain (D layout), category (C) or universal (A full quant and B smaller quant)."""
-    target: str = Field(min_length=1, max_length=64)
+    target: CatalogName
     """Domain or category name (``universal`` for the universal scope)."""
     adapter: ArtifactRef
     """The trained LoRA adapter (from ``gpu_optimization.train``)."""
@@ -79,19 +79,19 @@ class GgufFile(ToolModel):
 class ModelMetadata(ToolModel):
     """``{name}_metadata.json`` beside the files."""
 
-    model_id: str
+    model_id: ModelId
     """``meetara_{domain}``, ``meetara_{category}_category``, ``meetara_universal_full``…"""
     scope: Scope
     """What the model covers."""
-    domain: str | None
+    domain: CatalogName | None
     """The domain (domain scope)."""
-    category: str | None
+    category: CatalogName | None
     """The category (domain and category scopes)."""
     domains: list[str]
     """Every domain whose data trained it."""
     description: str
     """What it is for."""
-    version: str | None
+    version: Annotated[str, Field(pattern=VERSION_PATTERN)] | None
     """Deployed version (set by deploy)."""
     base_model: str
     """Base model name."""
@@ -140,7 +140,7 @@ class CreateGgufOutput(ToolModel):
 class DeployInput(ToolModel):
     """Arguments of ``gguf_creation.deploy``."""
 
-    job_id: str | None = Field(default=None, max_length=200)
+    job_id: Identifier | None = None
     """Job this deploy belongs to."""
     metadata: ArtifactRef
     """The model's metadata JSON (from ``create_gguf``)."""
@@ -191,7 +191,7 @@ class ListModelsInput(ToolModel):
 
     lane: Lane | None = None
     """Only this lane."""
-    model_id: str | None = Field(default=None, max_length=120)
+    model_id: ModelId | None = None
     """Only this model."""
 
 

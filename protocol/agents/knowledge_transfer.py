@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from protocol._base import ToolModel
-from protocol._tools import ArtifactRef
+from protocol._base import CatalogName, Identifier, ToolModel
+from protocol._tools import ArtifactRef, DatasetRef
 
 __all__ = [
     "IndexedDomain",
@@ -23,19 +23,19 @@ __all__ = [
 class RegisterDomainInput(ToolModel):
     """Arguments of ``knowledge_transfer.register``: a finished domain's adapter and how it trained."""
 
-    domain: str = Field(min_length=1, max_length=64)
+    domain: CatalogName
     base_model: str = Field(min_length=1, max_length=1024)
     """Identity of the base model the adapter belongs to (an adapter only transfers onto its own base)."""
     adapter: ArtifactRef
-    dataset: ArtifactRef
+    dataset: DatasetRef
     """Its training conversations; a sample of their user turns joins the description in the embedding."""
-    job_id: str | None = Field(default=None, max_length=64)
+    job_id: Identifier | None = None
     final_loss: float | None = None
     eval_loss: float | None = None
     steps: int = Field(ge=0)
     loss_curve: list[tuple[int, float]] = Field(default_factory=list)
     """(step, training loss) as the trainer recorded it."""
-    warm_started_from: str | None = Field(default=None, max_length=64)
+    warm_started_from: CatalogName | None = None
 
 
 class IndexedDomain(ToolModel):
@@ -63,9 +63,9 @@ class RegisterDomainOutput(ToolModel):
 class RecommendInput(ToolModel):
     """Arguments of ``knowledge_transfer.recommend``."""
 
-    domain: str = Field(min_length=1, max_length=64)
+    domain: CatalogName
     base_model: str = Field(min_length=1, max_length=1024)
-    dataset: ArtifactRef | None = None
+    dataset: DatasetRef | None = None
     """The new domain's training data, when already generated (sharpens the comparison)."""
 
 

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from protocol._base import ToolModel
-from protocol._tools import ArtifactRef
+from protocol._base import CatalogName, Identifier, ToolModel
+from protocol._tools import ArtifactRef, DatasetRef
 
 __all__ = [
     "CheckedFile",
@@ -32,13 +32,13 @@ DataRule = Literal[
 class FilterDatasetInput(ToolModel):
     """Arguments of ``quality_assurance.filter_dataset``."""
 
-    dataset: ArtifactRef
+    dataset: DatasetRef
     """JSONL of ``ConversationSample`` lines."""
-    domain: str = Field(min_length=1, max_length=64)
+    domain: CatalogName
     """The domain the data is for (relevance reference and category thresholds)."""
     rules: list[DataRule] | None = None
     """Rules to apply; all of them when absent."""
-    against: list[ArtifactRef] = Field(default_factory=list, max_length=64)
+    against: list[DatasetRef] = Field(default_factory=list, max_length=64)
     """Datasets already accepted: new samples repeating them count as duplicates."""
     pii: Literal["reject", "scrub"] | None = None
     """What to do with personal data; the category's configured policy when absent."""
@@ -99,11 +99,11 @@ class FilterDatasetOutput(ToolModel):
 class ValidateModelInput(ToolModel):
     """Arguments of ``quality_assurance.validate_model``."""
 
-    job_id: str | None = Field(default=None, max_length=200)
+    job_id: Identifier | None = None
     """Job whose events carry this step's progress."""
     metadata: ArtifactRef
     """The model's metadata JSON (from ``gguf_creation.create_gguf``); it lists the files to check."""
-    eval_dataset: ArtifactRef
+    eval_dataset: DatasetRef
     """Held-out conversations of the model's domain(s)."""
     base_model: str | None = Field(default=None, max_length=1024)
     """The base GGUF the adapter applies to; ``None``: the pip-shipped SmolLM2."""

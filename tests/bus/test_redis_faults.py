@@ -14,7 +14,7 @@ import pytest
 from bus import Bus, open_transport
 from bus._redis._connection import redact_url
 from protocol import CallToolParams, CallToolRequest, ResponseMessage, ResultResponse, Unavailable
-from tests.helpers import RedisServer, fast_options, free_port
+from tests.helpers import RedisServer, fast_options, free_port, make_tls
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -75,7 +75,7 @@ async def test_sigkilled_consumer_mid_handler_is_finished_by_another_replica_exa
 
 
 async def test_password_protected_redis(tmp_path: Path, namespace: str) -> None:
-    server = RedisServer(tmp_path / "auth", "--requirepass", "s3cret")
+    server = RedisServer(tmp_path / "auth", password="s3cret")
     try:
         async with Bus(open_transport(server.url), options=fast_options(namespace)) as bus:
             await bus.put_presence("x", b"1", ttl_ms=1000)
@@ -86,6 +86,20 @@ async def test_password_protected_redis(tmp_path: Path, namespace: str) -> None:
                 pass
         assert "nope" not in info.value.message
         assert f"redis://:***@127.0.0.1:{server.port}/0" in info.value.message
+    finally:
+        server.stop()
+
+
+async def test_tls_with_an_acl_user(tmp_path: Path, namespace: str) -> None:
+    server = RedisServer(tmp_path / "tls-redis", user=("meetara", "s3cret"), tls=make_tls(tmp_path / "tls"))
+    try:
+        async with Bus(open_transport(server.url), options=fast_options(namespace)) as bus:
+            await bus.put_presence("x", b"1", ttl_ms=1000)
+            assert await bus.presence() == {"x": b"1"}
+        plain = f"redis://meetara:s3cret@127.0.0.1:{server.port}/0"  # TLS port, plain client: refused
+        with pytest.raises(Unavailable, match="cannot reach Redis"):
+            async with Bus(open_transport(plain), options=fast_options(namespace)):
+                pass
     finally:
         server.stop()
 

@@ -124,6 +124,20 @@ def test_up_starts_every_agent_as_a_process_and_stops_them_on_sigterm(child_env:
         assert len(pids) == len(agent_names())  # one process per agent
         call = meetara("call", "cost_monitor", "budget_limits", env=child_env)
         assert json.loads(call.stdout)["month"] == 50.0
+
+        # A child that dies is restarted under the same instance id (it drains its own pending work).
+        before = next(row for row in rows if row[1].strip() == "knowledge_transfer")
+        os.kill(int(before[4].strip()), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = meetara("agents", env=child_env)
+            after = [line.split("│") for line in out.stdout.splitlines() if "knowledge_transfer" in line]
+            if after and after[0][4].strip() not in ("", before[4].strip()):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"knowledge_transfer was not restarted: {out.stdout}")
+        assert after[0][2].strip() == before[2].strip()
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)

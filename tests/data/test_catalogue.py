@@ -1,4 +1,4 @@
-"""The whole-catalogue check: every domain's first 100 samples pass QA at 80% or better."""
+"""The whole-catalogue check: every domain's first 60 samples pass QA at 80% or better."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from agents.quality_assurance.thresholds import load_thresholds
 from runtime import load_catalog
 from runtime._signals import load_signals
 
-SAMPLES = 100
+SAMPLES = 60
 MIN_PASS_RATE = 0.80
 
 

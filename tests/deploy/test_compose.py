@@ -28,14 +28,21 @@ def agent_services() -> dict[str, Any]:
     return {name: svc for name, svc in services().items() if name != "redis"}
 
 
-def test_compose_config_is_accepted_by_docker_compose() -> None:
+def test_compose_config_is_accepted_by_docker_compose_and_requires_a_redis_password(tmp_path: Path) -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         if os.environ.get("MEETARA_REQUIRE_COMPOSE"):
             pytest.fail("docker-compose is required here (MEETARA_REQUIRE_COMPOSE is set) but not installed")
         pytest.skip("docker-compose (Debian's v1 package) is not installed")
-    out = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60)
+    no_env_file = tmp_path / "empty.env"  # a developer's own .env must not decide the outcome
+    no_env_file.write_text("")
+    command = [binary, "-f", str(COMPOSE), "--env-file", str(no_env_file), "config", "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**env, "REDIS_PASSWORD": "pw"})
     assert out.returncode == 0, out.stderr
+    # Authentication is not optional: without a password Compose refuses, saying what to do.
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode != 0 and "set REDIS_PASSWORD in .env (run make env)" in out.stderr
 
 
 def test_one_service_per_installed_agent() -> None:
@@ -44,13 +51,15 @@ def test_one_service_per_installed_agent() -> None:
     assert all(cmd[:2] == ["meetara", "agent"] for cmd in commands.values())
 
 
-def test_redis_keeps_an_append_only_file_and_has_a_healthcheck() -> None:
+def test_redis_keeps_an_append_only_file_requires_a_password_and_has_a_healthcheck() -> None:
     redis = services()["redis"]
-    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
-    assert redis["healthcheck"]["test"][-1] == "ping"
+    command = redis["command"][-1]
+    assert "--appendonly yes" in command and '--requirepass "$$REDIS_PASSWORD"' in command
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert "redis-cli ping" in redis["healthcheck"]["test"][-1]
     for svc in agent_services().values():
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert svc["environment"]["MEETARA_BUS_URL"] == "redis://redis:6379/0"
+        assert svc["environment"]["MEETARA_BUS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
         volumes = {v.split(":")[0] for v in svc["volumes"]}
         assert {"artifacts", "data", "models"} <= volumes
 

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import pytest
 from mcp import Client
 
 from runtime import Agent, Settings, open_swarm
 from runtime._swarm import EmbeddedSwarm
 from runtime.mcp_gateway import Gateway, GatewayOptions
-from tests.tiny_model import build_tiny_gguf
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import signal
@@ -240,3 +241,23 @@ def test_http_refuses_to_expose_the_swarm(bind: str, options: GatewayOptions, pr
         return
     with pytest.raises(GatewayConfigError, match=problem):
         check_http_binding(parse_host_port(bind)[0], options)
+
+
+@pytest.mark.anyio
+async def test_the_bearer_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check goes through hmac.compare_digest, so response time does not leak the token."""
+    from runtime.mcp_gateway import _http
+
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(_http.hmac, "compare_digest", spy)
+    verifier = _http.StaticTokenVerifier("s3cret-token")
+    assert await verifier.verify_token("s3cret-token") is not None
+    assert await verifier.verify_token("s3cret-tokeX") is None
+    assert await verifier.verify_token("") is None
+    assert compared == [(b"s3cret-token", b"s3cret-token"), (b"s3cret-tokeX", b"s3cret-token"), (b"", b"s3cret-token")]

@@ -1,4 +1,4 @@
-"""Model-test fixtures: a tiny llama GGUF and one conversion cache for the whole session."""
+"""Model-test fixtures: conversations and a trained adapter shared by the model tests."""
 
 from __future__ import annotations
 
@@ -12,17 +12,6 @@ from agents.llm.adapter_file import AdapterFile, read_adapter
 from runtime import load_catalog
 from runtime._signals import load_signals
 from tests.models.training_helpers import tiny_run
-from tests.tiny_model import build_tiny_gguf
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
 
 
 def write_conversations(path: Path, domain: str, start: int, count: int, seed: int = 0) -> Path:

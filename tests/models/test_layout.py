@@ -67,7 +67,7 @@ def test_files_and_names_follow_the_mission_layout(
         base=resolve_base_model(str(tiny_gguf)),
         adapter=trained_adapter,
         layouts=model_layouts(scope, target, catalog),
-        models_dir=tmp_path / "models",
+        build_root=tmp_path / "models",
         work_dir=tmp_path / "work",
         cache_dir=model_cache,
     )

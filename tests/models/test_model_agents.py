@@ -66,7 +66,8 @@ async def test_the_chain_on_the_tiny_model_ends_at_a_qa_refusal(  # type: ignore
             timeout=LONG,
         )
         (model,) = created.models
-        folder = settings.models_dir / "D_domain_specific" / "healthcare"
+        # Built and checked under the data folder; the models folder is only written by a deploy.
+        folder = settings.data_dir / "models" / "builds" / "D_domain_specific" / "healthcare"
         assert {Path(f.path).name for f in model.files} == {
             "meetara_general_health_lora_f16.gguf",
             "meetara_general_health_q4_k_m.gguf",
@@ -108,7 +109,7 @@ async def test_the_chain_on_the_tiny_model_ends_at_a_qa_refusal(  # type: ignore
                 },
             )
         listed = await swarm.client.call_model("gguf_creation", "list_models", {}, ListModelsOutput)
-        assert listed.models == [] and not (settings.models_dir / "gguf").exists()
+        assert listed.models == [] and not settings.models_dir.exists()
         progress = []
         with anyio.move_on_after(2):
             async for record in swarm.bus.events(since=since):
@@ -186,5 +187,8 @@ async def test_general_health_on_smollm2_is_trained_converted_validated_and_depl
     assert deployed.entry.lane == "production" and deployed.entry.version == "v1"
     manifest = json.loads((settings.models_dir / "manifest.json").read_text())
     assert [m["model_id"] for m in manifest["models"]] == ["meetara_general_health"]
+    layout = settings.models_dir / "D_domain_specific" / "healthcare"
     for f in deployed.entry.files:
         assert (settings.models_dir / f.path).is_file()
+        assert (layout / Path(f.path).name).stat().st_ino == (settings.models_dir / f.path).stat().st_ino
+    assert json.loads((layout / "general_health_metadata.json").read_text())["version"] == "v1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import anyio
 import pytest
 
@@ -50,6 +52,14 @@ class Calculator(Agent):
         return AddOut(total=params.a)
 
     @tool(read_only=True)
+    async def grouped(self, params: AddIn) -> AddOut:
+        """Fails inside a task group: a tool error (b=0) or a full disk (b=1), wrapped by the group."""
+        async with anyio.create_task_group():
+            if params.b == 0:
+                raise ToolError("cannot divide by zero")
+            raise OSError(errno.ENOSPC, "No space left on device", "/srv/models/x.gguf")
+
+    @tool(read_only=True)
     async def lie(self, params: AddIn) -> AddOut:
         """Returns the wrong type (a defect the bus retries, then dead-letters)."""
         return params  # type: ignore[return-value]
@@ -58,9 +68,9 @@ class Calculator(Agent):
 async def test_list_and_call_typed(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
     async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
         (instance,) = await swarm.client.agents()
-        assert instance.name == "calculator" and instance.tools == ["add", "count", "divide", "lie"]
+        assert instance.name == "calculator" and instance.tools == ["add", "count", "divide", "grouped", "lie"]
         tools = await swarm.client.list_tools("calculator")
-        assert [t.name for t in tools] == ["add", "count", "divide", "lie"]
+        assert [t.name for t in tools] == ["add", "count", "divide", "grouped", "lie"]
         out = await swarm.client.call_model("calculator", "add", AddIn(a=2, b=3), AddOut)
         assert out.total == 5
         result = await swarm.client.call("calculator", "add", {"a": 1, "b": 1})
@@ -120,3 +130,15 @@ async def test_calling_an_agent_that_is_not_running_fails_fast(settings_factory,
     async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
         with pytest.raises(Unavailable, match="no live instance of agent 'conductor'"):
             await swarm.client.call("conductor", "list_domains", {})
+
+
+async def test_a_tool_error_or_full_disk_inside_a_task_group_is_a_tool_error_not_a_redelivery(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str
+) -> None:
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        divided = await swarm.client.call("calculator", "grouped", {"a": 1, "b": 0})
+        full = await swarm.client.call("calculator", "grouped", {"a": 1, "b": 1})
+    assert divided.is_error and divided.content[0].text == "cannot divide by zero"
+    assert full.is_error
+    assert full.content[0].text == ("storage refused a write /srv/models/x.gguf: No space left on device")
+    assert (full.structured_content or {})["errno"] == "ENOSPC"

@@ -59,3 +59,17 @@ async def test_any_fsspec_url_works(tmp_path: Path) -> None:
     ref = await store.put_bytes(b"in memory fs")
     assert ref.uri.startswith("memory://")
     assert await store.read_bytes(ref) == b"in memory fs"
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "folder", "bigger"])
+async def test_a_reference_to_anything_but_a_file_of_its_size_is_refused_unread(tmp_path: Path, target: str) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bigger").write_bytes(b"x" * 100)
+    path = Path(target) if target.startswith("/") else tmp_path / target
+    ref = ArtifactRef(uri=path.as_uri(), sha256="0" * 64, size=10)
+    with pytest.raises(ArtifactCorrupt, match="its reference says 10"):
+        await store.read_bytes(ref)
+    with pytest.raises(ArtifactCorrupt, match="its reference says 10"):
+        await store.fetch(ref, tmp_path / "out" / "x")
+    assert list((tmp_path / "out").iterdir()) == []

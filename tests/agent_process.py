@@ -1,0 +1,72 @@
+"""One agent as a process, with fault hooks: ``python -m tests.agent_process NAME MARKER_DIR``.
+
+Runs like ``meetara agent NAME`` (settings from the environment), but every tool call of the agent
+records what happened in MARKER_DIR, so a test can count side effects and stop a process at a
+chosen point of a step:
+
+- ``{agent}.{tool}.started.{uuid}`` before the tool runs, ``{agent}.{tool}.done.{uuid}`` after it
+  returned (the file holds the call's idempotency key).
+- If ``hold-before.{agent}.{tool}`` (or ``hold-after…``) exists, the call writes
+  ``held.{agent}.{tool}`` at that point and waits there forever: the test SIGKILLs the process
+  with the step half done (before its work, or after its work but before its reply). A hold
+  file that says ``once`` holds one call only: the agent hangs on that call and serves the rest.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runtime import AgentHost, Settings, connect
+from runtime._agent import Agent
+from runtime._discovery import load_agent_class
+from runtime._logging import configure_logging
+from runtime.cli._app import stop_on_signal
+
+
+def with_fault_hooks(klass: type[Agent], markers: Path) -> type[Agent]:
+    """A subclass whose tools mark their start and end and can be held at either."""
+
+    def hooked(tool: str, original: Any) -> Any:
+        label = f"{klass.name}.{tool}"
+
+        async def hold(point: str) -> None:
+            request = markers / f"hold-{point}.{label}"
+            if request.exists():
+                if request.read_text() == "once":
+                    request.unlink()
+                (markers / f"held.{label}").write_text(point)
+                await anyio.sleep_forever()
+
+        async def method(self: Agent, *args: Any) -> Any:
+            key = args[1].envelope.meta.idempotency_key if len(args) > 1 else None
+            (markers / f"{label}.started.{uuid.uuid4().hex}").write_text(str(key))
+            await hold("before")
+            result = await original(self, *args)
+            (markers / f"{label}.done.{uuid.uuid4().hex}").write_text(str(key))
+            await hold("after")
+            return result
+
+        return method
+
+    overrides = {t.method_name: hooked(t.name, getattr(klass, t.method_name)) for t in klass.tools}
+    return type(f"Faulty{klass.__name__}", (klass,), overrides)
+
+
+async def main(name: str, markers: Path) -> None:
+    settings = Settings.load()
+    configure_logging(format=settings.log_format, level=settings.log_level)
+    klass = with_fault_hooks(load_agent_class(name), markers)
+    async with connect(settings, sender=name) as bus:
+        host = AgentHost(bus, [klass], settings=settings)
+        await bus.start_task(stop_on_signal, host.stop)
+        (markers / f"ready.{name}.{settings.instance_id}").write_text("")
+        await host.run()
+
+
+if __name__ == "__main__":
+    anyio.run(main, sys.argv[1], Path(sys.argv[2]))

@@ -1,0 +1,62 @@
+"""Chaos-test fixtures: the environment and in-test client of a swarm of killable agent processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from protocol.agents.conductor import JobRecord
+from runtime import Settings, SwarmClient, connect
+from tests.helpers import fast_options
+from tests.tiny_model import tiny_catalog
+
+
+@pytest.fixture
+def chaos_env(child_env: dict[str, str], tmp_path: Path, model_cache: Path) -> dict[str, str]:
+    return {
+        **child_env,
+        "MEETARA_CATALOG_DIR": str(tiny_catalog(tmp_path / "catalog")),
+        "MEETARA_DATA_DIR": str(tmp_path / "data"),
+        "MEETARA_MODELS_DIR": str(tmp_path / "models"),
+        "MEETARA_MODEL_CACHE_DIR": str(model_cache),
+        "MEETARA_REQUEST_TIMEOUT_S": "120",
+    }
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    return Settings.load(
+        bus_url=env["MEETARA_BUS_URL"],
+        bus=fast_options(env["MEETARA_BUS__NAMESPACE"]),
+        artifact_url=env["MEETARA_ARTIFACT_URL"],
+        catalog_dir=Path(env["MEETARA_CATALOG_DIR"]),
+        data_dir=Path(env["MEETARA_DATA_DIR"]),
+        models_dir=Path(env["MEETARA_MODELS_DIR"]),
+        request_timeout_s=30.0,
+    )
+
+
+@pytest.fixture
+async def chaos_client(chaos_env: dict[str, str]) -> AsyncIterator[SwarmClient]:
+    async with connect(settings_of(chaos_env), sender="chaos-test") as bus:
+        yield SwarmClient(bus, timeout=30.0)
+
+
+async def job_state(client: SwarmClient, job_id: str) -> JobRecord:
+    return await client.call_model("conductor", "job_status", {"job_id": job_id}, JobRecord)
+
+
+async def wait_for_state(client: SwarmClient, job_id: str, states: set[str], timeout: float = 600) -> JobRecord:
+    with anyio.fail_after(timeout):
+        while True:
+            job = await job_state(client, job_id)
+            if job.state in states:
+                return job
+            await anyio.sleep(0.2)
+
+
+def checkpoint_steps(data_dir: Path) -> list[int]:
+    """Steps of the training checkpoints on disk (``step-0000004.safetensors`` → 4)."""
+    return sorted(int(p.stem.split("-")[1]) for p in data_dir.rglob("step-*.safetensors"))
