@@ -13,8 +13,9 @@ found in what the swarm left behind (must be 0):
 - training: more than one training run folder per domain;
 - datasets: more than one training split per domain.
 
-It also counts the tool calls that ran their work twice because a kill took their reply
-(re-executions: the work is redone and its result replaces the first, which is not a duplicate).
+It also counts the tool calls a kill cut short (their work then ran again from the start or a
+checkpoint) and those that ran twice because a kill took their reply (the work is redone and its
+result replaces the first: no second copy is left behind).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ DOMAINS = ["general_health", "sleep", "nutrition", "fitness", "mental_health", "
            "women_health", "senior_health", "preventive_care", "chronic_conditions"]  # fmt: skip
 """Healthcare domains: the tiny catalogue lowers their pass mark to what a random 2-layer model can do."""
 TERMINAL = {"done", "failed", "cancelled", "paused_budget"}
+WORK_TOOLS = [
+    ("data_generation", "generate"),
+    ("knowledge_transfer", "recommend"),
+    ("gpu_optimization", "train"),
+    ("gguf_creation", "create_gguf"),
+    ("quality_assurance", "validate_model"),
+    ("cost_monitor", "record_usage"),
+]
+"""The tools a job's steps call that take a call context (their calls carry an idempotency key)."""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -86,7 +96,7 @@ async def _soak(work: Path, jobs: int, kill_every: float, seed: int) -> dict[str
                 ids = []
                 for i in range(jobs):
                     spec = {"target": DOMAINS[i % len(DOMAINS)], "base_model": str(base), "samples": 40,
-                            "training": training, "seed": i}  # fmt: skip
+                            "training": training}  # fmt: skip
                     ids.append((await client.call_model("conductor", "submit_job", spec, SubmitJobOutput)).job_id)
                 started = time.monotonic()
                 next_kill = started + kill_every * rng.uniform(0.5, 1.5)
@@ -105,16 +115,15 @@ async def _soak(work: Path, jobs: int, kill_every: float, seed: int) -> dict[str
                 ledger = await client.call_model(
                     "cost_monitor", "cost_report", {"period": "all", "by": "job"}, CostReportOutput
                 )
-            rerun = sum(
-                n - 1
-                for label in ("data_generation.generate", "gpu_optimization.train", "gguf_creation.create_gguf",
-                              "gguf_creation.deploy", "quality_assurance.validate_model", "cost_monitor.record_usage")
-                for key, n in Counter(swarm.calls(label)).items()
-                if n > 1 and key != "None"  # tools without a call context record no key
-            )  # fmt: skip
+            labels = [f"{agent}.{tool}" for agent, tool in WORK_TOOLS]
+            started_keys = Counter(k for label in labels for k in swarm.calls(label, "started") if k != "None")
+            done_keys = Counter(k for label in labels for k in swarm.calls(label) if k != "None")
+            # Work redone because a kill took its reply, and work a kill cut short (then run again).
+            rerun = sum(n - 1 for n in done_keys.values() if n > 1)
+            interrupted = sum(max(0, n - done_keys[k]) for k, n in started_keys.items())
     finally:
         server.stop()
-    return _report(work, records, ledger, kills, rerun)
+    return _report(work, records, ledger, kills, rerun, interrupted)
 
 
 async def _state(client: SwarmClient, job_id: str) -> str:
@@ -126,7 +135,7 @@ async def _state(client: SwarmClient, job_id: str) -> str:
 
 
 def _report(
-    work: Path, records: list[JobRecord], ledger: CostReportOutput, kills: Counter[str], rerun: int
+    work: Path, records: list[JobRecord], ledger: CostReportOutput, kills: Counter[str], rerun: int, interrupted: int
 ) -> dict[str, Any]:
     done = [r for r in records if r.state == "done"]
     times = [(r.finished_at or r.updated_at) - r.created_at for r in done]
@@ -149,11 +158,13 @@ def _report(
         "submitted": len(records),
         "completed": len(done),
         "states": dict(Counter(r.state for r in records)),
+        "errors": {r.spec.target: r.error for r in records if r.state != "done"},
         "job_seconds_p50": round(statistics.median(times), 1) if times else None,
         "job_seconds_p99": round(_percentile(times, 0.99), 1) if times else None,
         "kills": dict(kills),
         "duplicate_side_effects": duplicates,
         "missing_side_effects": missing,
+        "calls_cut_short_by_kills": interrupted,
         "re_executions_after_kills": rerun,
         "step_attempts_over_one": sum(max(0, s.attempts - 1) for r in records for s in r.steps),
     }
