@@ -7,7 +7,7 @@ from pathlib import Path
 from agents.gguf_creation.model_gguf import tokenizer_metadata_from_gguf, write_model_gguf
 from runtime._base_model import default_base_gguf
 
-__all__ = ["build_tiny_gguf", "tiny_config"]
+__all__ = ["build_tiny_gguf", "tiny_catalog", "tiny_config", "tiny_job_env"]
 
 
 def tiny_config():  # type: ignore[no-untyped-def]
@@ -91,3 +91,15 @@ def tiny_catalog(
     jobs["step_timeout_s"].update(step_timeouts or {})
     (folder / "jobs.yaml").write_text(yaml.safe_dump(jobs))
     return folder
+
+
+def tiny_job_env(base: dict[str, str], folder: Path, model_cache: Path) -> dict[str, str]:
+    """Environment of ``meetara`` processes running whole jobs on the tiny model in ``folder``."""
+    return {
+        **base,
+        "MEETARA_CATALOG_DIR": str(tiny_catalog(folder / "catalog")),
+        "MEETARA_DATA_DIR": str(folder / "data"),
+        "MEETARA_MODELS_DIR": str(folder / "models"),
+        "MEETARA_MODEL_CACHE_DIR": str(model_cache),
+        "MEETARA_REQUEST_TIMEOUT_S": "120",
+    }

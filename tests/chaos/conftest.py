@@ -11,19 +11,12 @@ import pytest
 from protocol.agents.conductor import JobRecord
 from runtime import Settings, SwarmClient, connect
 from tests.helpers import fast_options
-from tests.tiny_model import tiny_catalog
+from tests.tiny_model import tiny_job_env
 
 
 @pytest.fixture
 def chaos_env(child_env: dict[str, str], tmp_path: Path, model_cache: Path) -> dict[str, str]:
-    return {
-        **child_env,
-        "MEETARA_CATALOG_DIR": str(tiny_catalog(tmp_path / "catalog")),
-        "MEETARA_DATA_DIR": str(tmp_path / "data"),
-        "MEETARA_MODELS_DIR": str(tmp_path / "models"),
-        "MEETARA_MODEL_CACHE_DIR": str(model_cache),
-        "MEETARA_REQUEST_TIMEOUT_S": "120",
-    }
+    return tiny_job_env(child_env, tmp_path, model_cache)
 
 
 def settings_of(env: dict[str, str]) -> Settings:

@@ -25,7 +25,7 @@ from protocol import InvalidParams, JobEventNotification
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
 from protocol.agents.cost_monitor import CostReportOutput
 from runtime import AgentHost, Settings, connect, open_swarm
-from tests.tiny_model import SMALL_CATEGORY, tiny_catalog
+from tests.tiny_model import SMALL_CATEGORY, tiny_catalog, tiny_job_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(900)]
 
@@ -186,23 +186,12 @@ def _meetara(*args: str, env: dict[str, str], timeout: float) -> subprocess.Comp
     )
 
 
-def _job_env(base: dict[str, str], tmp_path: Path, model_cache: Path) -> dict[str, str]:
-    return {
-        **base,
-        "MEETARA_CATALOG_DIR": str(tiny_catalog(tmp_path / "catalog")),
-        "MEETARA_DATA_DIR": str(tmp_path / "data"),
-        "MEETARA_MODELS_DIR": str(tmp_path / "models"),
-        "MEETARA_MODEL_CACHE_DIR": str(model_cache),
-        "MEETARA_REQUEST_TIMEOUT_S": "120",
-    }
-
-
 def test_meetara_run_domain_trains_validates_and_deploys_in_one_process(  # type: ignore[no-untyped-def]
     tmp_path: Path, tiny_gguf: Path, model_cache: Path
 ) -> None:
     """The README's main command, on the tiny model (the CPU-sized default: 40 steps)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
-    env = _job_env({**base, "MEETARA_ARTIFACT_URL": str(tmp_path / "artifacts")}, tmp_path, model_cache)
+    env = tiny_job_env({**base, "MEETARA_ARTIFACT_URL": str(tmp_path / "artifacts")}, tmp_path, model_cache)
     args = ["run", "--domain", "general_health", "--base-model", str(tiny_gguf), "--samples", "40"]
     out = _meetara(*args, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -217,7 +206,7 @@ def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-
     child_env: dict[str, str], tmp_path: Path, tiny_gguf: Path, model_cache: Path
 ) -> None:
     """`meetara up` (one process per agent) and `meetara submit --wait` of a domain and a category job."""
-    env = _job_env(child_env, tmp_path, model_cache)
+    env = tiny_job_env(child_env, tmp_path, model_cache)
     log = tmp_path / "up.log"
     with open(log, "w") as sink:  # a file, not a pipe: seven agents' logs would fill a pipe and block them
         up = subprocess.Popen([sys.executable, "-m", "runtime.cli", "up"], env=env, stdout=sink, stderr=sink)
