@@ -49,20 +49,20 @@ def all_inputs() -> list[type[BaseModel]]:
     return sorted(models | {ModelMetadata}, key=lambda m: m.__name__)  # metadata comes back from artifacts
 
 
-FIELDS = sorted(
-    {f for model in all_inputs() for f in name_fields(model) if f[0] not in DESCRIPTIVE}, key=lambda f: f[0]
-)
-
-
 def _strings(annotation: object) -> bool:
+    """Whether the field takes free strings (a ``Literal`` of fixed names does not)."""
     args = typing.get_args(annotation)
     return annotation is str or any(_strings(a) for a in args if a is not types.NoneType)
 
 
+FIELDS = sorted(
+    {f for model in all_inputs() for f in name_fields(model) if f[0] not in DESCRIPTIVE and _strings(f[1])},
+    key=lambda f: f[0],
+)
+
+
 @pytest.mark.parametrize(("field", "annotation"), FIELDS, ids=[f for f, _ in FIELDS])
 def test_a_name_field_refuses_path_tricks(field: str, annotation: object) -> None:
-    if not _strings(annotation):
-        pytest.skip("not a string")
     adapter = TypeAdapter(annotation)
     accepted = []
     for value in EVIL:
