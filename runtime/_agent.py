@@ -193,9 +193,10 @@ class Agent:
                 log.info("tool reported an error", error=cause.message)
                 return _tool_error(cause.message, cause.data)
             if isinstance(cause, OSError) and cause.errno in _STORAGE_ERRNOS:
-                # A full or read-only disk does not heal by redelivery: the caller gets the reason at once.
+                # A full, read-only or forbidden disk does not heal by redelivery: the caller gets the reason.
                 where = f" {cause.filename}" if cause.filename else ""
-                message = f"storage refused a write{where}: {cause.strerror}"
+                what = "access to" if cause.errno in (errno.EACCES, errno.EPERM) else "a write"
+                message = f"storage refused {what}{where}: {cause.strerror}"
                 log.error("storage refused a write", error=message)
                 return _tool_error(message, {"errno": errno.errorcode.get(cause.errno or 0, "")})
             raise
@@ -210,8 +211,8 @@ class Agent:
         )
 
 
-_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
-"""Write failures of the machine, not of the call: disk full, quota, file size limit, read-only."""
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Failures of the machine's storage, not of the call: full, over quota or size limit, read-only, forbidden."""
 
 
 def _only_exception(exc: BaseException) -> BaseException:

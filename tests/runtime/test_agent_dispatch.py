@@ -53,10 +53,12 @@ class Calculator(Agent):
 
     @tool(read_only=True)
     async def grouped(self, params: AddIn) -> AddOut:
-        """Fails inside a task group: a tool error (b=0) or a full disk (b=1), wrapped by the group."""
+        """Fails inside a task group: a tool error (b=0), a full disk (b=1), a forbidden folder (b=2)."""
         async with anyio.create_task_group():
             if params.b == 0:
                 raise ToolError("cannot divide by zero")
+            if params.b == 2:
+                raise PermissionError(errno.EACCES, "Permission denied", "/srv/models")
             raise OSError(errno.ENOSPC, "No space left on device", "/srv/models/x.gguf")
 
     @tool(read_only=True)
@@ -138,7 +140,9 @@ async def test_a_tool_error_or_full_disk_inside_a_task_group_is_a_tool_error_not
     async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
         divided = await swarm.client.call("calculator", "grouped", {"a": 1, "b": 0})
         full = await swarm.client.call("calculator", "grouped", {"a": 1, "b": 1})
+        forbidden = await swarm.client.call("calculator", "grouped", {"a": 1, "b": 2})
     assert divided.is_error and divided.content[0].text == "cannot divide by zero"
     assert full.is_error
     assert full.content[0].text == ("storage refused a write /srv/models/x.gguf: No space left on device")
     assert (full.structured_content or {})["errno"] == "ENOSPC"
+    assert forbidden.content[0].text == "storage refused access to /srv/models: Permission denied"
