@@ -31,8 +31,13 @@ def _model(built: dict[str, Any], qa: dict[str, Any], deployed: dict[str, Any], 
         model_id=built["model_id"],
         # deployed paths are relative to the models folder
         files=_files(entry["files"], models_dir) if entry else _files(built["files"], None),
-        metadata_path=built["metadata_path"],
-        qa_report_path=qa.get("report_path"),
+        # Once deployed, the metadata and QA report beside the deployed files (the build's copies may be replaced).
+        metadata_path=str(models_dir / entry["path"] / f"{entry['model_id']}_metadata.json")
+        if entry
+        else built["metadata_path"],
+        qa_report_path=str(models_dir / entry["path"] / f"{entry['model_id']}_qa_report.json")
+        if entry
+        else qa.get("report_path"),
         perplexity_base=report.get("perplexity_base"),
         perplexity_adapted=report.get("perplexity_adapted"),
         perplexity_merged=report.get("perplexity_merged"),
