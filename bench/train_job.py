@@ -15,25 +15,18 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import anyio
 
 from agents.gpu_optimization import GpuOptimizationAgent
+from bench._settings import embedded_settings
 from protocol.agents.gpu_optimization import TrainOutput
-from runtime import Settings, open_swarm
+from runtime import open_swarm
 
 
 async def _train(args: argparse.Namespace, root: Path) -> TrainOutput:
-    settings = Settings(
-        bus_url=f"memory://train-job-{uuid.uuid4().hex}",
-        artifact_url=str(root / "artifacts"),
-        data_dir=root / "data",
-        models_dir=root / "models",
-        model_cache_dir=root / "model-cache",
-        request_timeout_s=24 * 3600.0,
-    )
+    settings = embedded_settings(root, "train-job")
     async with open_swarm(settings, [GpuOptimizationAgent]) as swarm:
         dataset = await swarm.artifacts.put_file(args.dataset, media_type="application/jsonl")
         evaluation = await swarm.artifacts.put_file(args.eval, media_type="application/jsonl")

@@ -17,7 +17,6 @@ import argparse
 import json
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,13 @@ from agents.data_generation import DataGenerationAgent
 from agents.gpu_optimization import GpuOptimizationAgent
 from agents.knowledge_transfer import KnowledgeTransferAgent
 from agents.quality_assurance import QualityAssuranceAgent
+from bench._settings import DAY_S, embedded_settings
 from protocol.agents.data_generation import GenerateOutput
 from protocol.agents.gpu_optimization import TrainOutput
 from protocol.agents.knowledge_transfer import ListTransfersOutput, Recommendation
-from runtime import Settings, SwarmClient, open_swarm
+from runtime import SwarmClient, open_swarm
 
-LONG = 24 * 3600.0
+LONG = DAY_S
 
 
 async def _train(
@@ -76,14 +76,7 @@ async def _register(
 
 
 async def _run(args: argparse.Namespace, root: Path) -> ListTransfersOutput:
-    settings = Settings(
-        bus_url=f"memory://warm-start-{uuid.uuid4().hex}",
-        artifact_url=str(root / "artifacts"),
-        data_dir=root / "data",
-        models_dir=root / "models",
-        model_cache_dir=root / "model-cache",
-        request_timeout_s=LONG,
-    )
+    settings = embedded_settings(root, "warm-start")
     agents = [DataGenerationAgent, QualityAssuranceAgent, GpuOptimizationAgent, KnowledgeTransferAgent]
     base = args.base or "default"
     async with open_swarm(settings, agents) as swarm:
