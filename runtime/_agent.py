@@ -197,7 +197,7 @@ class Agent:
                 where = f" {cause.filename}" if cause.filename else ""
                 what = "access to" if cause.errno in (errno.EACCES, errno.EPERM) else "a write"
                 message = f"storage refused {what}{where}: {cause.strerror}"
-                log.error("storage refused a write", error=message)
+                log.error("storage refused", error=message)
                 return _tool_error(message, {"errno": errno.errorcode.get(cause.errno or 0, "")})
             raise
         if not isinstance(output, definition.output_model):

@@ -18,6 +18,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from protocol import ArtifactRef
 from runtime._agent import ToolError
+from runtime._files import atomic_path
 
 __all__ = ["ArtifactCorrupt", "ArtifactMissing", "ArtifactStore"]
 
@@ -112,28 +113,19 @@ class ArtifactStore:
             raise ArtifactMissing(f"artifact {ref.sha256[:12]} not found at {ref.uri}") from None
 
     def _fetch(self, ref: ArtifactRef, dest: Path) -> Path:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         digest = hashlib.sha256()
         size = 0
-        try:
-            with self._open_ref(ref) as src, open(tmp, "wb") as dst:
-                while size <= ref.size and (chunk := src.read(_CHUNK)):  # a file that grows is cut off
-                    digest.update(chunk)
-                    size += len(chunk)
-                    dst.write(chunk)
+        # atomic_path: a mismatch or a failed write leaves no partial file, and the error names ``dest``.
+        with atomic_path(dest) as tmp, self._open_ref(ref) as src, open(tmp, "wb") as dst:
+            while size <= ref.size and (chunk := src.read(_CHUNK)):  # a file that grows is cut off
+                digest.update(chunk)
+                size += len(chunk)
+                dst.write(chunk)
             if digest.hexdigest() != ref.sha256 or size != ref.size:
                 raise ArtifactCorrupt(
                     f"artifact at {ref.uri} is corrupt: expected sha256 {ref.sha256[:12]}… "
                     f"and {ref.size} bytes, got {digest.hexdigest()[:12]}… and {size} bytes"
                 )
-            tmp.replace(dest)
-        except OSError as exc:
-            if exc.filename is None and exc.errno is not None:  # a failed write() names no file
-                raise OSError(exc.errno, exc.strerror, str(dest)) from exc
-            raise
-        finally:
-            tmp.unlink(missing_ok=True)
         return dest
 
     async def read_bytes(self, ref: ArtifactRef) -> bytes:
