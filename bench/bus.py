@@ -23,8 +23,7 @@ from contextlib import contextmanager
 import anyio
 import redis.asyncio as aioredis
 
-from bus import Bus, BusOptions, Delivery, open_transport
-from bus._wire import encode_fields
+from bus import Bus, BusOptions, Delivery, encode_fields, open_transport
 from protocol import (
     BusMeta,
     CallToolParams,

@@ -24,9 +24,9 @@ from agents.quality_assurance import DataFilter
 from agents.quality_assurance.dedup import Deduplicator
 from agents.quality_assurance.relevance import DomainReferences, Embedder, default_embedder
 from agents.quality_assurance.thresholds import load_thresholds
+from agents.text.ngrams import word_ngrams
+from agents.text.signals import load_signals
 from runtime import Domain, load_catalog
-from runtime._signals import load_signals
-from runtime._text import word_ngrams
 
 
 def _generator(domain: Domain) -> CompositionalGenerator:

@@ -73,7 +73,7 @@ async def _embedded(root: Path, spec: dict[str, Any], catalog: Path | None) -> J
 
 
 async def _swarm(root: Path, spec: dict[str, Any], catalog: Path | None) -> JobRecord:
-    from tests.helpers import RedisServer
+    from runtime.testing import RedisServer
 
     server = RedisServer(root / "redis")
     settings = _settings(root, server.url, catalog)
@@ -118,7 +118,7 @@ def main() -> None:
         spec: dict[str, Any] = {"target": args.domain}
         catalog = None
         if args.tiny:
-            from tests.tiny_model import build_tiny_gguf, tiny_catalog
+            from agents.testing import build_tiny_gguf, tiny_catalog
 
             spec["base_model"] = str(build_tiny_gguf(work / "tiny.gguf"))
             spec["samples"] = 40

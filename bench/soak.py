@@ -58,9 +58,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _soak(work: Path, jobs: int, kill_every: float, seed: int) -> dict[str, Any]:
-    from tests.helpers import RedisServer, fast_options
-    from tests.process_swarm import AGENTS, ProcessSwarm
-    from tests.tiny_model import build_tiny_gguf, tiny_catalog
+    from agents.testing import build_tiny_gguf, tiny_catalog
+    from runtime.testing import AGENTS, ProcessSwarm, RedisServer, fast_options
 
     rng = random.Random(seed)
     server = RedisServer(work / "redis", aof=True)

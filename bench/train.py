@@ -25,10 +25,10 @@ from agents.gpu_optimization.device import profile_device
 from agents.gpu_optimization.planning import plan_training
 from agents.gpu_optimization.trainer import TrainingRun, _encode_file, _evaluate, run_training
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
+from agents.text.signals import load_signals
 from protocol import ArtifactRef
 from protocol.agents.gpu_optimization import TrainInput
 from runtime import load_catalog
-from runtime._signals import load_signals
 
 
 def _write(path: Path, domain: str, start: int, count: int) -> Path:

@@ -18,6 +18,7 @@ from bus._keys import Keys
 from bus._memory import MemoryBroker, MemoryTransport
 from bus._options import BusOptions
 from bus._transport import AutoclaimResult, CompleteResult, Entry, GroupMissing, Transport
+from bus._wire import decode_fields, encode_fields
 
 __all__ = [
     "AutoclaimResult",
@@ -35,6 +36,8 @@ __all__ = [
     "MemoryTransport",
     "Subscription",
     "Transport",
+    "decode_fields",
+    "encode_fields",
     "open_transport",
 ]
 
@@ -50,7 +53,7 @@ def open_transport(url: str) -> Transport:
     if scheme == "memory":
         return MemoryTransport(url)
     if scheme in _REDIS_SCHEMES:
-        from bus._redis._transport import RedisTransport
+        from bus._redis import RedisTransport
 
         return RedisTransport(url)
     raise ValueError(f"unsupported bus URL {url!r}: use memory://NAME, redis://HOST:PORT/DB or rediss://…")

@@ -188,7 +188,9 @@ class Bus:
         which keeps tests deterministic.
         """
         return Subscription(
-            self,
+            self.transport,
+            self.keys,
+            self.options,
             agent=agent,
             handler=handler,
             consumer=consumer or self.client_id,

@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 from pydantic import BaseModel, ConfigDict
 
 from bus._dead_letters import letter_fields
-from bus._transport import Entry, GroupMissing
+from bus._keys import Keys
+from bus._options import BusOptions
+from bus._transport import Entry, GroupMissing, Transport
 from bus._wire import decode_fields, encode_fields, raw_body
 from protocol import (
     DEAD_LETTERED,
@@ -39,9 +40,6 @@ from protocol import (
     error_from_exception,
     salvage_meta,
 )
-
-if TYPE_CHECKING:
-    from bus._bus import Bus
 
 __all__ = ["Delivery", "Handler", "Subscription"]
 
@@ -89,7 +87,9 @@ class Subscription:
 
     def __init__(
         self,
-        bus: Bus,
+        transport: Transport,
+        keys: Keys,
+        options: BusOptions,
         *,
         agent: str,
         handler: Handler,
@@ -99,11 +99,11 @@ class Subscription:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._bus = bus
-        self._transport = bus.transport
-        self._opts = bus.options
+        self._transport = transport
+        self._keys = keys
+        self._opts = options
         self.agent = agent
-        self.stream = bus.keys.inbox(agent)
+        self.stream = keys.inbox(agent)
         self.group = agent
         self.consumer = consumer
         self._handler = handler
@@ -460,7 +460,7 @@ class Subscription:
         await self._complete(entry, meta, request_id, response)
 
     def _result_key(self, meta: BusMeta) -> str:
-        return self._bus.keys.result(self.agent, meta.idempotency_key or meta.message_id)
+        return self._keys.result(self.agent, meta.idempotency_key or meta.message_id)
 
     async def _answer_from_store(self, entry: Entry, meta: BusMeta, request_id: RequestId | None) -> bool:
         raw = await self._transport.get(self._result_key(meta))
@@ -488,7 +488,7 @@ class Subscription:
             result_key=self._result_key(meta),
             result=stored.model_dump_json().encode(),
             result_ttl_ms=opts.result_ttl_ms,
-            reply_stream=self._bus.keys.stream(meta.reply_to),
+            reply_stream=self._keys.stream(meta.reply_to),
             reply=self._reply_fields(meta, response),
             reply_maxlen=opts.reply_maxlen,
             reply_ttl_ms=opts.reply_ttl_ms,
@@ -505,7 +505,7 @@ class Subscription:
             self.stream,
             self.group,
             entry.id,
-            reply_stream=self._bus.keys.stream(meta.reply_to) if meta.reply_to else None,
+            reply_stream=self._keys.stream(meta.reply_to) if meta.reply_to else None,
             reply=self._reply_fields(meta, response) if meta.reply_to else None,
             reply_maxlen=self._opts.reply_maxlen,
             reply_ttl_ms=self._opts.reply_ttl_ms,
@@ -541,13 +541,13 @@ class Subscription:
         self._settling.add(entry.id)
         reply_stream = reply = None
         if meta is not None and meta.reply_to is not None:
-            reply_stream = self._bus.keys.stream(meta.reply_to)
+            reply_stream = self._keys.stream(meta.reply_to)
             reply = self._reply_fields(meta, ErrorResponse(id=request_id, error=error))
         letter_id = await self._transport.dead_letter(
             self.stream,
             self.group,
             entry.id,
-            dlq_stream=self._bus.keys.dead_letters,
+            dlq_stream=self._keys.dead_letters,
             letter=letter_fields(
                 stream=self.stream,
                 group=self.group,

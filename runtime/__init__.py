@@ -1,7 +1,7 @@
 """The agent host: Agent base class and tools, process lifecycle, liveness, settings, logging,
-artifact store, catalogue, client and CLI."""
+artifact store, catalogue, atomic file writes, client and CLI."""
 
-from runtime._agent import Agent, AgentContext, CallContext, ToolError
+from runtime._agent import Agent, AgentContext, CallContext
 from runtime._artifacts import ArtifactCorrupt, ArtifactMissing, ArtifactStore
 from runtime._catalog import (
     Budgets,
@@ -18,11 +18,14 @@ from runtime._catalog import (
 )
 from runtime._client import SwarmClient, ToolFailed
 from runtime._discovery import AgentNotFound, agent_names, load_agent_class
+from runtime._errors import ToolError
+from runtime._files import atomic_path, atomic_write, utc_now_iso, write_json
 from runtime._host import AgentHost
+from runtime._lifecycle import stop_on_signal
 from runtime._liveness import LivenessRegistry
 from runtime._logging import configure_logging
 from runtime._settings import Settings
-from runtime._swarm import connect, open_swarm
+from runtime._swarm import EmbeddedSwarm, connect, open_swarm
 from runtime._tools import ToolDef, ToolRegistry, tool
 from runtime._version import VERSION
 
@@ -41,6 +44,7 @@ __all__ = [
     "CatalogError",
     "Category",
     "Domain",
+    "EmbeddedSwarm",
     "LivenessRegistry",
     "Provider",
     "Settings",
@@ -52,6 +56,8 @@ __all__ = [
     "ToolRegistry",
     "TrainingDefaults",
     "agent_names",
+    "atomic_path",
+    "atomic_write",
     "configure_logging",
     "connect",
     "load_agent_class",
@@ -59,5 +65,8 @@ __all__ = [
     "load_config",
     "open_swarm",
     "read_config",
+    "stop_on_signal",
     "tool",
+    "utc_now_iso",
+    "write_json",
 ]

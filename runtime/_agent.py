@@ -21,7 +21,6 @@ from protocol import (
     JobEventNotification,
     ListToolsRequest,
     ListToolsResult,
-    MeetaraError,
     PingRequest,
     ProgressNotification,
     ProgressParams,
@@ -30,6 +29,7 @@ from protocol import (
     TextContent,
     summarize_validation_error,
 )
+from runtime._errors import ToolError
 from runtime._settings import Settings
 from runtime._tools import ToolRegistry
 
@@ -38,21 +38,9 @@ if TYPE_CHECKING:
     from runtime._catalog import Catalog
     from runtime._client import SwarmClient
 
-__all__ = ["Agent", "AgentContext", "CallContext", "ToolError"]
+__all__ = ["Agent", "AgentContext", "CallContext"]
 
 _AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-class ToolError(MeetaraError):
-    """An expected failure of a tool (bad domain for this step, budget refused…).
-
-    Reported to the caller as a result with ``isError`` set, so an LLM client can read it.
-    """
-
-    def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.data = data or {}
 
 
 @dataclass(frozen=True, slots=True)

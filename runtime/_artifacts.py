@@ -17,7 +17,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from protocol import ArtifactRef
-from runtime._agent import ToolError
+from runtime._errors import ToolError
 from runtime._files import atomic_path
 
 __all__ = ["ArtifactCorrupt", "ArtifactMissing", "ArtifactStore"]

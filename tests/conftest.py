@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from agents.testing import build_tiny_gguf
 from bus import Bus, MemoryBroker, open_transport
 from runtime import Settings
-from tests.helpers import RedisServer, fast_options
-from tests.tiny_model import build_tiny_gguf
+from runtime.testing import RedisServer, fast_options
 
 
 @pytest.fixture

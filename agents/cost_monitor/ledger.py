@@ -20,7 +20,7 @@ from protocol.agents.cost_monitor import (
     Period,
     UsageEntry,
 )
-from runtime._catalog import Budgets
+from runtime import Budgets
 
 __all__ = ["PERIODS", "Ledger", "period_start"]
 

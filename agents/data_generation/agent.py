@@ -18,6 +18,7 @@ from agents.data_generation.material import load_material
 from agents.data_generation.stats import dataset_stats
 from agents.data_generation.teacher import TeacherGenerator, teacher_requirement
 from agents.llm.layout import domains_of
+from agents.text.signals import load_signals
 from protocol import ArtifactRef, InvalidParams
 from protocol.agents.data_generation import (
     CombineInput,
@@ -32,7 +33,6 @@ from protocol.agents.data_generation import (
 )
 from protocol.agents.quality_assurance import FilterDatasetInput, FilterDatasetOutput
 from runtime import Agent, CallContext, Domain, ToolError, tool
-from runtime._signals import load_signals
 
 __all__ = ["DataGenerationAgent"]
 

@@ -19,10 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from agents.data_generation.material import DomainMaterial, Topic
+from agents.text.signals import CrisisKind, Signals
 from protocol.agents.data_generation import DEFAULT_CRISIS_FRACTION
 from protocol.datasets import ChatMessage, ConversationSample, EmpathyMarker
 from runtime import Domain
-from runtime._signals import CrisisKind, Signals
 
 __all__ = ["CommonMaterial", "CompositionalGenerator", "load_common"]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from protocol.datasets import ConversationSample
-from runtime._files import atomic_write
+from runtime import atomic_write
 
 __all__ = ["assemble", "interleave", "read_jsonl", "scope_training_paths", "training_paths", "write_batch"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from datasketch import HyperLogLogPlusPlus
 
+from agents.text.ngrams import word_ngrams
 from protocol.agents.data_generation import DatasetStats
 from protocol.datasets import ConversationSample
-from runtime._text import word_ngrams
 
 __all__ = ["StatsAccumulator", "dataset_stats"]
 

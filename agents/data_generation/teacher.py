@@ -21,10 +21,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.data_generation.material import DomainMaterial
+from agents.text.signals import Signals
 from protocol.agents.data_generation import DEFAULT_CRISIS_FRACTION, TeacherSettings
 from protocol.datasets import EMOTIONS, ChatMessage, ConversationSample, EmpathyMarker
 from runtime import Domain
-from runtime._signals import Signals
 
 __all__ = ["MalformedTeacherOutput", "TeacherGenerator", "parse_teacher_output", "teacher_requirement"]
 

@@ -16,7 +16,7 @@ import numpy as np
 from agents.llm.adapter_file import AdapterFile
 from agents.llm.gguf_names import gguf_tensor_name, module_of_lora_key, permute_rows_for_rope
 from protocol import InvalidParams
-from runtime._files import atomic_path
+from runtime import atomic_path
 
 __all__ = ["AdapterDType", "LlamaShape", "write_adapter_gguf"]
 

@@ -27,8 +27,7 @@ from protocol.agents.gguf_creation import (
     ModelMetadata,
 )
 from protocol.agents.quality_assurance import ModelQAReport
-from runtime import Agent, CallContext, tool
-from runtime._files import utc_now_iso, write_json
+from runtime import Agent, CallContext, tool, utc_now_iso, write_json
 
 __all__ = ["GgufCreationAgent"]
 

@@ -20,7 +20,7 @@ from agents.llm.adapter_file import AdapterFile, apply_adapter
 from agents.llm.base_model import BaseModel, file_sha256, load_base_model, load_tokenizer
 from agents.llm.layout import ModelLayout
 from protocol.agents.gguf_creation import CreateGgufInput, FileKind, GgufFile
-from runtime._version import VERSION
+from runtime import VERSION
 
 __all__ = ["BuildPlan", "BuiltFiles", "build_files", "tool_name"]
 

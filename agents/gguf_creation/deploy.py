@@ -25,7 +25,7 @@ from agents.llm.layout import ModelLayout
 from protocol import InvalidParams
 from protocol.agents.gguf_creation import GgufFile, Lane, ManifestEntry, ModelMetadata
 from protocol.agents.quality_assurance import ModelQAReport
-from runtime._files import atomic_path, atomic_write
+from runtime import atomic_path, atomic_write
 
 __all__ = ["Deployment", "Manifest", "deploy_version", "read_manifest"]
 

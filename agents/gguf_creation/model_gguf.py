@@ -16,7 +16,7 @@ import numpy as np
 from agents.gguf_creation.adapter_gguf import LlamaShape
 from agents.llm.gguf_names import gguf_tensor_name, permute_rows_for_rope
 from protocol import InvalidParams
-from runtime._files import atomic_path
+from runtime import atomic_path
 
 if TYPE_CHECKING:
     import torch

@@ -6,7 +6,7 @@ import ctypes
 from pathlib import Path
 
 from protocol import InvalidParams
-from runtime._files import atomic_path
+from runtime import atomic_path
 
 __all__ = ["quantization_types", "quantize"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime._files import atomic_write
+from runtime import atomic_write
 
 if TYPE_CHECKING:
     import torch

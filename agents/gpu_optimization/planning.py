@@ -13,7 +13,7 @@ from protocol.agents.gpu_optimization import (
     TrainingPlan,
     TrainInput,
 )
-from runtime._catalog import Catalog
+from runtime import Catalog
 
 __all__ = ["CPU_TOKENS_PER_MICRO_BATCH", "plan_training", "recommend_provider"]
 

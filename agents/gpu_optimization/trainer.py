@@ -25,7 +25,7 @@ from agents.llm.base_model import BaseModel, load_base_model, load_tokenizer
 from agents.llm.chat_format import IGNORE, EncodedSample, encode_conversation, load_labelled_conversations
 from protocol import InvalidParams, MeetaraError
 from protocol.agents.gpu_optimization import TrainingMetrics, TrainingPlan
-from runtime._files import atomic_write
+from runtime import atomic_write
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocol import InvalidParams
-from runtime._files import atomic_write
+from runtime import atomic_write
 
 if TYPE_CHECKING:
     import torch

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
+from agents.llm.default_base import default_base_gguf
 from protocol import InvalidParams
 from runtime import ToolError
-from runtime._base_model import default_base_gguf
 
 if TYPE_CHECKING:
     import torch

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol import InvalidParams
-from runtime._catalog import Catalog
+from runtime import Catalog
 
 __all__ = ["ModelLayout", "domains_of", "layout_of", "model_layouts", "trained_dir"]
 

@@ -18,6 +18,7 @@ from agents.quality_assurance.model_checks import load_model_quality
 from agents.quality_assurance.model_validation import ModelUnderTest, validate_model_files
 from agents.quality_assurance.relevance import DomainReferences, Embedder, default_embedder
 from agents.quality_assurance.thresholds import load_thresholds
+from agents.text.signals import load_signals
 from protocol import InvalidParams
 from protocol.agents.gguf_creation import ModelMetadata
 from protocol.agents.quality_assurance import (
@@ -27,9 +28,7 @@ from protocol.agents.quality_assurance import (
     ValidateModelInput,
     ValidateModelOutput,
 )
-from runtime import Agent, CallContext, tool
-from runtime._files import utc_now_iso, write_json
-from runtime._signals import load_signals
+from runtime import Agent, CallContext, tool, utc_now_iso, write_json
 
 __all__ = ["QualityAssuranceAgent"]
 

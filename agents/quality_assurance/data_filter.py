@@ -26,10 +26,10 @@ from agents.quality_assurance.rules import (
     scrub_pii,
 )
 from agents.quality_assurance.thresholds import DataThresholds
+from agents.text.signals import Signals
 from protocol.agents.quality_assurance import DataRule, FilterReport, RejectionExample, RuleReport
 from protocol.datasets import ConversationSample
-from runtime._files import atomic_write
-from runtime._signals import Signals
+from runtime import atomic_write
 
 __all__ = ["ALL_RULES", "DataFilter", "read_samples"]
 

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from runtime._text import normalise, word_ngrams
+from agents.text.ngrams import normalise, word_ngrams
 
 __all__ = ["Deduplicator"]
 

@@ -18,10 +18,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.chat_format import IGNORE, EncodedSample
+from agents.text.ngrams import normalise
+from agents.text.signals import Signals
 from protocol.agents.quality_assurance import QACheck
 from runtime import load_config
-from runtime._signals import Signals
-from runtime._text import normalise
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

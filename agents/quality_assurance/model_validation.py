@@ -11,9 +11,9 @@ from typing import Any
 from agents.llm.base_model import file_sha256
 from agents.llm.chat_format import EncodedSample
 from agents.quality_assurance.model_checks import ModelChecker, ModelQualitySettings, median_or_none
+from agents.text.signals import Signals
 from protocol.agents.gguf_creation import ModelMetadata
 from protocol.agents.quality_assurance import CheckedFile, ModelQAReport
-from runtime._signals import Signals
 
 __all__ = ["CRITICAL_CHECKS", "ModelUnderTest", "gain_kept", "gguf_format_problems", "validate_model_files"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.quality_assurance.thresholds import DataThresholds
+from agents.text.signals import Signals
 from protocol.datasets import ChatMessage, ConversationSample
-from runtime._signals import Signals
 
 __all__ = ["Rejection", "check_crisis_safety", "check_empathy", "check_length", "find_pii", "scrub_pii"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.abc
-import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -104,16 +102,6 @@ def _global_options(
 def _fail(message: str, code: int) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
-
-
-async def stop_on_signal(stop: Callable[[], None], *, task_status: anyio.abc.TaskStatus[None]) -> None:
-    """Call ``stop`` at the first SIGTERM or SIGINT: a graceful stop, in-flight work winds down."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        task_status.started()
-        async for signum in signals:
-            structlog.get_logger("cli").info("stopping", signal=signal.Signals(signum).name)
-            stop()
-            return
 
 
 def run_async(func: Callable[P, Awaitable[R]]) -> Callable[P, R]:

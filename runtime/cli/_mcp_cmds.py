@@ -8,7 +8,8 @@ import anyio
 import anyio.abc
 import typer
 
-from runtime.cli._app import app, run_async, state, stop_on_signal
+from runtime._lifecycle import stop_on_signal
+from runtime.cli._app import app, run_async, state
 from runtime.cli._session import client_session
 from runtime.mcp_gateway import (
     Gateway,

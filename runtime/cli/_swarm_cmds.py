@@ -13,9 +13,10 @@ import typer
 from protocol import Unavailable
 from runtime._discovery import agent_names, load_agent_class
 from runtime._host import AgentHost
+from runtime._lifecycle import stop_on_signal
 from runtime._supervisor import Supervisor
 from runtime._swarm import connect, open_swarm
-from runtime.cli._app import app, console, run_async, state, stop_on_signal
+from runtime.cli._app import app, console, run_async, state
 from runtime.cli._client_cmds import job_arguments, submit_and_follow
 from runtime.cli._render import agents_table, tools_table
 from runtime.cli._session import is_embedded

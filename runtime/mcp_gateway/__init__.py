@@ -7,7 +7,13 @@ over stdio (``serve_stdio``) or streamable HTTP behind a bearer token (``HttpGat
 """
 
 from runtime.mcp_gateway._catalogue import Route, ToolCatalogue, mcp_tool
-from runtime.mcp_gateway._http import HttpGateway, build_http_app, check_http_binding, parse_host_port
+from runtime.mcp_gateway._http import (
+    HttpGateway,
+    StaticTokenVerifier,
+    build_http_app,
+    check_http_binding,
+    parse_host_port,
+)
 from runtime.mcp_gateway._options import GatewayConfigError, GatewayOptions
 from runtime.mcp_gateway._progress import JobProgress
 from runtime.mcp_gateway._resources import MANIFEST_URI, REPORT_TEMPLATE
@@ -25,6 +31,7 @@ __all__ = [
     "HttpGateway",
     "JobProgress",
     "Route",
+    "StaticTokenVerifier",
     "ToolCatalogue",
     "build_http_app",
     "check_http_binding",

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 
 from runtime.mcp_gateway._options import GatewayConfigError, GatewayOptions
 
-__all__ = ["HttpGateway", "build_http_app", "check_http_binding", "parse_host_port"]
+__all__ = ["HttpGateway", "StaticTokenVerifier", "build_http_app", "check_http_binding", "parse_host_port"]
 
 log = structlog.get_logger("runtime.mcp_gateway")
 

@@ -16,8 +16,8 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
 from protocol import CallToolResult, MeetaraError, RpcError, new_id, summarize_validation_error
-from runtime._agent import ToolError
 from runtime._client import SwarmClient
+from runtime._errors import ToolError
 from runtime._version import VERSION
 from runtime.mcp_gateway._catalogue import Route, ToolCatalogue, mcp_tool
 from runtime.mcp_gateway._options import GatewayOptions

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from protocol import AgentInstance, RpcError, ToolModel
 from protocol.agents.conductor import TERMINAL_STATES, JobIdInput, JobRecord, JobReport, JobSpec, SubmitJobOutput
-from runtime._agent import ToolError
 from runtime._client import SwarmClient
+from runtime._errors import ToolError
 from runtime._tools import ToolRegistry, tool
 from runtime.mcp_gateway._progress import ReportProgress, follow_job
 

@@ -14,7 +14,7 @@ from bus import Bus, open_transport
 from protocol.agents.conductor import STEPS, JobPlan, JobRecord, JobSpec, StepRecord
 from protocol.agents.gpu_optimization import TrainingOverrides
 from runtime import CatalogError
-from tests.helpers import fast_options
+from runtime.testing import fast_options
 
 REF = {"uri": "file:///x", "sha256": "0" * 64, "size": 1}
 

@@ -12,7 +12,7 @@ import anyio
 
 from bus import Bus, Delivery, open_transport
 from protocol import CallToolRequest, Envelope, ResponseMessage, ResultResponse
-from tests.helpers import fast_options
+from runtime.testing import fast_options
 
 
 async def main(url: str, namespace: str, consumer: str, marker_dir: str, sleep: float) -> None:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import anyio
 import pytest
 
-from bus import Bus, Delivery, Subscription, open_transport
-from bus._wire import encode_fields
+from bus import Bus, Delivery, Subscription, encode_fields, open_transport
 from protocol import (
     DEAD_LETTERED,
     INVALID_REQUEST,
@@ -30,7 +29,7 @@ from protocol import (
     ResultResponse,
     RetryLater,
 )
-from tests.helpers import fast_options
+from runtime.testing import fast_options
 
 pytestmark = pytest.mark.anyio
 

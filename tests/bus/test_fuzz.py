@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bus import Bus, MemoryBroker, open_transport
 from protocol import CallToolParams, CallToolRequest, ResponseMessage, ResultResponse
-from tests.helpers import fast_options
+from runtime.testing import fast_options
 
 MAGIC = {b"magic": b"meetara", b"v": b"1"}
 

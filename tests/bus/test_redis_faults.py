@@ -14,7 +14,7 @@ import pytest
 from bus import Bus, open_transport
 from bus._redis._connection import redact_url
 from protocol import CallToolParams, CallToolRequest, ResponseMessage, ResultResponse, Unavailable
-from tests.helpers import RedisServer, fast_options, free_port, make_tls
+from runtime.testing import RedisServer, fast_options, free_port, make_tls
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agents.testing import tiny_job_env
 from protocol.agents.conductor import JobRecord
 from runtime import Settings, SwarmClient, connect
-from tests.helpers import fast_options
-from tests.tiny_model import tiny_job_env
+from runtime.testing import fast_options
 
 
 @pytest.fixture

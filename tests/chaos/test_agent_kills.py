@@ -10,13 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agents.testing import tiny_catalog
 from protocol import InvalidParams
 from protocol.agents.conductor import SubmitJobOutput
 from protocol.agents.cost_monitor import CostReportOutput
 from runtime import SwarmClient
+from runtime.testing import ProcessSwarm
 from tests.chaos.conftest import checkpoint_steps, job_state, wait_for_state
-from tests.process_swarm import ProcessSwarm
-from tests.tiny_model import tiny_catalog
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -14,9 +14,8 @@ import pytest
 from protocol import RpcError
 from protocol.agents.conductor import JobRecord, SubmitJobOutput
 from runtime import SwarmClient, connect
+from runtime.testing import ProcessSwarm, RedisServer, free_port, make_tls
 from tests.chaos.conftest import checkpoint_steps, settings_of
-from tests.helpers import RedisServer, free_port, make_tls
-from tests.process_swarm import ProcessSwarm
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agents.testing import tiny_catalog
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
 from protocol.agents.cost_monitor import BudgetStatus
 from runtime import SwarmClient, ToolFailed
+from runtime.testing import ProcessSwarm
 from tests.chaos.conftest import checkpoint_steps, wait_for_state
-from tests.process_swarm import ProcessSwarm
-from tests.tiny_model import tiny_catalog
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(900)]
 

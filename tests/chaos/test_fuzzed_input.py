@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from protocol import RpcError, ToolSpec
 from runtime import SwarmClient, connect
+from runtime.testing import ProcessSwarm
 from tests.bus.test_fuzz import json_values, raw_fields
 from tests.chaos.conftest import settings_of
-from tests.process_swarm import ProcessSwarm
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(600)]
 

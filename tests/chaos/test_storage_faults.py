@@ -12,8 +12,8 @@ import pytest
 
 from protocol.agents.conductor import SubmitJobOutput
 from runtime import SwarmClient
+from runtime.testing import ProcessSwarm
 from tests.chaos.conftest import wait_for_state
-from tests.process_swarm import ProcessSwarm
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -17,7 +17,7 @@ from bus import Bus, open_transport
 from protocol import JobEvent, JobEventNotification, ToolModel
 from protocol.agents.conductor import JobIdInput, JobReport, JobSpec, ModelReport
 from runtime import Agent, AgentHost, CallContext, LivenessRegistry, Settings, agent_names, tool
-from tests.helpers import fast_options, free_port
+from runtime.testing import fast_options, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

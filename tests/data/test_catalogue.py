@@ -12,8 +12,8 @@ from agents.data_generation.dataset_files import write_batch
 from agents.quality_assurance import DataFilter
 from agents.quality_assurance.relevance import DomainReferences, default_embedder
 from agents.quality_assurance.thresholds import load_thresholds
+from agents.text.signals import load_signals
 from runtime import load_catalog
-from runtime._signals import load_signals
 
 SAMPLES = 60
 MIN_PASS_RATE = 0.80

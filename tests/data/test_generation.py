@@ -8,8 +8,8 @@ import pytest
 
 from agents.data_generation import CompositionalGenerator, load_common, load_material
 from agents.quality_assurance.rules import check_crisis_safety, check_empathy
+from agents.text.signals import load_signals
 from runtime import load_catalog
-from runtime._signals import load_signals
 
 CATALOG = load_catalog()
 SIGNALS = load_signals()

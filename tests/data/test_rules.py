@@ -9,8 +9,8 @@ import pytest
 
 from agents.quality_assurance import DataFilter
 from agents.quality_assurance.thresholds import load_thresholds
+from agents.text.signals import load_signals
 from protocol.datasets import ConversationSample
-from runtime._signals import load_signals
 
 SIGNALS = load_signals()
 THRESHOLDS = load_thresholds("healthcare")

@@ -14,9 +14,9 @@ from agents.data_generation.teacher import (
     parse_teacher_output,
     teacher_requirement,
 )
+from agents.text.signals import load_signals
 from protocol.agents.data_generation import TeacherSettings
 from runtime import load_catalog
-from runtime._signals import load_signals
 
 GOOD = {
     "user": "I've been feeling anxious because I wake up at three every night. How can I get back to sleep?",
@@ -95,7 +95,7 @@ def test_requirements_are_explained() -> None:
 @pytest.mark.slow
 def test_gguf_teacher_runs_through_llama_cpp_and_rejects_off_schema_output() -> None:
     """A 135M model is no teacher: what matters is that its off-schema JSON is counted, not kept."""
-    from runtime._base_model import default_base_gguf
+    from agents.llm.default_base import default_base_gguf
 
     settings = TeacherSettings(gguf_path=str(default_base_gguf()), max_tokens=96, temperature=0.7)
     assert teacher_requirement(settings) is None

@@ -8,8 +8,7 @@ from typing import Any
 
 from mcp import Client
 
-from runtime import Agent, Settings, open_swarm
-from runtime._swarm import EmbeddedSwarm
+from runtime import Agent, EmbeddedSwarm, Settings, open_swarm
 from runtime.mcp_gateway import Gateway, GatewayOptions
 
 

@@ -18,10 +18,10 @@ from agents.gguf_creation import GgufCreationAgent
 from agents.gpu_optimization import GpuOptimizationAgent
 from agents.knowledge_transfer import KnowledgeTransferAgent
 from agents.quality_assurance import QualityAssuranceAgent
+from agents.testing import tiny_catalog
 from protocol.agents.conductor import STEPS, JobReport, JobSpec
 from runtime.mcp_gateway import MANIFEST_URI, REPORT_TEMPLATE
 from tests.mcp.conftest import mcp_session
-from tests.tiny_model import tiny_catalog
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(600)]
 

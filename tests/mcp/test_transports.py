@@ -33,7 +33,7 @@ from runtime.mcp_gateway import (
     check_http_binding,
     parse_host_port,
 )
-from tests.helpers import free_port
+from runtime.testing import free_port
 from tests.mcp.toy_agents import Toy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -246,7 +246,7 @@ def test_http_refuses_to_expose_the_swarm(bind: str, options: GatewayOptions, pr
 @pytest.mark.anyio
 async def test_the_bearer_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every check goes through hmac.compare_digest, so response time does not leak the token."""
-    from runtime.mcp_gateway import _http
+    from runtime.mcp_gateway import StaticTokenVerifier
 
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -255,8 +255,8 @@ async def test_the_bearer_token_is_compared_in_constant_time(monkeypatch: pytest
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(_http.hmac, "compare_digest", spy)
-    verifier = _http.StaticTokenVerifier("s3cret-token")
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    verifier = StaticTokenVerifier("s3cret-token")
     assert await verifier.verify_token("s3cret-token") is not None
     assert await verifier.verify_token("s3cret-tokeX") is None
     assert await verifier.verify_token("") is None

@@ -9,8 +9,8 @@ import pytest
 from agents.data_generation import CompositionalGenerator, load_common, load_material
 from agents.gpu_optimization.trainer import run_training
 from agents.llm.adapter_file import AdapterFile, read_adapter
+from agents.text.signals import load_signals
 from runtime import load_catalog
-from runtime._signals import load_signals
 from tests.models.training_helpers import tiny_run
 
 

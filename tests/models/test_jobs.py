@@ -21,11 +21,11 @@ from agents.gguf_creation import GgufCreationAgent
 from agents.gpu_optimization import GpuOptimizationAgent
 from agents.knowledge_transfer import KnowledgeTransferAgent
 from agents.quality_assurance import QualityAssuranceAgent
+from agents.testing import SMALL_CATEGORY, tiny_catalog, tiny_job_env
 from protocol import InvalidParams, JobEventNotification
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
 from protocol.agents.cost_monitor import CostReportOutput
 from runtime import AgentHost, Settings, connect, open_swarm
-from tests.tiny_model import SMALL_CATEGORY, tiny_catalog, tiny_job_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(900)]
 

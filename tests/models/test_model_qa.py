@@ -12,7 +12,7 @@ from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_
 from agents.llm.chat_format import IGNORE, encode_conversation, load_conversations
 from agents.quality_assurance.model_checks import ModelChecker, load_model_quality, repeated_4gram_share
 from agents.quality_assurance.model_validation import gain_kept
-from runtime._signals import load_signals
+from agents.text.signals import load_signals
 
 
 def test_llama_cpp_perplexity_equals_the_torch_one(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents.llm.base_model import CorruptModelFile, load_base_model, resolve_base_model
-from tests.tiny_model import tiny_config
+from agents.testing import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [p for folder in ("agents", "runtime", "bus", "protocol", "bench") for p in (ROOT / folder).rglob("*.py")]

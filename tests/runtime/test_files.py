@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime._files import atomic_path, atomic_write
+from runtime import atomic_path, atomic_write
 
 
 def test_atomic_write_replaces_whole_files_and_keeps_the_old_one_on_error(tmp_path: Path) -> None:

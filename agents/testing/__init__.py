@@ -1,16 +1,21 @@
-"""A tiny llama (random weights, SmolLM2's tokenizer) written as GGUF, so model tests run in seconds."""
+"""Test and benchmark support for whole jobs: a tiny llama (random weights, SmolLM2's tokenizer)
+written as GGUF so model tests run in seconds, and catalogue overrides sized for it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.gguf_creation.model_gguf import tokenizer_metadata_from_gguf, write_model_gguf
-from runtime._base_model import default_base_gguf
+from agents.llm.default_base import default_base_gguf
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 __all__ = ["build_tiny_gguf", "tiny_catalog", "tiny_config", "tiny_job_env"]
 
 
-def tiny_config():  # type: ignore[no-untyped-def]
+def tiny_config() -> LlamaConfig:
     from transformers import LlamaConfig
 
     return LlamaConfig(

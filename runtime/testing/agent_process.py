@@ -1,4 +1,4 @@
-"""One agent as a process, with fault hooks: ``python -m tests.agent_process NAME MARKER_DIR``.
+"""One agent as a process, with fault hooks: ``python -m runtime.testing.agent_process NAME MARKER_DIR``.
 
 Runs like ``meetara agent NAME`` (settings from the environment), but every tool call of the agent
 records what happened in MARKER_DIR, so a test can count side effects and stop a process at a
@@ -21,11 +21,7 @@ from typing import Any
 
 import anyio
 
-from runtime import AgentHost, Settings, connect
-from runtime._agent import Agent
-from runtime._discovery import load_agent_class
-from runtime._logging import configure_logging
-from runtime.cli._app import stop_on_signal
+from runtime import Agent, AgentHost, Settings, configure_logging, connect, load_agent_class, stop_on_signal
 
 
 def with_fault_hooks(klass: type[Agent], markers: Path) -> type[Agent]:

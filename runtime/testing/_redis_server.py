@@ -1,4 +1,4 @@
-"""Helpers shared by the test modules."""
+"""A throwaway redis-server on a free port, TLS files for it, and bus timings short enough for tests."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
 
 from bus import BusOptions
+
+__all__ = ["RedisServer", "TlsFiles", "fast_options", "free_port", "make_tls"]
+
+_START_TIMEOUT_S = 30.0
+"""A busy machine can take seconds to start a process; a server that never answers is broken."""
 
 
 def free_port() -> int:
@@ -41,7 +45,7 @@ class RedisServer:
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed; the redis tests need it (apt install redis-server)")
+            raise FileNotFoundError("redis-server is not installed; the redis tests need it (apt install redis-server)")
         self.port = port or free_port()
         self.workdir = workdir
         self.password = password
@@ -85,8 +89,9 @@ class RedisServer:
     def start(self) -> None:
         self._proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + _START_TIMEOUT_S
         try:
-            for _ in range(250):
+            while time.monotonic() < deadline:
                 try:
                     client.ping()
                     return
@@ -94,7 +99,7 @@ class RedisServer:
                     time.sleep(0.02)
         finally:
             client.close()
-        raise RuntimeError("redis-server did not start")
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {_START_TIMEOUT_S:.0f} s")
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -1,4 +1,4 @@
-"""A swarm of agent processes the chaos tests can kill, restart and inspect (see ``agent_process``)."""
+"""A swarm of agent processes the chaos tests can kill, restart and inspect (see ``runtime.testing.agent_process``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+__all__ = ["AGENTS", "ProcessSwarm"]
 
 AGENTS = (
     "conductor",
@@ -58,7 +60,7 @@ class ProcessSwarm:
         env = {**self.env, "MEETARA_INSTANCE_ID": f"chaos-{name}"}
         with open(self.logs / f"{name}.{self.starts[name]}.log", "wb") as log:  # a file: a full pipe would block it
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "tests.agent_process", name, str(self.markers)],
+                [sys.executable, "-m", "runtime.testing.agent_process", name, str(self.markers)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

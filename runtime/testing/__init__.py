@@ -1,0 +1,11 @@
+"""Support for tests and benchmarks of a swarm: a throwaway redis-server, fast bus timings, and a
+swarm of agent processes with fault hooks that can be killed, restarted and inspected.
+
+Shipped with the runtime (as web frameworks ship a test client) so that the test suite and the
+benchmarks share one harness.
+"""
+
+from runtime.testing._process_swarm import AGENTS, ProcessSwarm
+from runtime.testing._redis_server import RedisServer, TlsFiles, fast_options, free_port, make_tls
+
+__all__ = ["AGENTS", "ProcessSwarm", "RedisServer", "TlsFiles", "fast_options", "free_port", "make_tls"]
