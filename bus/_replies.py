@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import anyio
@@ -94,7 +93,3 @@ class ReplyRouter:
     async def cleanup(self) -> None:
         """Delete this caller's reply stream."""
         await self._transport.delete([self._stream])
-
-
-def timeout_or_inf(timeout: float | None) -> float:
-    return math.inf if timeout is None else timeout

@@ -17,7 +17,7 @@ from agents.gguf_creation.model_gguf import (
 )
 from agents.gguf_creation.quantize import quantize
 from agents.llm.adapter_file import AdapterFile, apply_adapter
-from agents.llm.base_model import BaseModel, file_sha256, load_base_model, load_tokenizer
+from agents.llm.base_model import BaseModelSource, file_sha256, load_base_model, load_tokenizer
 from agents.llm.layout import ModelLayout
 from protocol.agents.gguf_creation import CreateGgufInput, FileKind, GgufFile
 from runtime import VERSION
@@ -28,7 +28,7 @@ __all__ = ["BuildPlan", "BuiltFiles", "build_files", "tool_name"]
 @dataclass(frozen=True, slots=True)
 class BuildPlan:
     request: CreateGgufInput
-    base: BaseModel
+    base: BaseModelSource
     adapter: AdapterFile
     layouts: list[ModelLayout]
     build_root: Path

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.llm.layout import ModelLayout
+from agents.llm.layout import MANIFEST, STAGING, ModelLayout, VersionLayout
 from protocol import InvalidParams
 from protocol.agents.gguf_creation import GgufFile, Lane, ManifestEntry, ModelMetadata
 from protocol.agents.quality_assurance import ModelQAReport
@@ -45,7 +45,7 @@ class Deployment(BaseModel):
 
 
 def read_manifest(models_dir: Path) -> Manifest:
-    path = models_dir / "manifest.json"
+    path = models_dir / MANIFEST
     if not path.is_file():
         return Manifest()
     try:
@@ -66,11 +66,6 @@ def _locked(models_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _next_version(manifest: Manifest, model_id: str) -> str:
-    numbers = [int(e.version[1:]) for e in manifest.models if e.model_id == model_id]
-    return f"v{max(numbers, default=0) + 1}"
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -79,18 +74,127 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _move_to_legacy(models_dir: Path, retired: ManifestEntry) -> None:
+    """Move a retired version's folder from production to its legacy place, if not moved yet."""
+    source = models_dir / VersionLayout.of(retired).in_lane("production").folder
+    if source.is_dir():
+        target = models_dir / retired.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+
+
 def _recover(models_dir: Path, manifest: Manifest) -> None:
     """Finish what a crashed deploy left: retired folders not yet moved, staging folders."""
     for entry in manifest.models:
         if entry.lane == "legacy" and not (models_dir / entry.path).exists():
-            leftover = models_dir / manifest_path_of(entry, "production")
-            if leftover.is_dir():
-                (models_dir / entry.path).parent.mkdir(parents=True, exist_ok=True)
-                os.rename(leftover, models_dir / entry.path)
-    staging_root = models_dir / "gguf" / ".staging"
-    if staging_root.is_dir():
-        for stale in staging_root.iterdir():
+            _move_to_legacy(models_dir, entry)
+    if (models_dir / STAGING).is_dir():
+        for stale in (models_dir / STAGING).iterdir():
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _check(metadata: ModelMetadata, report: ModelQAReport) -> list[GgufFile]:
+    """The files to deploy, once the QA report is known to have passed these exact files."""
+    if report.model_id != metadata.model_id:
+        raise InvalidParams(f"QA report is for {report.model_id}, not {metadata.model_id}")
+    if not report.passed:
+        failed = ", ".join(c.name for c in report.checks if not c.passed) or "score below target"
+        raise InvalidParams(f"refusing to deploy {metadata.model_id}: QA did not pass ({failed})")
+    files = [f for f in metadata.files if f.kind in ("adapter", "merged")]
+    checked = {f.sha256 for f in report.files}
+    unchecked = [Path(f.path).name for f in files if f.sha256 not in checked]
+    if unchecked:
+        raise InvalidParams(f"refusing to deploy {metadata.model_id}: QA never checked {', '.join(unchecked)}")
+    if any(f.artifact is None for f in files):
+        raise InvalidParams(f"the metadata of {metadata.model_id} lacks artifact references for its files")
+    return files
+
+
+def _deployed_already(manifest: Manifest, model_id: str, lane: Lane, files: list[GgufFile]) -> ManifestEntry | None:
+    shas = sorted(f.sha256 for f in files)
+    for entry in manifest.models:
+        if entry.model_id == model_id and entry.lane == lane and sorted(f.sha256 for f in entry.files) == shas:
+            return entry
+    return None
+
+
+def _new_version(manifest: Manifest, model_id: str, version: str | None) -> str:
+    """``version``, which must be new, or the next number after the model's highest."""
+    numbers = [int(e.version[1:]) for e in manifest.models if e.model_id == model_id]
+    version = version or f"v{max(numbers, default=0) + 1}"
+    if any(e.model_id == model_id and e.version == version for e in manifest.models):
+        raise InvalidParams(f"{model_id} {version} is already deployed; choose another version")
+    return version
+
+
+def _write_records(folder: Path, target: VersionLayout, metadata: ModelMetadata, report: ModelQAReport) -> None:
+    """The metadata (now with its version and QA summary) and the QA report, beside the model files."""
+    qa_summary = {
+        "score": report.score,
+        "target": report.target,
+        "passed": report.passed,
+        "perplexity_base": report.perplexity_base,
+        "perplexity_adapted": report.perplexity_adapted,
+    }
+    deployed = metadata.model_copy(update={"version": target.version, "qa": qa_summary})
+    with atomic_write(folder / target.metadata_path.name) as f:
+        f.write(deployed.model_dump_json(indent=2))
+    with atomic_write(folder / target.qa_report_path.name) as f:
+        f.write(report.model_dump_json(indent=2))
+
+
+def _stage(
+    models_dir: Path,
+    target: VersionLayout,
+    metadata: ModelMetadata,
+    report: ModelQAReport,
+    files: list[GgufFile],
+    fetch: Callable[[GgufFile, Path], None],
+) -> list[GgufFile]:
+    """Assemble the version in a staging folder, then rename it into place; its files as deployed.
+
+    The rename is the only step that touches ``target``'s folder, so it holds all the files or none.
+    """
+    (models_dir / STAGING).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=models_dir / STAGING, prefix=f"{metadata.model_id}-"))
+    try:
+        deployed = []
+        for file in files:
+            name = Path(file.path).name
+            fetch(file, staging / name)
+            deployed.append(file.model_copy(update={"path": str(target.folder / name)}))
+        _write_records(staging, target, metadata, report)
+        final = models_dir / target.folder
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return deployed
+
+
+def _retire(entry: ManifestEntry) -> ManifestEntry:
+    """``entry`` moved to the legacy lane, its paths with it."""
+    legacy = VersionLayout.of(entry).in_lane("legacy").folder
+    files = [f.model_copy(update={"path": str(legacy / Path(f.path).name)}) for f in entry.files]
+    return entry.model_copy(update={"lane": "legacy", "path": str(legacy), "files": files})
+
+
+def _rewrite_manifest(models_dir: Path, manifest: Manifest, entry: ManifestEntry) -> ManifestEntry | None:
+    """Write the manifest with ``entry`` added (the moment it becomes current); the production entry it retired."""
+    retired = None
+    models: list[ManifestEntry] = []
+    for existing in manifest.models:
+        if entry.lane == "production" and existing.model_id == entry.model_id and existing.lane == "production":
+            retired = _retire(existing)
+            models.append(retired)
+        else:
+            models.append(existing)
+    models.append(entry)
+    with atomic_write(models_dir / MANIFEST) as f:
+        f.write(json.dumps(Manifest(models=models).model_dump(mode="json"), indent=2))
+    return retired
 
 
 def deploy_version(
@@ -108,95 +212,27 @@ def deploy_version(
 
     ``fetch(file, destination)`` copies one file's verified content (from the artifact store).
     """
-    if report.model_id != metadata.model_id:
-        raise InvalidParams(f"QA report is for {report.model_id}, not {metadata.model_id}")
-    if not report.passed:
-        failed = ", ".join(c.name for c in report.checks if not c.passed) or "score below target"
-        raise InvalidParams(f"refusing to deploy {metadata.model_id}: QA did not pass ({failed})")
-    files = [f for f in metadata.files if f.kind in ("adapter", "merged")]
-    checked = {f.sha256 for f in report.files}
-    unchecked = [Path(f.path).name for f in files if f.sha256 not in checked]
-    if unchecked:
-        raise InvalidParams(f"refusing to deploy {metadata.model_id}: QA never checked {', '.join(unchecked)}")
-    if any(f.artifact is None for f in files):
-        raise InvalidParams(f"the metadata of {metadata.model_id} lacks artifact references for its files")
-
+    files = _check(metadata, report)
     with _locked(models_dir):
         manifest = read_manifest(models_dir)
         _recover(models_dir, manifest)
-        shas = sorted(f.sha256 for f in files)
-        for entry in manifest.models:
-            same = sorted(f.sha256 for f in entry.files) == shas
-            if entry.model_id == metadata.model_id and entry.lane == lane and same:
-                return Deployment(entry=entry, retired=None, already_deployed=True)
-        version = version or _next_version(manifest, metadata.model_id)
-        if any(e.model_id == metadata.model_id and e.version == version for e in manifest.models):
-            raise InvalidParams(f"{metadata.model_id} {version} is already deployed; choose another version")
-        relative = Path("gguf") / lane / metadata.model_id / version
-        final = models_dir / relative
-        staging_root = models_dir / "gguf" / ".staging"
-        staging_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f"{metadata.model_id}-"))
-        try:
-            deployed_files = []
-            for file in files:
-                name = Path(file.path).name
-                fetch(file, staging / name)
-                deployed_files.append(file.model_copy(update={"path": str(relative / name), "artifact": file.artifact}))
-            qa_summary = {
-                "score": report.score,
-                "target": report.target,
-                "passed": report.passed,
-                "perplexity_base": report.perplexity_base,
-                "perplexity_adapted": report.perplexity_adapted,
-            }
-            deployed_metadata = metadata.model_copy(update={"version": version, "qa": qa_summary})
-            with atomic_write(staging / f"{metadata.model_id}_metadata.json") as f:
-                f.write(deployed_metadata.model_dump_json(indent=2))
-            with atomic_write(staging / f"{metadata.model_id}_qa_report.json") as f:
-                f.write(report.model_dump_json(indent=2))
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, final)
-            _fsync_dir(final.parent)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
+        existing = _deployed_already(manifest, metadata.model_id, lane, files)
+        if existing is not None:
+            return Deployment(entry=existing, retired=None, already_deployed=True)
+        target = VersionLayout(lane, metadata.model_id, _new_version(manifest, metadata.model_id, version))
         entry = ManifestEntry(
             model_id=metadata.model_id,
-            version=version,
+            version=target.version,
             lane=lane,
-            path=str(relative),
-            files=deployed_files,
+            path=str(target.folder),
+            files=_stage(models_dir, target, metadata, report, files, fetch),
             qa_score=report.score,
             deployed_at=now,
             job_id=job_id,
         )
-        retired = None
-        models: list[ManifestEntry] = []
-        for existing in manifest.models:
-            if lane == "production" and existing.model_id == metadata.model_id and existing.lane == "production":
-                legacy_path = Path("gguf") / "legacy" / existing.model_id / existing.version
-                retired = existing.model_copy(
-                    update={
-                        "lane": "legacy",
-                        "path": str(legacy_path),
-                        "files": [
-                            f.model_copy(update={"path": str(legacy_path / Path(f.path).name)}) for f in existing.files
-                        ],
-                    }
-                )
-                models.append(retired)
-            else:
-                models.append(existing)
-        models.append(entry)
-        with atomic_write(models_dir / "manifest.json") as f:
-            f.write(json.dumps(Manifest(models=models).model_dump(mode="json"), indent=2))
+        retired = _rewrite_manifest(models_dir, manifest, entry)
         if retired is not None:
-            source, target = models_dir / manifest_path_of(retired, "production"), models_dir / retired.path
-            if source.is_dir():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(source, target)
+            _move_to_legacy(models_dir, retired)
         return Deployment(entry=entry, retired=retired, already_deployed=False)
 
 
@@ -206,21 +242,16 @@ def publish_layout(models_dir: Path, entry: ManifestEntry, layout: ModelLayout) 
     Each file is a hard link into the version's folder (a copy where links cannot be made),
     swapped in atomically; the metadata goes last, so it never describes files not yet there.
     """
-    version_dir = models_dir / entry.path
-    names = [Path(f.path).name for f in entry.files]
-    sources = [(name, name) for name in names] + [
-        (f"{entry.model_id}_qa_report.json", layout.qa_report_name),
-        (f"{entry.model_id}_metadata.json", layout.metadata_name),
+    version = VersionLayout.of(entry)
+    sources = [models_dir / f.path for f in entry.files]
+    links = [(source, source.name) for source in sources] + [
+        (models_dir / version.qa_report_path, layout.qa_report_name),
+        (models_dir / version.metadata_path, layout.metadata_name),
     ]
-    for source_name, target_name in sources:
-        source = version_dir / source_name
+    for source, target_name in links:
         with atomic_path(models_dir / layout.folder / target_name) as tmp:
             tmp.unlink()
             try:
                 os.link(source, tmp)
             except OSError:  # another filesystem, or links not allowed
                 shutil.copyfile(source, tmp)
-
-
-def manifest_path_of(entry: ManifestEntry, lane: Lane) -> Path:
-    return Path("gguf") / lane / entry.model_id / entry.version

@@ -8,19 +8,61 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime import atomic_write
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from runtime import ToolError, atomic_write
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Checkpoint", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "TrainingState",
+    "UnusableCheckpoint",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 _NAME = re.compile(r"^step-(\d{7})\.safetensors$")
 _FORMAT = "meetara-checkpoint-1"
+
+
+class UnusableCheckpoint(ToolError):
+    """A checkpoint file cannot be resumed (not a checkpoint, or a header this code cannot read)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"cannot resume from {path}: {problem}; delete it, or train with resume off, to start over")
+        self.path = path
+
+
+class TrainingState(BaseModel):
+    """The loop's counters and history, as JSON in each checkpoint's header.
+
+    The learning rate, the dropout seed and the rows of a step are functions of the step (and the
+    plan), so the checkpoint's step restores them and they are not stored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_key: str
+    """The run this belongs to: another run's checkpoint is never resumed."""
+    micro_batch: int | None = None
+    """Rows per forward pass, once chosen: a resumed run does not probe again."""
+    tokens: int = 0
+    """Tokens fed, padding excluded."""
+    trained_tokens: int = 0
+    """Tokens that carried loss."""
+    computed: int = 0
+    """Positions computed, padding included (for the padding fraction)."""
+    curve: list[tuple[int, float]] = []
+    """(step, mean loss) of every step so far."""
+    eval_loss_base: float | None = None
+    """Held-out loss of the base model, measured once per run."""
 
 
 @dataclass(slots=True)
@@ -29,8 +71,7 @@ class Checkpoint:
     adapter: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     scaler: dict[str, Any] | None
-    state: dict[str, Any] = field(default_factory=dict)
-    """Loop counters and history (tokens, loss curve, micro-batch…)."""
+    state: TrainingState
 
 
 def _path(folder: Path, step: int) -> Path:
@@ -57,7 +98,7 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint, *, keep: int = 2) -> P
         "param_groups": json.dumps(groups),
         "optim_scalars": json.dumps(scalars),
         "scaler": json.dumps(checkpoint.scaler),
-        "state": json.dumps(checkpoint.state),
+        "state": checkpoint.state.model_dump_json(),
     }
     path = _path(folder, checkpoint.step)
     with atomic_write(path, binary=True) as f:
@@ -75,14 +116,38 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    import torch
-    from safetensors import safe_open
+    """The checkpoint in ``path``.
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        if metadata.get("format") != _FORMAT:
-            raise ValueError(f"{path.name} is not a training checkpoint")
-        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    Raises:
+        UnusableCheckpoint: the file is no checkpoint, or its header does not hold what this code needs.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != _FORMAT:
+                raise UnusableCheckpoint(path, f"its format is {metadata.get('format')!r}, not {_FORMAT!r}")
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    except (SafetensorError, OSError) as exc:
+        raise UnusableCheckpoint(path, f"it is not a readable safetensors file ({exc})") from exc
+    try:
+        return _decode(metadata, tensors)
+    except KeyError as exc:
+        raise UnusableCheckpoint(path, f"its header lacks {exc}") from exc
+    except (ValueError, TypeError) as exc:  # ValidationError is a ValueError: it names the bad fields
+        reason = _one_line(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise UnusableCheckpoint(path, f"its header is not valid: {reason}") from exc
+
+
+def _one_line(error: ValidationError) -> str:
+    """The state's bad fields on one line (pydantic's own text spans lines and links to its docs)."""
+    return "; ".join(".".join(map(str, ("state", *e["loc"]))) + f": {e['msg']}" for e in error.errors())
+
+
+def _decode(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> Checkpoint:
+    import torch
+
     adapter = {k.removeprefix("adapter."): v for k, v in tensors.items() if k.startswith("adapter.")}
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -98,5 +163,5 @@ def load_checkpoint(path: Path) -> Checkpoint:
         adapter=adapter,
         optimizer=optimizer,
         scaler=json.loads(metadata["scaler"]),
-        state=json.loads(metadata["state"]),
+        state=TrainingState.model_validate_json(metadata["state"]),
     )

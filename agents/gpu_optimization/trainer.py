@@ -12,16 +12,22 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.gpu_optimization.checkpoints import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from agents.gpu_optimization.checkpoints import (
+    Checkpoint,
+    TrainingState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from agents.gpu_optimization.packing import PackedBatch, collate_rows, pack_rows, padded_rows
 from agents.llm.adapter_file import AdapterFile, apply_adapter, write_adapter
-from agents.llm.base_model import BaseModel, load_base_model, load_tokenizer
+from agents.llm.base_model import BaseModelSource, load_base_model, load_tokenizer
 from agents.llm.chat_format import IGNORE, EncodedSample, encode_conversation, load_labelled_conversations
 from protocol import InvalidParams, MeetaraError
 from protocol.agents.gpu_optimization import TrainingMetrics, TrainingPlan
@@ -30,6 +36,7 @@ from runtime import atomic_write
 if TYPE_CHECKING:
     import torch
     from peft import PeftModel
+    from torch.amp import GradScaler
 
 __all__ = [
     "TrainingProgress",
@@ -68,7 +75,7 @@ class TrainingRun:
     """Everything one run needs; ``run_key`` identifies it so a resume never mixes two runs."""
 
     plan: TrainingPlan
-    base: BaseModel
+    base: BaseModelSource
     cache_dir: Path
     run_dir: Path
     train_path: Path
@@ -154,6 +161,62 @@ def _encode_file(
     return samples
 
 
+@dataclass(slots=True)
+class _Session:
+    """What the phases of a run share: the model in training, its optimizer and the encoded data."""
+
+    run: TrainingRun
+    device: str
+    autocast: torch.dtype | None
+    pad_id: int
+    train_samples: list[EncodedSample]
+    eval_samples: list[EncodedSample]
+    rows: list[list[int]]
+    """Training rows: indices into ``train_samples`` (several per row when packed)."""
+    model: PeftModel
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: GradScaler
+
+    @property
+    def plan(self) -> TrainingPlan:
+        return self.run.plan
+
+    def loss_sum(self, batch: PackedBatch) -> tuple[Any, int]:
+        return _loss_sum(self.model, batch, self.device, self.autocast)
+
+    def evaluate(self) -> float | None:
+        return _evaluate(self.model, self.eval_samples, self.plan, self.pad_id, self.autocast)
+
+    def batch(self, rows: list[list[int]]) -> PackedBatch:
+        plan = self.plan
+        return collate_rows(
+            rows, self.train_samples, row_len=plan.sequence_length, pad_id=self.pad_id, packed=plan.packing
+        )
+
+
+@dataclass(slots=True)
+class _Pace:
+    """This process's part of the run (a resume starts a new one): for rates, ETA and metrics."""
+
+    start_step: int
+    started: float = field(default_factory=time.monotonic)
+    last_report: float = field(default_factory=time.monotonic)
+    tokens: int = 0
+    first_loss: float | None = None
+    seconds: float = 0.0
+    """Time spent in steps, set when the loop ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    """The caller's callbacks (see ``run_training``)."""
+
+    on_progress: Callable[[TrainingProgress], None] | None
+    on_checkpoint: Callable[[Path, int], None] | None
+    should_stop: Callable[[], bool] | None
+
+
 def _loss_sum(model: PeftModel, batch: PackedBatch, device: str, autocast: torch.dtype | None) -> tuple[Any, int]:
     """Summed cross-entropy over loss-carrying tokens, and their count.
 
@@ -232,13 +295,12 @@ class _RowStream:
         return picked
 
 
-def _lora_model(run: TrainingRun, base_model: Any) -> tuple[PeftModel, list[str]]:
+def _lora_model(run: TrainingRun, base_model: Any) -> PeftModel:
     from peft import LoraConfig, get_peft_model
 
     plan = run.plan
     if run.warm_start is not None:
-        notes = [f"warm start from an adapter (r={run.warm_start.rank}, alpha={run.warm_start.alpha:g})"]
-        return apply_adapter(base_model, run.warm_start, trainable=True), notes
+        return apply_adapter(base_model, run.warm_start, trainable=True)
     config = LoraConfig(
         r=plan.lora_r,
         lora_alpha=plan.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
@@ -246,7 +308,198 @@ def _lora_model(run: TrainingRun, base_model: Any) -> tuple[PeftModel, list[str]
         target_modules=plan.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(base_model, config), []
+    return get_peft_model(base_model, config)
+
+
+def _prepare(run: TrainingRun) -> _Session:
+    """Encode the data, put a LoRA adapter on the base model and make the optimizer."""
+    import torch
+
+    plan = run.plan
+    device = _device(plan)
+    base_dtype, autocast = _dtypes(plan)
+    torch.manual_seed(plan.seed)  # before the adapter exists: its initial weights are drawn from it
+    tokenizer = load_tokenizer(run.base, run.cache_dir)
+    train_samples = _encode_file(tokenizer, run.train_path, plan.sequence_length, crisis_weight=plan.crisis_weight)
+    if not train_samples:
+        raise InvalidParams("the training dataset has no trainable conversations")
+    eval_samples = _encode_file(tokenizer, run.eval_path, plan.sequence_length, _EVAL_SAMPLES) if run.eval_path else []
+    model = _lora_model(run, load_base_model(run.base, run.cache_dir, dtype=base_dtype, device=device))
+    model.to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()  # master weights of the adapter stay fp32 under autocast
+    lengths = [len(s) for s in train_samples]
+    return _Session(
+        run=run,
+        device=device,
+        autocast=autocast,
+        pad_id=int(tokenizer.pad_token_id),
+        train_samples=train_samples,
+        eval_samples=eval_samples,
+        rows=pack_rows(lengths, plan.sequence_length) if plan.packing else padded_rows(len(lengths)),
+        model=model,
+        params=params,
+        optimizer=torch.optim.AdamW(params, lr=plan.learning_rate, weight_decay=0.0),
+        scaler=torch.amp.GradScaler(device, enabled=plan.loss_scaling),
+    )
+
+
+def _resume(session: _Session) -> tuple[TrainingState, int | None]:
+    """The run's latest checkpoint restored into the session, with its state and step; else a fresh state."""
+    from peft import set_peft_model_state_dict
+
+    run = session.run
+    fresh = TrainingState(run_key=run.run_key), None
+    found = latest_checkpoint(run.run_dir / "checkpoints") if run.resume else None
+    if found is None:
+        return fresh
+    checkpoint = load_checkpoint(found)
+    if checkpoint.state.run_key != run.run_key or checkpoint.step > run.plan.max_steps:
+        return fresh  # another run's (other data or settings): never mixed into this one
+    set_peft_model_state_dict(session.model, {k: v.to(session.device) for k, v in checkpoint.adapter.items()})
+    session.optimizer.load_state_dict(checkpoint.optimizer)
+    if checkpoint.scaler:
+        session.scaler.load_state_dict(checkpoint.scaler)
+    return checkpoint.state, checkpoint.step
+
+
+def _probe(session: _Session, start: int) -> int:
+    """The largest micro-batch <= ``start`` whose forward and backward pass fit, tried on the heaviest rows."""
+    rows, samples = session.rows, session.train_samples
+    heaviest = sorted(range(len(rows)), key=lambda r: -sum(len(samples[i]) for i in rows[r]))
+
+    def attempt(size: int) -> None:
+        loss, _ = session.loss_sum(session.batch([rows[i] for i in heaviest[:size]]))
+        session.scaler.scale(loss).backward()
+        session.optimizer.zero_grad(set_to_none=True)
+
+    return probe_micro_batch(attempt, start)
+
+
+def _micro_batch(session: _Session, state: TrainingState) -> int:
+    """Rows per forward pass: a resumed run's, else probed on the device when the plan asks, else the plan's."""
+    if state.micro_batch is None:
+        start = session.plan.micro_batch
+        state.micro_batch = _probe(session, start) if session.plan.probe_micro_batch else start
+    return state.micro_batch
+
+
+def _step(session: _Session, state: TrainingState, step: int, rows: list[list[int]], micro: int) -> tuple[float, int]:
+    """One optimizer step over ``rows``, ``micro`` rows per pass: its mean loss per loss token, and tokens fed."""
+    import torch
+
+    plan, optimizer, scaler = session.plan, session.optimizer, session.scaler
+    torch.manual_seed(plan.seed * 1_000_003 + step)  # dropout masks independent of resumes
+    for group in optimizer.param_groups:
+        group["lr"] = _learning_rate(plan, step)
+    batches = [session.batch(rows[i : i + micro]) for i in range(0, len(rows), micro)]
+    targets = sum(int((b.labels[:, 1:] != IGNORE).sum()) for b in batches)
+    step_loss, fed = 0.0, 0
+    for batch in batches:
+        loss, _ = session.loss_sum(batch)
+        scaler.scale(loss / max(targets, 1)).backward()
+        step_loss += float(loss.detach())
+        fed += batch.tokens
+        state.computed += int(batch.input_ids.numel())
+    state.tokens += fed
+    state.trained_tokens += targets
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(session.params, 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    mean_loss = step_loss / max(targets, 1)
+    if not math.isfinite(mean_loss):
+        raise MeetaraError(f"training diverged at step {step + 1} (loss {mean_loss}); lower the learning rate")
+    state.curve.append((step + 1, round(mean_loss, 5)))
+    return mean_loss, fed
+
+
+def _save(session: _Session, state: TrainingState, step: int, hooks: _Hooks) -> None:
+    from peft import get_peft_model_state_dict
+
+    checkpoint = Checkpoint(
+        step=step,
+        adapter=get_peft_model_state_dict(session.model),
+        optimizer=session.optimizer.state_dict(),
+        scaler=session.scaler.state_dict() if session.plan.loss_scaling else None,
+        state=state,
+    )
+    path = save_checkpoint(session.run.run_dir / "checkpoints", checkpoint)
+    if hooks.on_checkpoint is not None:
+        hooks.on_checkpoint(path, step)
+
+
+def _report(
+    pace: _Pace, done: int, max_steps: int, loss: float, on_progress: Callable[[TrainingProgress], None]
+) -> None:
+    now = time.monotonic()
+    if now - pace.last_report < _PROGRESS_EVERY_S and done < max_steps:
+        return
+    pace.last_report = now
+    rate = pace.tokens / max(now - pace.started, 1e-9)
+    eta = (now - pace.started) / (done - pace.start_step) * (max_steps - done)
+    on_progress(TrainingProgress(done, max_steps, loss, rate, eta))
+
+
+def _train(session: _Session, state: TrainingState, start_step: int, micro: int, hooks: _Hooks) -> _Pace:
+    """The steps from ``start_step`` on, with progress, checkpoints, and a checkpointed stop when asked."""
+    plan = session.plan
+    stream = _RowStream(session.rows, plan.effective_batch, plan.seed)
+    pace = _Pace(start_step)
+    for step in range(start_step, plan.max_steps):
+        loss, fed = _step(session, state, step, stream.for_step(step), micro)
+        pace.tokens += fed
+        pace.first_loss = loss if pace.first_loss is None else pace.first_loss
+        done = step + 1
+        if hooks.on_progress is not None:
+            _report(pace, done, plan.max_steps, loss, hooks.on_progress)
+        if done % plan.checkpoint_every == 0 or done == plan.max_steps:
+            _save(session, state, done, hooks)
+        if hooks.should_stop is not None and hooks.should_stop() and done < plan.max_steps:
+            if done % plan.checkpoint_every:
+                _save(session, state, done, hooks)
+            raise TrainingStopped(done)
+    pace.seconds = time.monotonic() - pace.started
+    return pace
+
+
+def _metrics(
+    plan: TrainingPlan, state: TrainingState, pace: _Pace, eval_loss: float | None, micro: int
+) -> TrainingMetrics:
+    curve = state.curve
+    stride = max(1, math.ceil(len(curve) / 200))
+    window = [loss for _, loss in curve[-_LOSS_WINDOW:]]
+    return TrainingMetrics(
+        steps=plan.max_steps,
+        tokens=state.tokens,
+        trained_tokens=state.trained_tokens,
+        first_loss=pace.first_loss,
+        final_loss=sum(window) / len(window) if window else None,
+        eval_loss_base=state.eval_loss_base,
+        eval_loss=eval_loss,
+        tokens_per_second=pace.tokens / pace.seconds if pace.seconds > 0 else 0.0,
+        seconds=round(pace.seconds, 3),
+        micro_batch=micro,
+        grad_accumulation=math.ceil(plan.effective_batch / micro),
+        padding_fraction=1 - state.tokens / state.computed if state.computed else 0.0,
+        loss_curve=curve[::stride],
+    )
+
+
+def _finish(
+    session: _Session, state: TrainingState, pace: _Pace, micro: int, resumed_from: int | None
+) -> TrainingResult:
+    """Evaluate, then write the adapter and the metrics file."""
+    run = session.run
+    metrics = _metrics(run.plan, state, pace, session.evaluate(), micro)
+    adapter_path = run.run_dir / "adapter.safetensors"
+    write_adapter(session.model, adapter_path, base_model=run.base.location)
+    with atomic_write(run.run_dir / "training_metrics.json") as f:
+        f.write(metrics.model_dump_json(indent=2))
+    return TrainingResult(metrics=metrics, adapter_path=adapter_path, resumed_from_step=resumed_from)
 
 
 def run_training(
@@ -257,168 +510,11 @@ def run_training(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """Train (or resume) the run and write its adapter; blocking, meant for a worker thread."""
-    import torch
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    plan = run.plan
-    device = _device(plan)
-    base_dtype, autocast = _dtypes(plan)
-    torch.manual_seed(plan.seed)
-    tokenizer = load_tokenizer(run.base, run.cache_dir)
-    pad_id = int(tokenizer.pad_token_id)
-    train_samples = _encode_file(tokenizer, run.train_path, plan.sequence_length, crisis_weight=plan.crisis_weight)
-    if not train_samples:
-        raise InvalidParams("the training dataset has no trainable conversations")
-    eval_samples = _encode_file(tokenizer, run.eval_path, plan.sequence_length, _EVAL_SAMPLES) if run.eval_path else []
-
-    base_model = load_base_model(run.base, run.cache_dir, dtype=base_dtype, device=device)
-    model, _notes = _lora_model(run, base_model)
-    model.to(device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()  # master weights of the adapter stay fp32 under autocast
-    optimizer = torch.optim.AdamW(params, lr=plan.learning_rate, weight_decay=0.0)
-    scaler = torch.amp.GradScaler(device, enabled=plan.loss_scaling)
-
-    rows = (
-        pack_rows([len(s) for s in train_samples], plan.sequence_length)
-        if plan.packing
-        else padded_rows(len(train_samples))
-    )
-    stream = _RowStream(rows, plan.effective_batch, plan.seed)
-    checkpoints = run.run_dir / "checkpoints"
-
-    start_step, resumed_from = 0, None
-    state: dict[str, Any] = {"tokens": 0, "trained_tokens": 0, "computed": 0, "curve": [], "eval_loss_base": None}
-    found = latest_checkpoint(checkpoints) if run.resume else None
-    if found is not None:
-        checkpoint = load_checkpoint(found)
-        if checkpoint.state.get("run_key") == run.run_key and checkpoint.step <= plan.max_steps:
-            set_peft_model_state_dict(model, {k: v.to(device) for k, v in checkpoint.adapter.items()})
-            optimizer.load_state_dict(checkpoint.optimizer)
-            if checkpoint.scaler:
-                scaler.load_state_dict(checkpoint.scaler)
-            start_step = resumed_from = checkpoint.step
-            state.update(checkpoint.state)
-
-    if state["eval_loss_base"] is None and eval_samples:
-        with model.disable_adapter():
-            state["eval_loss_base"] = _evaluate(model, eval_samples, plan, pad_id, autocast)
-
-    micro = int(state.get("micro_batch") or plan.micro_batch)
-    if plan.probe_micro_batch and "micro_batch" not in state:
-        heaviest = sorted(range(len(rows)), key=lambda r: -sum(len(train_samples[i]) for i in rows[r]))
-
-        def attempt(size: int) -> None:
-            batch = collate_rows(
-                [rows[i] for i in heaviest[:size]],
-                train_samples,
-                row_len=plan.sequence_length,
-                pad_id=pad_id,
-                packed=plan.packing,
-            )
-            loss, _ = _loss_sum(model, batch, device, autocast)
-            scaler.scale(loss).backward()
-            optimizer.zero_grad(set_to_none=True)
-
-        micro = probe_micro_batch(attempt, micro)
-    accumulation = math.ceil(plan.effective_batch / micro)
-    state["micro_batch"] = micro
-
-    def snapshot(step: int) -> Path:
-        checkpoint = Checkpoint(
-            step=step,
-            adapter=get_peft_model_state_dict(model),
-            optimizer=optimizer.state_dict(),
-            scaler=scaler.state_dict() if plan.loss_scaling else None,
-            state={**state, "run_key": run.run_key},
-        )
-        path = save_checkpoint(checkpoints, checkpoint)
-        if on_checkpoint is not None:
-            on_checkpoint(path, step)
-        return path
-
-    losses: list[float] = []
-    first_loss: float | None = None
-    run_tokens = 0
-    started = last_report = time.monotonic()
-    for step in range(start_step, plan.max_steps):
-        torch.manual_seed(plan.seed * 1_000_003 + step)  # dropout masks independent of resumes
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(plan, step)
-        step_rows = stream.for_step(step)
-        batches = [
-            collate_rows(
-                step_rows[i : i + micro],
-                train_samples,
-                row_len=plan.sequence_length,
-                pad_id=pad_id,
-                packed=plan.packing,
-            )
-            for i in range(0, len(step_rows), micro)
-        ]
-        targets = sum(int((b.labels[:, 1:] != IGNORE).sum()) for b in batches)
-        step_loss = 0.0
-        for batch in batches:
-            loss, _ = _loss_sum(model, batch, device, autocast)
-            scaler.scale(loss / max(targets, 1)).backward()
-            step_loss += float(loss.detach())
-            state["tokens"] += batch.tokens
-            state["computed"] += int(batch.input_ids.numel())
-            run_tokens += batch.tokens
-        state["trained_tokens"] += targets
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-        mean_loss = step_loss / max(targets, 1)
-        if not math.isfinite(mean_loss):
-            raise MeetaraError(f"training diverged at step {step + 1} (loss {mean_loss}); lower the learning rate")
-        first_loss = mean_loss if first_loss is None else first_loss
-        losses.append(mean_loss)
-        state["curve"].append((step + 1, round(mean_loss, 5)))
-        done = step + 1
-        now = time.monotonic()
-        if on_progress is not None and (now - last_report >= _PROGRESS_EVERY_S or done == plan.max_steps):
-            last_report = now
-            rate = run_tokens / max(now - started, 1e-9)
-            steps_left = plan.max_steps - done
-            eta = (now - started) / (done - start_step) * steps_left
-            on_progress(TrainingProgress(done, plan.max_steps, mean_loss, rate, eta))
-        if done % plan.checkpoint_every == 0 or done == plan.max_steps:
-            snapshot(done)
-        if should_stop is not None and should_stop() and done < plan.max_steps:
-            if done % plan.checkpoint_every:
-                snapshot(done)
-            raise TrainingStopped(done)
-    seconds = time.monotonic() - started
-
-    eval_loss = _evaluate(model, eval_samples, plan, pad_id, autocast)
-    adapter_path = run.run_dir / "adapter.safetensors"
-    write_adapter(model, adapter_path, base_model=run.base.location)
-    model.save_pretrained(str(run.run_dir / "adapter"), safe_serialization=True)
-
-    curve = state["curve"]
-    stride = max(1, math.ceil(len(curve) / 200))
-    window = [loss for _, loss in curve[-_LOSS_WINDOW:]]
-    metrics = TrainingMetrics(
-        steps=plan.max_steps,
-        tokens=state["tokens"],
-        trained_tokens=state["trained_tokens"],
-        first_loss=first_loss,
-        final_loss=sum(window) / len(window) if window else None,
-        eval_loss_base=state["eval_loss_base"],
-        eval_loss=eval_loss,
-        tokens_per_second=run_tokens / seconds if seconds > 0 else 0.0,
-        seconds=round(seconds, 3),
-        micro_batch=micro,
-        grad_accumulation=accumulation,
-        padding_fraction=1 - state["tokens"] / state["computed"] if state["computed"] else 0.0,
-        loss_curve=[tuple(point) for point in curve[::stride]],
-    )
-    with atomic_write(run.run_dir / "training_metrics.json") as f:
-        f.write(metrics.model_dump_json(indent=2))
-    return TrainingResult(metrics=metrics, adapter_path=adapter_path, resumed_from_step=resumed_from)
+    session = _prepare(run)
+    state, resumed_from = _resume(session)
+    if state.eval_loss_base is None and session.eval_samples:
+        with session.model.disable_adapter():
+            state.eval_loss_base = session.evaluate()
+    micro = _micro_batch(session, state)
+    pace = _train(session, state, resumed_from or 0, micro, _Hooks(on_progress, on_checkpoint, should_stop))
+    return _finish(session, state, pace, micro, resumed_from)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
-    "BaseModel",
+    "BaseModelSource",
     "CorruptModelFile",
     "file_sha256",
     "load_base_model",
@@ -39,7 +39,7 @@ class CorruptModelFile(ToolError):
 
 
 @dataclass(frozen=True, slots=True)
-class BaseModel:
+class BaseModelSource:
     """Where a base model comes from.
 
     ``gguf``: a GGUF file (transformers dequantizes it to float on load);
@@ -60,7 +60,7 @@ class BaseModel:
         return file_sha256(Path(self.location)) if self.kind == "gguf" else self.location
 
 
-def resolve_base_model(source: str | None) -> BaseModel:
+def resolve_base_model(source: str | None) -> BaseModelSource:
     """``None`` → the pip-shipped SmolLM2-135M-Instruct GGUF; a ``.gguf`` path; a folder; a hub id.
 
     Raises:
@@ -68,7 +68,7 @@ def resolve_base_model(source: str | None) -> BaseModel:
     """
     if source is None or source == "default":
         path = default_base_gguf()
-        return BaseModel(kind="gguf", location=str(path), name=path.stem)
+        return BaseModelSource(kind="gguf", location=str(path), name=path.stem)
     if "\x00" in source:
         raise InvalidParams("base model path contains a NUL byte")
     path = Path(source).expanduser()
@@ -78,14 +78,14 @@ def resolve_base_model(source: str | None) -> BaseModel:
         with open(path, "rb") as f:
             if f.read(4) != GGUF_MAGIC:
                 raise InvalidParams(f"base model file is not GGUF (bad magic): {path}")
-        return BaseModel(kind="gguf", location=str(path.resolve()), name=path.stem)
+        return BaseModelSource(kind="gguf", location=str(path.resolve()), name=path.stem)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise InvalidParams(f"base model folder has no config.json: {path}")
-        return BaseModel(kind="folder", location=str(path.resolve()), name=path.name)
+        return BaseModelSource(kind="folder", location=str(path.resolve()), name=path.name)
     if not _HUB_ID.fullmatch(source):
         raise InvalidParams(f"base model not found: {source} (not a .gguf file, a model folder or a hub id)")
-    return BaseModel(kind="hub", location=source, name=source.rsplit("/", 1)[-1])
+    return BaseModelSource(kind="hub", location=source, name=source.rsplit("/", 1)[-1])
 
 
 _sha_cache: dict[tuple[str, int, int], str] = {}
@@ -108,7 +108,7 @@ def file_sha256(path: Path) -> str:
     return _sha_cache[key]
 
 
-def _converted_folder(base: BaseModel, cache_dir: Path) -> Path:
+def _converted_folder(base: BaseModelSource, cache_dir: Path) -> Path:
     """A safetensors copy of a GGUF base, made once: dequantizing a GGUF on every load is slow."""
     assert base.gguf_path is not None
     target = cache_dir / file_sha256(base.gguf_path)[:24]
@@ -154,11 +154,11 @@ def _save_plain(model: PreTrainedModel, folder: Path) -> None:
     )
 
 
-def _source(base: BaseModel, cache_dir: Path) -> str:
+def _source(base: BaseModelSource, cache_dir: Path) -> str:
     return str(_converted_folder(base, cache_dir)) if base.kind == "gguf" else base.location
 
 
-def load_tokenizer(base: BaseModel, cache_dir: Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(base: BaseModelSource, cache_dir: Path) -> PreTrainedTokenizerBase:
     """The base model's tokenizer (with its chat template)."""
     from transformers import AutoTokenizer
 
@@ -170,7 +170,9 @@ def load_tokenizer(base: BaseModel, cache_dir: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_base_model(base: BaseModel, cache_dir: Path, *, dtype: torch.dtype, device: str = "cpu") -> PreTrainedModel:
+def load_base_model(
+    base: BaseModelSource, cache_dir: Path, *, dtype: torch.dtype, device: str = "cpu"
+) -> PreTrainedModel:
     """The base model as a transformers causal LM, weights in ``dtype`` on ``device``."""
     from transformers import AutoModelForCausalLM
 

@@ -8,20 +8,45 @@ models/D_domain_specific/{category}/meetara_{domain}_{quant}.gguf      + {domain
 models/C_category_specific/{category}/meetara_{category}_category_{quant}.gguf
 models/A_universal_full/meetara_universal_full_{quant}.gguf
 models/B_universal_lite/meetara_universal_lite_{quant}.gguf
-models/gguf/{production,development,legacy}/{model_id}/{version}/
+models/gguf/{production,development,legacy}/{model_id}/{version}/   + {model_id}_metadata.json
+models/manifest.json
 ```
-Every name here comes from the catalog (validated names), never from free text.
+Every name here comes from the catalog (validated names), never from free text. Every file name of
+the models folder is made here, nowhere else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from protocol import InvalidParams
+from protocol.agents.gguf_creation import Lane, ManifestEntry
 from runtime import Catalog
 
-__all__ = ["ModelLayout", "domains_of", "layout_of", "model_layouts", "trained_dir"]
+__all__ = [
+    "MANIFEST",
+    "STAGING",
+    "ModelLayout",
+    "VersionLayout",
+    "domains_of",
+    "layout_of",
+    "model_layouts",
+    "trained_dir",
+]
+
+MANIFEST = Path("manifest.json")
+"""The deployed versions, relative to the models folder."""
+STAGING = Path("gguf") / ".staging"
+"""Where a deploy assembles a version before renaming it into place (same filesystem)."""
+
+
+def _metadata_name(stem: str) -> str:
+    return f"{stem}_metadata.json"
+
+
+def _qa_report_name(stem: str) -> str:
+    return f"{stem}_qa_report.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +55,8 @@ class ModelLayout:
 
     model_id: str
     folder: Path
-    metadata_name: str
+    stem: str
+    """Names the metadata and QA report: ``{stem}_metadata.json`` (the target, not the model id)."""
     lite: bool = False
 
     def model_file(self, quant: str) -> str:
@@ -40,8 +66,44 @@ class ModelLayout:
         return f"{self.model_id}_lora_{dtype.lower()}.gguf"
 
     @property
+    def metadata_name(self) -> str:
+        return _metadata_name(self.stem)
+
+    @property
     def qa_report_name(self) -> str:
-        return self.metadata_name.replace("_metadata.json", "_qa_report.json")
+        return _qa_report_name(self.stem)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionLayout:
+    """One deployed version's folder, relative to the models folder, and the records beside its files.
+
+    The model files keep the names the build gave them (``ModelLayout.model_file``…).
+    """
+
+    lane: Lane
+    model_id: str
+    version: str
+
+    @classmethod
+    def of(cls, entry: ManifestEntry) -> VersionLayout:
+        return cls(entry.lane, entry.model_id, entry.version)
+
+    def in_lane(self, lane: Lane) -> VersionLayout:
+        """The same version's folder once moved to ``lane`` (production → legacy on retirement)."""
+        return replace(self, lane=lane)
+
+    @property
+    def folder(self) -> Path:
+        return Path("gguf") / self.lane / self.model_id / self.version
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.folder / _metadata_name(self.model_id)
+
+    @property
+    def qa_report_path(self) -> Path:
+        return self.folder / _qa_report_name(self.model_id)
 
 
 def _check_scope(scope: str, target: str, catalog: Catalog) -> None:
@@ -91,16 +153,12 @@ def model_layouts(scope: str, target: str, catalog: Catalog) -> list[ModelLayout
     _check_scope(scope, target, catalog)
     if scope == "domain":
         category = catalog.domain(target).category
-        return [ModelLayout(f"meetara_{target}", Path("D_domain_specific") / category, f"{target}_metadata.json")]
+        return [ModelLayout(f"meetara_{target}", Path("D_domain_specific") / category, target)]
     if scope == "category":
-        return [
-            ModelLayout(
-                f"meetara_{target}_category", Path("C_category_specific") / target, f"{target}_category_metadata.json"
-            )
-        ]
+        return [ModelLayout(f"meetara_{target}_category", Path("C_category_specific") / target, f"{target}_category")]
     return [
-        ModelLayout("meetara_universal_full", Path("A_universal_full"), "universal_full_metadata.json"),
-        ModelLayout("meetara_universal_lite", Path("B_universal_lite"), "universal_lite_metadata.json", lite=True),
+        ModelLayout("meetara_universal_full", Path("A_universal_full"), "universal_full"),
+        ModelLayout("meetara_universal_lite", Path("B_universal_lite"), "universal_lite", lite=True),
     ]
 
 

@@ -9,7 +9,7 @@ import pytest
 from agents.gguf_creation.build import BuildPlan, build_files
 from agents.llm.adapter_file import AdapterFile
 from agents.llm.base_model import resolve_base_model
-from agents.llm.layout import domains_of, model_layouts, trained_dir
+from agents.llm.layout import VersionLayout, domains_of, model_layouts, trained_dir
 from protocol import ArtifactRef, InvalidParams
 from protocol.agents.gguf_creation import CreateGgufInput
 from runtime import load_catalog
@@ -97,3 +97,13 @@ def test_scopes_name_their_training_folder_and_domains() -> None:
     for scope, target in (("domain", "../etc"), ("category", "nutrition"), ("universal", "all")):
         with pytest.raises(InvalidParams):
             trained_dir(data, scope, target, catalog)
+
+
+def test_layout_and_deployed_versions_name_their_records() -> None:
+    [domain] = model_layouts("domain", "nutrition", load_catalog())
+    assert (domain.metadata_name, domain.qa_report_name) == ("nutrition_metadata.json", "nutrition_qa_report.json")
+    version = VersionLayout("production", "meetara_nutrition", "v3")
+    assert version.folder == Path("gguf/production/meetara_nutrition/v3")
+    assert version.metadata_path == version.folder / "meetara_nutrition_metadata.json"
+    assert version.qa_report_path == version.folder / "meetara_nutrition_qa_report.json"
+    assert version.in_lane("legacy").folder == Path("gguf/legacy/meetara_nutrition/v3")

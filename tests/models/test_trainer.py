@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.gpu_optimization.checkpoints import latest_checkpoint, load_checkpoint
+from agents.gpu_optimization.checkpoints import UnusableCheckpoint, latest_checkpoint, load_checkpoint
 from agents.gpu_optimization.planning import plan_training, recommend_provider
 from agents.gpu_optimization.trainer import TrainingProgress, TrainingStopped, probe_micro_batch, run_training
 from agents.llm.adapter_file import read_adapter
@@ -41,7 +42,6 @@ def test_training_lowers_held_out_loss_and_reports_progress(
     adapter = read_adapter(result.adapter_path)
     assert adapter.rank == 8 and adapter.base_model == str(tiny_gguf.resolve())
     assert {"q_proj", "v_proj", "down_proj"} <= set(adapter.target_modules)
-    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()  # peft's own layout for users
     assert latest_checkpoint(tmp_path / "run" / "checkpoints") is not None
 
 
@@ -98,6 +98,56 @@ def test_stop_request_checkpoints_and_a_different_run_never_resumes_it(
     other = tiny_run(tiny_gguf, model_cache, tmp_path / "run", train, None, checkpoint_every=5)
     other = type(other)(**{**{f: getattr(other, f) for f in other.__dataclass_fields__}, "run_key": "another-dataset"})
     assert run_training(other).resumed_from_step is None
+
+
+# The header the trainer wrote before its loop state was typed (a plain dict, dumped as it was), read
+# from the step-3 checkpoint of the run below made by that code.
+UNTYPED_STATE = (
+    '{"tokens": 5533, "trained_tokens": 3606, "computed": 6144, "curve": [[1, 26.12758], [2, 26.13704], '
+    '[3, 25.83516]], "eval_loss_base": null, "micro_batch": 2, "run_key": "test-run"}'
+)
+
+
+def _rewrite_header(path: Path, **entries: str) -> None:
+    """Replace entries of a checkpoint's JSON header; the tensors stay as they are."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() | entries
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_a_checkpoint_of_the_untyped_trainer_resumes_and_a_malformed_one_is_refused_by_name(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, _ = conversations
+    run = tiny_run(tiny_gguf, model_cache, tmp_path / "run", train, None, checkpoint_every=5)
+    calls: list[int] = []
+    with pytest.raises(TrainingStopped):
+        run_training(run, should_stop=lambda: calls.append(1) or len(calls) >= 3)
+    old = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert old is not None and old.name == "step-0000003.safetensors"
+    _rewrite_header(old, state=UNTYPED_STATE)
+
+    resumed = run_training(run)
+    assert resumed.resumed_from_step == 3
+    assert resumed.metrics.loss_curve[:3] == [tuple(point) for point in json.loads(UNTYPED_STATE)["curve"]]
+    assert [step for step, _ in resumed.metrics.loss_curve] == [1, 2, 3, 4, 5, 6]
+    assert resumed.metrics.tokens > 5533 and resumed.metrics.micro_batch == 2
+
+    last = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert last is not None
+    _rewrite_header(last, state=UNTYPED_STATE.replace('"tokens"', '"token_count"'))
+    with pytest.raises(UnusableCheckpoint, match=r"step-0000006\.safetensors: .*state\.token_count: Extra inputs"):
+        run_training(run)
+    _rewrite_header(last, format="meetara-checkpoint-0")
+    with pytest.raises(UnusableCheckpoint, match=r"step-0000006\.safetensors: its format is 'meetara-checkpoint-0'"):
+        load_checkpoint(last)
+    last.write_bytes(b"not a checkpoint")
+    with pytest.raises(UnusableCheckpoint, match=r"step-0000006\.safetensors: it is not a readable safetensors"):
+        load_checkpoint(last)
 
 
 def test_micro_batch_probe_halves_on_out_of_memory() -> None:
