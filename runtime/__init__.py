@@ -1,5 +1,5 @@
 """The agent host: Agent base class and tools, process lifecycle, liveness, settings, logging,
-artifact store, catalogue, client and CLI."""
+artifact store, record store, catalogue, client and CLI."""
 
 from runtime._agent import Agent, AgentContext, CallContext, ToolError
 from runtime._artifacts import ArtifactCorrupt, ArtifactMissing, ArtifactStore
@@ -19,8 +19,20 @@ from runtime._catalog import (
 from runtime._client import SwarmClient, ToolFailed
 from runtime._discovery import AgentNotFound, agent_names, load_agent_class
 from runtime._host import AgentHost
+from runtime._job_events import job_events
 from runtime._liveness import LivenessRegistry
 from runtime._logging import configure_logging
+from runtime._records import (
+    Collection,
+    LeaseKind,
+    Leases,
+    RecordBackend,
+    RecordError,
+    RecordKind,
+    RecordStore,
+    TransportRecords,
+)
+from runtime._records_sqlite import SqliteRecords
 from runtime._settings import Settings
 from runtime._swarm import connect, open_swarm
 from runtime._tools import ToolDef, ToolRegistry, tool
@@ -40,10 +52,18 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "Category",
+    "Collection",
     "Domain",
+    "LeaseKind",
+    "Leases",
     "LivenessRegistry",
     "Provider",
+    "RecordBackend",
+    "RecordError",
+    "RecordKind",
+    "RecordStore",
     "Settings",
+    "SqliteRecords",
     "SwarmClient",
     "Tier",
     "ToolDef",
@@ -51,9 +71,11 @@ __all__ = [
     "ToolFailed",
     "ToolRegistry",
     "TrainingDefaults",
+    "TransportRecords",
     "agent_names",
     "configure_logging",
     "connect",
+    "job_events",
     "load_agent_class",
     "load_catalog",
     "load_config",
