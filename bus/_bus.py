@@ -22,8 +22,6 @@ from bus._wire import decode_fields, encode_fields
 from protocol import (
     BusMeta,
     Envelope,
-    JobEvent,
-    JobEventNotification,
     NotificationMessage,
     RequestMessage,
     RequestTimeout,
@@ -229,15 +227,6 @@ class Bus:
                     log.warning("skipping malformed event", id=entry.id, error=exc.message)
                     continue
                 yield EventRecord(entry.id, envelope)
-
-    async def job_events(self, job_id: str, *, since: str) -> AsyncIterator[tuple[EventRecord, JobEvent]]:
-        """One job's events after ``since``, up to and including its terminal one."""
-        async for record in self.events(since=since):
-            message = record.envelope.message
-            if isinstance(message, JobEventNotification) and message.params.job_id == job_id:
-                yield record, message.params
-                if message.params.terminal:
-                    return
 
     # -- dead letters ---------------------------------------------------------------------
     async def dead_letters(self, *, count: int = 100) -> list[DeadLetter]:

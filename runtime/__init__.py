@@ -1,5 +1,5 @@
 """The agent host: Agent base class and tools, process lifecycle, liveness, settings, logging,
-artifact store, catalogue, atomic file writes, client and CLI."""
+artifact store, record store, catalogue, atomic file writes, client and CLI."""
 
 from runtime._agent import Agent, AgentContext, CallContext
 from runtime._artifacts import ArtifactCorrupt, ArtifactMissing, ArtifactStore
@@ -21,9 +21,21 @@ from runtime._discovery import AgentNotFound, agent_names, load_agent_class
 from runtime._errors import ToolError
 from runtime._files import atomic_path, atomic_write, utc_now_iso, write_json
 from runtime._host import AgentHost
+from runtime._job_events import job_events
 from runtime._lifecycle import stop_on_signal
 from runtime._liveness import LivenessRegistry
 from runtime._logging import configure_logging
+from runtime._records import (
+    Collection,
+    LeaseKind,
+    Leases,
+    RecordBackend,
+    RecordError,
+    RecordKind,
+    RecordStore,
+    TransportRecords,
+)
+from runtime._records_sqlite import SqliteRecords
 from runtime._settings import Settings
 from runtime._swarm import EmbeddedSwarm, connect, open_swarm
 from runtime._tools import ToolDef, ToolRegistry, tool
@@ -43,11 +55,19 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "Category",
+    "Collection",
     "Domain",
     "EmbeddedSwarm",
+    "LeaseKind",
+    "Leases",
     "LivenessRegistry",
     "Provider",
+    "RecordBackend",
+    "RecordError",
+    "RecordKind",
+    "RecordStore",
     "Settings",
+    "SqliteRecords",
     "SwarmClient",
     "Tier",
     "ToolDef",
@@ -55,11 +75,13 @@ __all__ = [
     "ToolFailed",
     "ToolRegistry",
     "TrainingDefaults",
+    "TransportRecords",
     "agent_names",
     "atomic_path",
     "atomic_write",
     "configure_logging",
     "connect",
+    "job_events",
     "load_agent_class",
     "load_catalog",
     "load_config",

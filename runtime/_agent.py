@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from runtime._artifacts import ArtifactStore
     from runtime._catalog import Catalog
     from runtime._client import SwarmClient
+    from runtime._records import RecordStore
 
 __all__ = ["Agent", "AgentContext", "CallContext"]
 
@@ -53,6 +54,8 @@ class AgentContext:
     artifacts: ArtifactStore
     catalog: Catalog
     instance_id: str
+    records: RecordStore
+    """Typed records shared by the swarm (jobs, ledger, index): Redis on a Redis bus, else a SQLite file."""
 
 
 @dataclass(frozen=True, slots=True)

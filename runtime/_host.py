@@ -11,19 +11,29 @@ from typing import Literal
 import anyio
 import structlog
 
-from bus import Bus, Subscription
+from bus import Bus, MemoryTransport, Subscription
 from protocol import AgentEvent, AgentEventNotification, AgentInstance, Unavailable
 from runtime._agent import Agent, AgentContext
 from runtime._artifacts import ArtifactStore
 from runtime._catalog import load_catalog
 from runtime._client import SwarmClient
 from runtime._liveness import LivenessRegistry
+from runtime._records import RecordStore, TransportRecords
+from runtime._records_sqlite import SqliteRecords
 from runtime._settings import Settings
 from runtime._version import VERSION
 
 __all__ = ["AgentHost"]
 
 log = structlog.get_logger("runtime.host")
+
+
+def _records_for(settings: Settings, bus: Bus) -> RecordStore:
+    """Redis keeps a Redis swarm's records; an embedded swarm (``memory://``) keeps them in a SQLite file."""
+    namespace = bus.keys.namespace
+    if isinstance(bus.transport, MemoryTransport):
+        return RecordStore(SqliteRecords(settings.state_file, namespace))
+    return RecordStore(TransportRecords(bus.transport, namespace))
 
 
 class AgentHost:
@@ -47,6 +57,7 @@ class AgentHost:
         self.bus = bus
         self.settings = settings
         self.instance_id = settings.instance_id
+        self.records = _records_for(settings, bus)
         ctx = AgentContext(
             settings=settings,
             bus=bus,
@@ -54,6 +65,7 @@ class AgentHost:
             artifacts=ArtifactStore(settings.artifact_url),
             catalog=load_catalog(settings.catalog_dir),
             instance_id=self.instance_id,
+            records=self.records,
         )
         self.agents = [cls(ctx) for cls in agent_classes]
         self._burst = burst
@@ -90,8 +102,11 @@ class AgentHost:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._running = True
         try:
+            await self.records.open()  # an unreadable state database fails here, before any agent starts
             await self._run(task_status)
         finally:
+            with anyio.CancelScope(shield=True):
+                await self.records.close()
             self._done.set()
 
     async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:

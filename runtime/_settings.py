@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     """Folder whose YAML files replace the packaged ``configs/`` (edited prices, budgets…)."""
     data_dir: Path = Path("data")
     """Root of ``data/training`` and ``data/models``."""
+    state_path: Path | None = None
+    """SQLite file of the embedded swarm's jobs, cost ledger and warm-start index (a ``memory://`` bus);
+    ``None``: ``{data_dir}/state.sqlite3``. On Redis they live in Redis."""
     models_dir: Path = Path("models")
     """Root of the deployed model layout."""
     model_cache_dir: Path | None = None
@@ -87,6 +90,10 @@ class Settings(BaseSettings):
     @property
     def model_cache(self) -> Path:
         return self.model_cache_dir or self.data_dir / "cache" / "base_models"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_path or self.data_dir / "state.sqlite3"
 
     @classmethod
     def settings_customise_sources(

@@ -76,7 +76,7 @@ class ConductorAgent(Agent):
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
-        self.store = JobStore(ctx.bus, lease_ms=LEASE_MS)
+        self.store = JobStore(ctx.records, lease_ms=LEASE_MS)
         self.job_settings: JobSettings = load_job_settings(ctx.settings.catalog_dir)
         self._owner = f"{ctx.instance_id}/{new_id()[:8]}"
         self._driving: set[str] = set()

@@ -1,56 +1,57 @@
-"""Jobs persisted on the bus's transport (Redis or in-memory), and leases so one Conductor drives each.
+"""Jobs in the swarm's record store, and leases so one Conductor drives each.
 
-A job record is one JSON value written after every change, so a restarted Conductor continues
-from the last recorded step. A lease is a key with a time-to-live, taken and renewed only by
-compare-and-set: while it lives, no other Conductor replica drives that job.
+A job record is written after every change, so a restarted Conductor continues from the last
+recorded step. A lease has a time-to-live and is taken and renewed only by compare-and-set:
+while it lives, no other Conductor replica drives that job.
 """
 
 from __future__ import annotations
 
-from bus import Bus
+from pydantic import RootModel
+
 from protocol.agents.conductor import JobRecord
+from runtime import LeaseKind, RecordKind, RecordStore
 
 __all__ = ["JobStore"]
 
 
-class JobStore:
-    """Records under ``{namespace}:job:{id}``, leases under ``{namespace}:job-lease:{id}``."""
+class CancelRequest(RootModel[bool]):
+    """Present once a cancel was asked for (older swarms wrote ``1``, which reads as true)."""
 
-    def __init__(self, bus: Bus, *, lease_ms: int) -> None:
-        self._bus = bus
+
+JOBS = RecordKind("job", JobRecord)
+CANCELS = RecordKind("job-cancel", CancelRequest)
+LEASES = LeaseKind("job-lease")
+
+
+class JobStore:
+    """Job records, cancel requests and leases, each by job id."""
+
+    def __init__(self, records: RecordStore, *, lease_ms: int) -> None:
+        self._jobs = records.collection(JOBS)
+        self._cancels = records.collection(CANCELS)
+        self._leases = records.leases(LEASES)
         self.lease_ms = lease_ms
 
-    def _record_key(self, job_id: str) -> str:
-        return self._bus.keys.stream(f"job:{job_id}")
-
-    def _lease_key(self, job_id: str) -> str:
-        return self._bus.keys.stream(f"job-lease:{job_id}")
-
-    def _cancel_key(self, job_id: str) -> str:
-        return self._bus.keys.stream(f"job-cancel:{job_id}")
-
     async def request_cancel(self, job_id: str) -> None:
-        """A separate key, so the driver's next record write cannot overwrite the request."""
-        await self._bus.transport.set(self._cancel_key(job_id), b"1")
+        """A separate record, so the driver's next job write cannot overwrite the request."""
+        await self._cancels.put(job_id, CancelRequest(True))
 
     async def cancel_requested(self, job_id: str) -> bool:
-        return await self._bus.transport.get(self._cancel_key(job_id)) is not None
+        return await self._cancels.get(job_id) is not None
 
     async def save(self, job: JobRecord) -> None:
-        await self._bus.transport.set(self._record_key(job.job_id), job.model_dump_json().encode())
+        await self._jobs.put(job.job_id, job)
 
     async def create(self, job: JobRecord) -> bool:
         """Store a new job; False when the id is taken."""
-        return await self._bus.transport.set(self._record_key(job.job_id), job.model_dump_json().encode(), nx=True)
+        return await self._jobs.create(job.job_id, job)
 
     async def load(self, job_id: str) -> JobRecord | None:
-        raw = await self._bus.transport.get(self._record_key(job_id))
-        return JobRecord.model_validate_json(raw) if raw is not None else None
+        return await self._jobs.get(job_id)
 
     async def all(self) -> list[JobRecord]:
-        keys = await self._bus.transport.scan(self._record_key("*"))
-        raws = await self._bus.transport.get_many(keys)
-        jobs = [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+        jobs = list((await self._jobs.scan()).values())
         jobs.sort(key=lambda j: j.created_at, reverse=True)
         return jobs
 
@@ -64,19 +65,14 @@ class JobStore:
         """
         if await self.renew(job_id, owner):
             return True
-        key = self._lease_key(job_id)
-        held = await self._bus.transport.get(key)
-        if held is None or held.decode().partition("/")[0] != owner.partition("/")[0]:
+        held = await self._leases.holder(job_id)
+        if held is None or held.partition("/")[0] != owner.partition("/")[0]:
             return False
-        return await self._bus.transport.compare_and_set(key, held, owner.encode(), ttl_ms=self.lease_ms)
+        return await self._leases.take_over(job_id, held, owner, ttl_ms=self.lease_ms)
 
     async def renew(self, job_id: str, owner: str) -> bool:
         """Extend (or retake, if it lapsed unclaimed) our lease; False when someone else holds it."""
-        key, me, ttl = self._lease_key(job_id), owner.encode(), self.lease_ms
-        transport = self._bus.transport
-        return await transport.compare_and_set(key, me, me, ttl_ms=ttl) or await transport.compare_and_set(
-            key, None, me, ttl_ms=ttl
-        )
+        return await self._leases.acquire(job_id, owner, ttl_ms=self.lease_ms)
 
     async def release(self, job_id: str, owner: str) -> None:
-        await self._bus.transport.compare_and_set(self._lease_key(job_id), owner.encode(), None)
+        await self._leases.release(job_id, owner)

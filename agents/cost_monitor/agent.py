@@ -34,7 +34,7 @@ class CostMonitorAgent(Agent):
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
-        self.ledger = Ledger(ctx.bus, ctx.catalog.budgets)
+        self.ledger = Ledger(ctx.records, ctx.catalog.budgets)
 
     def _rate(self, provider: str, gpu: str | None) -> float:
         catalog = self.ctx.catalog

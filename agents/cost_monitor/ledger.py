@@ -1,7 +1,7 @@
-"""The usage ledger and budgets, persisted as keys on the bus's transport (Redis or in-memory).
+"""The usage ledger and budgets, kept in the swarm's record store.
 
-One key per (job, step, attempt) makes reporting idempotent: a step reported twice after a
-crash is one entry. Budget overrides and alerts already sent live beside the entries.
+One record per (job, step, attempt) makes reporting idempotent: a step reported twice after a
+crash is one entry. Budget overrides and alerts already sent are records beside the entries.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from bus import Bus
+from pydantic import RootModel
+
 from protocol.agents.cost_monitor import (
     BudgetPeriodStatus,
     BudgetStatus,
@@ -20,7 +21,7 @@ from protocol.agents.cost_monitor import (
     Period,
     UsageEntry,
 )
-from runtime import Budgets
+from runtime import Budgets, RecordKind, RecordStore
 
 __all__ = ["PERIODS", "Ledger", "period_start"]
 
@@ -38,37 +39,48 @@ def period_start(period: Period, at: float) -> float:
     return calendar.timegm(day.timetuple())
 
 
+class BudgetLimit(RootModel[float]):
+    """A period's budget in USD, set over the catalogue's default."""
+
+
+class AlertSent(RootModel[bool]):
+    """Present once a threshold's alert went out in a period (older swarms wrote ``1``)."""
+
+
+ENTRIES = RecordKind("cost:entry", UsageEntry)
+LIMITS = RecordKind("cost:budget", BudgetLimit)
+ALERTS = RecordKind("cost:alert", AlertSent)
+ALERT_TTL_MS = 40 * 86400 * 1000
+"""Longer than any period, so an alert is sent once per period and threshold."""
+
+
 class Ledger:
-    """Entries, budgets and sent alerts under ``{namespace}:cost:*``."""
+    """Entries by ``{job}:{step}:{attempt}``, budgets by period, sent alerts by period, start and threshold."""
 
-    def __init__(self, bus: Bus, defaults: Budgets) -> None:
-        self._bus = bus
+    def __init__(self, records: RecordStore, defaults: Budgets) -> None:
+        self._entries = records.collection(ENTRIES)
+        self._limits = records.collection(LIMITS)
+        self._alerts = records.collection(ALERTS)
         self._defaults = defaults
-
-    def _key(self, *parts: str) -> str:
-        return self._bus.keys.stream(":".join(("cost", *parts)))
 
     async def add(self, entry: UsageEntry) -> tuple[UsageEntry, bool]:
         """Store ``entry`` unless its (job, step, attempt) is already there; returns the stored one."""
-        key = self._key("entry", entry.job_id, entry.step, str(entry.attempt))
-        transport = self._bus.transport
-        if await transport.set(key, entry.model_dump_json().encode(), nx=True):
+        entry_id = f"{entry.job_id}:{entry.step}:{entry.attempt}"
+        if await self._entries.create(entry_id, entry):
             return entry, True
-        raw = await transport.get(key)
-        return (UsageEntry.model_validate_json(raw), False) if raw is not None else (entry, False)
+        stored = await self._entries.get(entry_id)
+        return (stored, False) if stored is not None else (entry, False)
 
     async def entries(self, since: float | None = None) -> list[UsageEntry]:
-        transport = self._bus.transport
-        keys = await transport.scan(self._key("entry", "*"))
-        rows = [UsageEntry.model_validate_json(raw) for raw in await transport.get_many(keys) if raw is not None]
+        rows = (await self._entries.scan()).values()
         return [e for e in rows if since is None or e.at >= since]
 
     async def limit(self, period: Period) -> float:
-        raw = await self._bus.transport.get(self._key("budget", period))
-        return float(raw) if raw is not None else float(getattr(self._defaults, period))
+        stored = await self._limits.get(period)
+        return stored.root if stored is not None else float(getattr(self._defaults, period))
 
     async def set_limit(self, period: Period, usd: float) -> None:
-        await self._bus.transport.set(self._key("budget", period), repr(float(usd)).encode())
+        await self._limits.put(period, BudgetLimit(float(usd)))
 
     async def status(self, now: float | None = None) -> BudgetStatus:
         now = time.time() if now is None else now
@@ -92,8 +104,8 @@ class Ledger:
             for threshold in self._defaults.alert_thresholds:
                 if p.fraction < threshold:
                     continue
-                key = self._key("alert", p.period, str(int(p.since)), f"{threshold:g}")
-                if await self._bus.transport.set(key, b"1", ttl_ms=40 * 86400 * 1000, nx=True):
+                alert_id = f"{p.period}:{int(p.since)}:{threshold:g}"
+                if await self._alerts.create(alert_id, AlertSent(True), ttl_ms=ALERT_TTL_MS):
                     alerts.append(
                         f"{p.period} budget {threshold:.0%} reached: ${p.spent_usd:.2f} of ${p.limit_usd:.2f}"
                     )

@@ -46,7 +46,7 @@ class KnowledgeTransferAgent(Agent):
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
-        self.index = DomainIndex(ctx.bus)
+        self.index = DomainIndex(ctx.records)
 
     async def _embedding(self, domain: Domain, dataset: ArtifactRef | None) -> list[float]:
         texts = [domain.description, *(f"{domain.name.replace('_', ' ')}: {s}" for s in domain.subjects)]

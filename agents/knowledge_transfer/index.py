@@ -1,13 +1,18 @@
-"""The index of trained domains, kept on the bus's transport, and the warm-versus-cold measurement."""
+"""The index of trained domains, kept in the swarm's record store, and the warm-versus-cold measurement."""
 
 from __future__ import annotations
 
 import hashlib
 
-from bus import Bus
 from protocol.agents.knowledge_transfer import IndexedDomain, TransferComparison
+from runtime import RecordKind, RecordStore
 
 __all__ = ["DomainIndex", "steps_to_loss"]
+
+LATEST = RecordKind("kt:domain", IndexedDomain)
+"""The latest entry of each domain, by ``{base}:{domain}``."""
+RUNS = RecordKind("kt:run", IndexedDomain)
+"""Every registered run, by ``{base}:{domain}:{job}``."""
 
 
 def _base_key(base_model: str) -> str:
@@ -24,29 +29,22 @@ def steps_to_loss(curve: list[tuple[int, float]], target: float, window: int = 3
 
 
 class DomainIndex:
-    """Latest entry per (base model, domain) plus every run, under ``{namespace}:kt:*``."""
+    """Latest entry per (base model, domain) plus every run; ``base`` is a short hash of the base model."""
 
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-
-    def _key(self, *parts: str) -> str:
-        return self._bus.keys.stream(":".join(("kt", *parts)))
+    def __init__(self, records: RecordStore) -> None:
+        self._latest = records.collection(LATEST)
+        self._runs = records.collection(RUNS)
 
     async def put(self, entry: IndexedDomain) -> None:
         base = _base_key(entry.base_model)
-        raw = entry.model_dump_json().encode()
-        await self._bus.transport.set(self._key("domain", base, entry.domain), raw)
-        await self._bus.transport.set(self._key("run", base, entry.domain, entry.job_id or "manual"), raw)
-
-    async def _load(self, pattern: str) -> list[IndexedDomain]:
-        keys = await self._bus.transport.scan(pattern)
-        return [IndexedDomain.model_validate_json(r) for r in await self._bus.transport.get_many(keys) if r is not None]
+        await self._latest.put(f"{base}:{entry.domain}", entry)
+        await self._runs.put(f"{base}:{entry.domain}:{entry.job_id or 'manual'}", entry)
 
     async def domains(self, base_model: str) -> list[IndexedDomain]:
-        return await self._load(self._key("domain", _base_key(base_model), "*"))
+        return list((await self._latest.scan(f"{_base_key(base_model)}:")).values())
 
     async def comparisons(self) -> list[TransferComparison]:
-        runs = await self._load(self._key("run", "*"))
+        runs = list((await self._runs.scan()).values())
         out = []
         for warm in (r for r in runs if r.warm_started_from):
             colds = [

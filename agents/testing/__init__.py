@@ -4,7 +4,7 @@ written as GGUF so model tests run in seconds, and catalogue overrides sized for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.gguf_creation.model_gguf import tokenizer_metadata_from_gguf, write_model_gguf
 from agents.llm.default_base import default_base_gguf
@@ -68,6 +68,8 @@ def tiny_catalog(
     local_usd_per_hour: float = 0.0,
     healthcare_target: float = 1.0,
     step_timeouts: dict[str, float] | None = None,
+    cpu_max_steps: int | None = None,
+    reply_tokens: int | None = None,
 ) -> Path:
     """Config overrides for whole jobs on the tiny model.
 
@@ -94,15 +96,21 @@ def tiny_catalog(
     jobs["backoff_s"] = 0.2
     jobs["budget_check_s"] = 0.5
     jobs["step_timeout_s"].update(step_timeouts or {})
+    if cpu_max_steps is not None:
+        jobs["cpu_default"]["max_steps"] = cpu_max_steps
     (folder / "jobs.yaml").write_text(yaml.safe_dump(jobs))
+    if reply_tokens is not None:  # a random model never ends its reply: QA's generations run to the limit
+        quality = yaml.safe_load(configs.joinpath("model_quality.yaml").read_text())
+        quality["generation"]["max_tokens"] = reply_tokens
+        (folder / "model_quality.yaml").write_text(yaml.safe_dump(quality))
     return folder
 
 
-def tiny_job_env(base: dict[str, str], folder: Path, model_cache: Path) -> dict[str, str]:
+def tiny_job_env(base: dict[str, str], folder: Path, model_cache: Path, **catalog: Any) -> dict[str, str]:
     """Environment of ``meetara`` processes running whole jobs on the tiny model in ``folder``."""
     return {
         **base,
-        "MEETARA_CATALOG_DIR": str(tiny_catalog(folder / "catalog")),
+        "MEETARA_CATALOG_DIR": str(tiny_catalog(folder / "catalog", **catalog)),
         "MEETARA_DATA_DIR": str(folder / "data"),
         "MEETARA_MODELS_DIR": str(folder / "models"),
         "MEETARA_MODEL_CACHE_DIR": str(model_cache),

@@ -12,6 +12,7 @@ from bus import Bus
 from protocol import CallToolResult, InvalidParams, JobEvent, JobEventNotification
 from protocol.agents.conductor import JobReport
 from runtime._client import SwarmClient, ToolFailed
+from runtime._job_events import job_events
 from runtime.cli._app import app, console, run_async, state
 from runtime.cli._render import agents_table, event_line, report_table, tools_table
 from runtime.cli._session import client_session, is_embedded
@@ -73,7 +74,7 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
         console=console,
     ) as progress:
         bars: dict[str, TaskID] = {}
-        async for record, event in bus.job_events(job_id, since=since):
+        async for record, event in job_events(bus, job_id, since=since):
             if event.step and event.progress is not None:
                 if event.step not in bars:
                     bars[event.step] = progress.add_task(event.step, total=event.total)

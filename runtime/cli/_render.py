@@ -120,6 +120,8 @@ def report_table(report: JobReport, models_dir: Path) -> Table:
     if report.data_pass_rate is not None:
         domains = f" over {len(report.domains)} domains" if len(report.domains) > 1 else ""
         table.add_row("data", f"{report.samples} conversations{domains}, QA pass rate {report.data_pass_rate:.1%}")
+    if report.warm_started_from:
+        table.add_row("warm start", f"from the {report.warm_started_from} adapter")
     for model in report.models:
         table.add_row("model", model.model_id)
         if model.deployed_version:

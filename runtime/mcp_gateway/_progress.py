@@ -14,6 +14,7 @@ import anyio
 from bus import Bus
 from protocol import JobEvent, ProgressNotification
 from protocol.agents.conductor import STEPS
+from runtime._job_events import job_events
 
 __all__ = ["JobProgress", "ReportProgress", "ToolProgressRelay", "follow_job"]
 
@@ -100,7 +101,7 @@ class JobProgress:
 async def follow_job(bus: Bus, job_id: str, since: str, report: ReportProgress) -> JobEvent:
     """Report a job's progress from its events after ``since`` until one is terminal; returns that one."""
     progress = JobProgress()
-    async for _record, event in bus.job_events(job_id, since=since):
+    async for _record, event in job_events(bus, job_id, since=since):
         update = progress.update(event)
         if update is not None:
             await report(update[0], progress.total, update[1])

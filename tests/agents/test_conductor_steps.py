@@ -10,11 +10,10 @@ import pytest
 from agents.conductor.job_store import JobStore
 from agents.conductor.settings import load_job_settings
 from agents.conductor.steps import closing_call, data_gate, register_call, step_calls, step_output
-from bus import Bus, open_transport
+from bus import MemoryTransport
 from protocol.agents.conductor import STEPS, JobPlan, JobRecord, JobSpec, StepRecord
 from protocol.agents.gpu_optimization import TrainingOverrides
-from runtime import CatalogError
-from runtime.testing import fast_options
+from runtime import CatalogError, RecordStore, TransportRecords
 
 REF = {"uri": "file:///x", "sha256": "0" * 64, "size": 1}
 
@@ -159,10 +158,9 @@ def test_a_category_job_generates_per_domain_then_combines_and_checks_every_mode
 async def test_a_restarted_conductor_takes_back_its_dead_runs_leases_and_no_one_elses(
     memory_url: str, namespace: str
 ) -> None:
-    async with Bus(open_transport(memory_url), options=fast_options(namespace), sender="t") as bus:
-        store = JobStore(bus, lease_ms=60_000)
-        assert await store.acquire("j", "cond-a/run1")
-        assert not await store.acquire("j", "cond-b/run1")  # a live lease of another instance is respected
-        assert await store.acquire("j", "cond-a/run2")  # cond-a restarted under its stable id
-        assert not await store.renew("j", "cond-a/run1")  # the dead run could not renew it any more
-        assert not await store.acquire("j", "cond-b/run2")
+    store = JobStore(RecordStore(TransportRecords(MemoryTransport(memory_url), namespace)), lease_ms=60_000)
+    assert await store.acquire("j", "cond-a/run1")
+    assert not await store.acquire("j", "cond-b/run1")  # a live lease of another instance is respected
+    assert await store.acquire("j", "cond-a/run2")  # cond-a restarted under its stable id
+    assert not await store.renew("j", "cond-a/run1")  # the dead run could not renew it any more
+    assert not await store.acquire("j", "cond-b/run2")

@@ -35,6 +35,13 @@ def meetara(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
     )
 
 
+@pytest.fixture
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    """An embedded swarm whose state (``data/state.sqlite3``) stays in this test's folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
+    return {**env, "MEETARA_DATA_DIR": str(tmp_path / "data")}
+
+
 def test_unreachable_redis_is_one_line_and_a_nonzero_exit() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     for command in (["agents"], ["call", "conductor", "list_domains"], ["dlq", "list"], ["up"]):
@@ -45,8 +52,8 @@ def test_unreachable_redis_is_one_line_and_a_nonzero_exit() -> None:
         assert lines == [f"error: cannot reach Redis at {url}: " + lines[0].split(": ", 2)[2]]
 
 
-def test_run_starts_the_embedded_swarm_and_lists_agents_and_tools() -> None:
-    out = meetara("run")
+def test_run_starts_the_embedded_swarm_and_lists_agents_and_tools(embedded_env: dict[str, str]) -> None:
+    out = meetara("run", env=embedded_env)
     assert out.returncode == 0, out.stderr
     for name in (
         "conductor",
@@ -59,8 +66,8 @@ def test_run_starts_the_embedded_swarm_and_lists_agents_and_tools() -> None:
         assert name in out.stdout
 
 
-def test_call_in_embedded_mode_prints_the_structured_result() -> None:
-    out = meetara("call", "conductor", "list_domains", "--args", '{"category": "technology"}')
+def test_call_in_embedded_mode_prints_the_structured_result(embedded_env: dict[str, str]) -> None:
+    out = meetara("call", "conductor", "list_domains", "--args", '{"category": "technology"}', env=embedded_env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert [d["name"] for d in result["domains"]] == [
@@ -87,11 +94,8 @@ def test_call_in_embedded_mode_prints_the_structured_result() -> None:
         (["agent", "no_such_agent"], "no agent named 'no_such_agent'", 2),
     ],
 )
-def test_bad_input_gets_a_clear_error(args: list[str], message: str, code: int) -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")},
-        "MEETARA_BUS_URL": "redis://127.0.0.1:1/0" if args[0] == "agent" else "memory://cli",
-    }
+def test_bad_input_gets_a_clear_error(args: list[str], message: str, code: int, embedded_env: dict[str, str]) -> None:
+    env = {**embedded_env, "MEETARA_BUS_URL": "redis://127.0.0.1:1/0" if args[0] == "agent" else "memory://cli"}
     out = meetara(*args, env=env)
     assert out.returncode == code, out.stderr
     assert message in out.stderr

@@ -203,6 +203,39 @@ def test_meetara_run_domain_trains_validates_and_deploys_in_one_process(  # type
     assert [m["version"] for m in manifest["models"]] == ["v1"]
 
 
+@pytest.mark.slow
+def test_consecutive_meetara_runs_remember_jobs_the_ledger_and_the_warm_start_index(  # type: ignore[no-untyped-def]
+    tmp_path: Path, tiny_gguf: Path, model_cache: Path
+) -> None:
+    """The embedded swarm keeps its records in ``data/state.sqlite3``: a second run builds on the first."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
+    base["MEETARA_ARTIFACT_URL"] = str(tmp_path / "artifacts")
+    env = tiny_job_env(base, tmp_path, model_cache, cpu_max_steps=4, reply_tokens=24)  # as cheap as a job gets
+
+    def run(domain: str) -> str:
+        out = _meetara(
+            "run", "--domain", domain, "--base-model", str(tiny_gguf), "--samples", "40", env=env, timeout=600
+        )
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return " ".join(out.stdout.split())  # table cells wrap
+
+    first = run("mental_health")
+    assert "no training measured" in first and "warm start" not in first
+    assert (tmp_path / "data" / "state.sqlite3").is_file()
+    second = run("stress_management")
+    assert "s/step measured on this device" in second  # planned from the first job's training
+    assert "from the mental_health adapter" in second  # warm-started from the domain the first run indexed
+
+    jobs = _meetara("jobs", env=env, timeout=300)
+    assert jobs.returncode == 0, jobs.stderr[-3000:]
+    listed = [(j["target"], j["state"]) for j in json.loads(jobs.stdout)["jobs"]]
+    assert listed == [("stress_management", "done"), ("mental_health", "done")]
+    args = '{"period": "all", "by": "domain"}'
+    costs = _meetara("call", "cost_monitor", "cost_report", "--args", args, env=env, timeout=300)
+    assert costs.returncode == 0, costs.stderr[-3000:]
+    assert sorted(row["key"] for row in json.loads(costs.stdout)["rows"]) == ["mental_health", "stress_management"]
+
+
 @pytest.mark.redis
 def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-def]
     child_env: dict[str, str], tmp_path: Path, tiny_gguf: Path, model_cache: Path
