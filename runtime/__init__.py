@@ -1,7 +1,7 @@
 """The agent host: Agent base class and tools, process lifecycle, liveness, settings, logging,
-artifact store, catalogue, client and CLI."""
+artifact store, catalogue, client, progress and CLI."""
 
-from runtime._agent import Agent, AgentContext, CallContext, ToolError
+from runtime._agent import Agent, AgentContext, CallContext, ProgressReporter, ToolError
 from runtime._artifacts import ArtifactCorrupt, ArtifactMissing, ArtifactStore
 from runtime._catalog import (
     Budgets,
@@ -21,6 +21,7 @@ from runtime._discovery import AgentNotFound, agent_names, load_agent_class
 from runtime._host import AgentHost
 from runtime._liveness import LivenessRegistry
 from runtime._logging import configure_logging
+from runtime._progress import OnProgress, follow_progress
 from runtime._settings import Settings
 from runtime._swarm import connect, open_swarm
 from runtime._tools import ToolDef, ToolRegistry, tool
@@ -42,6 +43,8 @@ __all__ = [
     "Category",
     "Domain",
     "LivenessRegistry",
+    "OnProgress",
+    "ProgressReporter",
     "Provider",
     "Settings",
     "SwarmClient",
@@ -54,6 +57,7 @@ __all__ = [
     "agent_names",
     "configure_logging",
     "connect",
+    "follow_progress",
     "load_agent_class",
     "load_catalog",
     "load_config",
