@@ -137,6 +137,8 @@ class ProgressParams(WireModel):
     """Total amount of work, when known."""
     message: str | None = None
     """Human-readable status."""
+    meta: dict[str, Any] | None = Field(default=None, alias="_meta")
+    """Measurements beside the count (loss, tokens/s…), in MCP's member for extensions."""
 
 
 class ProgressNotification(Notification[ProgressParams, Literal["notifications/progress"]]):

@@ -1,7 +1,7 @@
 """The agent host: Agent base class and tools, process lifecycle, liveness, settings, logging,
-artifact store, record store, catalogue, atomic file writes, client and CLI."""
+artifact store, record store, catalogue, atomic file writes, client, progress and CLI."""
 
-from runtime._agent import Agent, AgentContext, CallContext
+from runtime._agent import Agent, AgentContext, CallContext, ProgressReporter
 from runtime._artifacts import ArtifactCorrupt, ArtifactMissing, ArtifactStore
 from runtime._catalog import (
     Budgets,
@@ -25,6 +25,7 @@ from runtime._job_events import job_events
 from runtime._lifecycle import stop_on_signal
 from runtime._liveness import LivenessRegistry
 from runtime._logging import configure_logging
+from runtime._progress import OnProgress, follow_progress
 from runtime._records import (
     Collection,
     LeaseKind,
@@ -61,6 +62,8 @@ __all__ = [
     "LeaseKind",
     "Leases",
     "LivenessRegistry",
+    "OnProgress",
+    "ProgressReporter",
     "Provider",
     "RecordBackend",
     "RecordError",
@@ -82,6 +85,7 @@ __all__ = [
     "configure_logging",
     "connect",
     "job_events",
+    "follow_progress",
     "load_agent_class",
     "load_catalog",
     "load_config",

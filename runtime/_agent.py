@@ -6,8 +6,11 @@ import errno
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import anyio.from_thread
+import anyio.lowlevel
 import structlog
 from pydantic import ValidationError
 
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from runtime._client import SwarmClient
     from runtime._records import RecordStore
 
-__all__ = ["Agent", "AgentContext", "CallContext"]
+__all__ = ["Agent", "AgentContext", "CallContext", "ProgressReporter"]
 
 _AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -56,6 +59,19 @@ class AgentContext:
     instance_id: str
     records: RecordStore
     """Typed records shared by the swarm (jobs, ledger, index): Redis on a Redis bus, else a SQLite file."""
+
+
+class ProgressReporter(Protocol):
+    """A thread's way to publish its call's progress (``CallContext.progress_reporter``)."""
+
+    def __call__(
+        self,
+        progress: float,
+        total: float | None = None,
+        message: str | None = None,
+        *,
+        meta: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +103,37 @@ class CallContext:
         meta = self.envelope.meta
         return await self.agent.ctx.bus.cancel_requested(self.agent.name, meta.idempotency_key or meta.message_id)
 
-    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        """Publish MCP-style progress for this call on the events stream."""
-        params = ProgressParams(progress_token=self._progress_token(), progress=progress, total=total, message=message)
+    async def progress(
+        self,
+        progress: float,
+        total: float | None = None,
+        message: str | None = None,
+        *,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish MCP-style progress for this call on the events stream (``meta``: measurements)."""
+        params = ProgressParams(
+            progress_token=self._progress_token(), progress=progress, total=total, message=message, meta=meta
+        )
         await self.agent.ctx.bus.publish_event(ProgressNotification(params=params), trace_id=self.trace_id)
+
+    def progress_reporter(self) -> ProgressReporter:
+        """``progress`` for work in another thread (``anyio.to_thread.run_sync``'s, or one it starts).
+
+        Ask for it in the tool, on the event loop; each report waits there until it is published.
+        """
+        token = anyio.lowlevel.current_token()
+
+        def report(
+            progress: float,
+            total: float | None = None,
+            message: str | None = None,
+            *,
+            meta: dict[str, Any] | None = None,
+        ) -> None:
+            anyio.from_thread.run(partial(self.progress, progress, total, message, meta=meta), token=token)
+
+        return report
 
     async def job_event(self, event: JobEvent) -> None:
         """Publish a job event on the events stream."""

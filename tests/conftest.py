@@ -74,7 +74,8 @@ def settings_factory(tmp_path: Path, namespace: str):  # type: ignore[no-untyped
             "models_dir": tmp_path / "models",
             "liveness_ttl_s": 2.0,
             "shutdown_grace_s": 2.0,
-            "request_timeout_s": 10.0,
+            # A horizon, not a speed test: loading MiniLM or torch takes seconds on a busy machine.
+            "request_timeout_s": 120.0,
         }
         values.update(overrides)
         return Settings.load(**values)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
 
 import anyio
 import anyio.abc
 
+from agents.conductor import tools
 from agents.conductor.driver import JobDriver, LeaseLost
 from agents.conductor.job_store import JobStore
 from agents.conductor.planning import plan_job
@@ -33,8 +33,8 @@ from protocol.agents.conductor import (
     StepRecord,
     SubmitJobOutput,
 )
-from protocol.agents.cost_monitor import BudgetStatus
-from runtime import Agent, AgentContext, Domain, ToolError, tool
+from protocol.agents.cost_monitor import BudgetStatusInput, EstimateInput
+from runtime import Agent, AgentContext, Domain, ToolError, ToolFailed, tool
 
 LEASE_MS = 15_000
 """A job whose Conductor died is taken over by another replica this long after its last renewal."""
@@ -162,17 +162,14 @@ class ConductorAgent(Agent):
         if not domains:
             raise InvalidParams(f"category {params.target!r} has no domains to train")
         plan = await plan_job(params, domains, self.ctx.client, catalog, self.job_settings, await self.store.all())
-        estimate = await self.ctx.client.call(
-            "cost_monitor",
-            "estimate",
-            {"hours": plan.estimated_hours, "provider": plan.provider, "gpu": plan.gpu},
-        )
-        data: dict[str, Any] = estimate.structured_content or {}
-        if estimate.is_error:
-            raise ToolError(f"the Cost Monitor could not price the job: {data.get('error')}")
-        if not data["fits"]:
-            raise ToolError(f"job refused: {data['reason']}", data={"estimated_usd": data["usd"]})
-        plan.estimated_usd = data["usd"]
+        asked = EstimateInput(hours=plan.estimated_hours, provider=plan.provider, gpu=plan.gpu)
+        try:
+            estimate = await tools.ESTIMATE.call(self.ctx.client, asked)
+        except ToolFailed as exc:
+            raise ToolError(f"the Cost Monitor could not price the job: {exc}") from exc
+        if not estimate.fits:
+            raise ToolError(f"job refused: {estimate.reason}", data={"estimated_usd": estimate.usd})
+        plan.estimated_usd = estimate.usd
         now = time.time()
         job = JobRecord(
             job_id=new_id(),
@@ -239,7 +236,7 @@ class ConductorAgent(Agent):
         job = await self._job(params.job_id)
         if job.state not in ("failed", "paused_budget"):
             raise InvalidParams(f"job {job.job_id} is {job.state}; only failed or paused_budget jobs resume")
-        budget = await self.ctx.client.call_model("cost_monitor", "budget_status", {}, BudgetStatus)
+        budget = await tools.BUDGET_STATUS.call(self.ctx.client, BudgetStatusInput())
         if budget.stopped:
             spent = ", ".join(f"{p.period} ${p.spent_usd:.2f} of ${p.limit_usd:.2f}" for p in budget.periods)
             raise ToolError(f"no budget to resume with ({spent}); raise a budget with cost_monitor.set_budget")

@@ -2,24 +2,28 @@
 
 The job record is saved before a step's call (status running, attempt n) and after it (its
 output); a Conductor that takes over a job re-sends a running step with the same idempotency
-key, so an agent that already finished it answers from its stored result.
+key, so an agent that already finished it answers from its stored result. The call's progress
+token is that key too: what the agent reports becomes the job's progress events here.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import structlog
 
+from agents.conductor import tools
 from agents.conductor.job_store import JobStore
 from agents.conductor.settings import JobSettings
-from agents.conductor.steps import StepCall, closing_call, data_gate, register_call, step_calls, step_output
-from protocol import InvalidParams, JobEvent, MethodNotFound, RpcError
-from protocol.agents.conductor import STEPS, TERMINAL_STATES, JobRecord, JobState, StepName, StepRecord
-from runtime import Catalog, SwarmClient, ToolFailed
+from agents.conductor.steps import PARTS, PIPELINE, LocalStep, Step, ToolStep, registration
+from agents.conductor.tools import AgentTool
+from protocol import CallToolResult, InvalidParams, JobEvent, MethodNotFound, ProgressParams, RpcError, ToolModel
+from protocol.agents.conductor import TERMINAL_STATES, JobRecord, JobState, StepName, StepRecord
+from protocol.agents.cost_monitor import BudgetStatusInput, RecordUsageInput
+from runtime import Catalog, OnProgress, SwarmClient, ToolFailed, follow_progress
 
 __all__ = ["JobDriver", "LeaseLost"]
 
@@ -27,8 +31,12 @@ log = structlog.get_logger("agent.conductor.driver")
 
 WATCH_INTERVAL_S = 1.0
 """How often a running step checks for a cancel request and renews the lease."""
+REGISTER_TIMEOUT_S = 600.0
 
 Publish = Callable[[JobEvent], Awaitable[None]]
+In = TypeVar("In", bound=ToolModel)
+Res = TypeVar("Res", bound=ToolModel)
+Out = TypeVar("Out")
 
 
 class LeaseLost(Exception):
@@ -75,7 +83,16 @@ class JobDriver:
         self.job.updated_at = time.time()
         await self._store.save(self.job)
 
-    async def _event(self, kind: str, *, step: str | None = None, message: str | None = None, **data: Any) -> None:
+    async def _event(
+        self,
+        kind: str,
+        *,
+        step: str | None = None,
+        message: str | None = None,
+        progress: float | None = None,
+        total: float | None = None,
+        **data: Any,
+    ) -> None:
         terminal = kind == "state_changed" and (self.job.state in TERMINAL_STATES or self.job.state == "paused_budget")
         await self._publish(
             JobEvent(
@@ -83,6 +100,8 @@ class JobDriver:
                 kind=kind,
                 state=self.job.state,
                 step=step,
+                progress=progress,
+                total=total,
                 message=message,
                 terminal=terminal,
                 data=data,
@@ -106,14 +125,14 @@ class JobDriver:
         if job.state in TERMINAL_STATES or job.state == "paused_budget":
             return job
         try:
-            for name in STEPS:
-                record = job.step(name)
+            for step in PIPELINE:
+                record = job.step(step.name)
                 if record.status == "done":
                     continue
                 if await self._cancelled():
-                    raise _Cancelled()
+                    raise _Cancelled("cancelled by request")
                 await self._check_budget()
-                await self._run_step(record)
+                await self._run_step(step, record)
             if job.spec.scope == "domain":
                 await self._register()
             await self._set_state("done", "deployed")
@@ -127,23 +146,54 @@ class JobDriver:
 
     async def _check_budget(self) -> None:
         try:
-            status = await self._client.call("cost_monitor", "budget_status", {})
-        except RpcError as exc:
-            log.warning("budget status unavailable; continuing", job=self.job.job_id, error=exc.message)
+            status = await tools.BUDGET_STATUS.call(self._client, BudgetStatusInput())
+        except (RpcError, ToolFailed) as exc:
+            log.warning("budget status unavailable; continuing", job=self.job.job_id, error=str(exc))
             return
-        if not status.is_error and (status.structured_content or {}).get("stopped"):
+        if status.stopped:
             raise _Paused("a budget passed its stop threshold; resume_job continues the job once there is budget")
 
-    async def _run_step(self, record: StepRecord) -> None:
-        job, name = self.job, record.name
-        if job.state != name:
-            await self._set_state(name, f"{name} started")
-        if name == "data_qa":
-            await self._gate(record)
+    async def _run_step(self, step: Step[Any], record: StepRecord) -> None:
+        if self.job.state != step.name:
+            await self._set_state(step.name, f"{step.name} started")
+        if isinstance(step, LocalStep):
+            record.attempts += 1
+            record.agent, record.started_at = "conductor", time.time()
+            await self._finish(step, record, step.decide(self.job, self._settings, self._catalog), 0.0)
             return
-        if name == "knowledge_transfer" and not await self._warm_start_possible(record):
+        assert isinstance(step, ToolStep)  # the only other kind
+        skipped = await step.skip(self.job, self._client) if step.skip else None
+        if skipped is not None:
+            await self._skip(step, record, *skipped)
             return
-        settings = self._settings
+        output, seconds = await self._attempts(step, record)
+        await self._finish(step, record, output, seconds)
+
+    async def _skip(self, step: Step[Out], record: StepRecord, why: str, output: Out) -> None:
+        record.status, record.output, record.agent = "done", step.dump(output), "conductor"
+        record.started_at = record.finished_at = time.time()
+        record.seconds = 0.0
+        await self._save()
+        await self._event("step_finished", step=step.name, message=f"{step.name} skipped: {why}")
+
+    async def _finish(self, step: Step[Out], record: StepRecord, output: Out, seconds: float) -> None:
+        """Record the step's output; a verdict on it (model QA said no) fails the job."""
+        verdict = step.verdict(output)
+        record.status, record.error = "failed" if verdict else "done", verdict
+        record.output, record.finished_at, record.seconds = step.dump(output), time.time(), round(seconds, 3)
+        if isinstance(step, ToolStep):
+            # Usage first: a Conductor that dies before the save re-sends the step (answered from the
+            # agent's stored result) and reports the same usage key again, which the ledger keeps once.
+            await self._report_usage(step, record)
+        await self._save()
+        message = verdict or f"{step.name} done in {seconds:.1f}s"
+        await self._event("step_finished", step=step.name, message=message, ok=verdict is None)
+        if verdict:
+            raise _Permanent(verdict)
+
+    async def _attempts(self, step: ToolStep[Any, Any, Out], record: StepRecord) -> tuple[Out, float]:
+        """The step's calls until they succeed, retried with backoff while retrying can help."""
+        settings, name = self._settings, step.name
         while True:
             if record.status != "running":
                 record.attempts += 1
@@ -152,11 +202,12 @@ class JobDriver:
                 await self._event("step_started", step=name, message=f"{name} attempt {record.attempts}")
             started = time.monotonic()
             try:
-                output = await self._perform(record)
-            except _Permanent as exc:
+                return await self._perform(step, record), time.monotonic() - started
+            except (_Permanent, _Paused) as exc:
                 record.status, record.error = "failed", str(exc)
                 await self._save()
-                await self._event("step_finished", step=name, message=f"{name} failed: {exc}", ok=False)
+                if isinstance(exc, _Permanent):
+                    await self._event("step_finished", step=name, message=f"{name} failed: {exc}", ok=False)
                 raise
             except (RpcError, ToolFailed) as exc:
                 record.status, record.error = "failed", str(exc)
@@ -165,187 +216,152 @@ class JobDriver:
                     await self._event("step_finished", step=name, message=f"{name} failed: {exc}", ok=False)
                     raise _Permanent(f"{name} failed after {record.attempts} attempts: {exc}") from exc
                 delay = settings.backoff_s * 2 ** (record.attempts - record.attempt_base - 1)
-                log.warning("step failed; retrying", job=job.job_id, step=name, error=str(exc), retry_in_s=delay)
+                log.warning("step failed; retrying", job=self.job.job_id, step=name, error=str(exc), retry_in_s=delay)
                 await self._event("log", step=name, message=f"{name} attempt {record.attempts} failed: {exc}")
                 await anyio.sleep(delay)
-                continue
-            seconds = time.monotonic() - started
-            verdict = self._verdict(name, output)
-            record.status, record.output, record.finished_at = "failed" if verdict else "done", output, time.time()
-            record.seconds, record.error = round(seconds, 3), verdict
-            # Usage first: a Conductor that dies before the save re-sends the step (answered from the
-            # agent's stored result) and reports the same usage key again, which the ledger keeps once.
-            await self._report_usage(record)
-            await self._save()
-            message = f"{name} failed: {verdict}" if verdict else f"{name} done in {seconds:.1f}s"
-            await self._event("step_finished", step=name, message=message, ok=verdict is None)
-            if verdict:
-                raise _Permanent(verdict)
-            return
 
-    async def _perform(self, record: StepRecord) -> dict[str, Any]:
+    async def _perform(self, step: ToolStep[Any, Res, Out], record: StepRecord) -> Out:
         """The step's calls in order; a part's result is saved as it arrives, so a retry skips it."""
-        job, name = self.job, record.name
-        parts: dict[str, dict[str, Any]] = record.output.setdefault("parts", {})
-        calls = step_calls(job, name, self._settings)
-        for call in calls:
-            if call.part in parts:
+        job = self.job
+        if PARTS not in record.output:
+            record.output = {PARTS: {}}  # a step that recorded a result before (then resumed) starts afresh
+        stored: dict[str, Any] = record.output[PARTS]
+        parts = {part: step.tool.output.model_validate(result) for part, result in stored.items()}
+        calls = step.calls(job)
+        for part, arguments in calls.items():
+            if part in parts:
                 continue
-            parts[call.part] = await self._call_watching_cancel(call, record)
+            parts[part] = await self._call(step, step.tool, arguments, record, part)
+            stored[part] = parts[part].model_dump(mode="json")
             if len(calls) > 1:
                 await self._save()
-        closing = closing_call(job, name, parts, self._settings)
-        closed = await self._call_watching_cancel(closing, record) if closing else None
-        return step_output(job, name, parts, closed)
+        closing = step.closing
+        closing_arguments = closing.arguments(job, parts) if closing else None
+        if closing is None or closing_arguments is None:
+            return step.record(job, parts)
+        return closing.record(parts, await self._call(step, closing.tool, closing_arguments, record, ""))
 
-    async def _call_watching_cancel(self, step: StepCall, record: StepRecord) -> dict[str, Any]:
-        """One tool call of the step; a cancel request abandons the wait (the agent's own work runs out)."""
+    async def _call(
+        self, step: Step[Any], tool: AgentTool[In, Res], arguments: In, record: StepRecord, part: str
+    ) -> Res:
+        """One tool call of the step; a cancel request, a spent budget or a lost lease abandons the wait."""
         job = self.job
-        agent, tool, arguments, timeout = step.agent, step.tool, step.arguments, step.timeout_s
-        record.agent = agent
-        key = f"{job.job_id}:{record.name}:{record.attempts}" + (f":{step.part}" if step.part else "")
-        result: dict[str, Any] = {}
-        cancelled = False
-        paused: _Paused | None = None
+        record.agent = tool.agent
+        key = f"{job.job_id}:{record.name}:{record.attempts}" + (f":{part}" if part else "")
+        reply: CallToolResult | None = None
+        stop: Exception | None = None
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
-                nonlocal cancelled, paused
-                last_budget_check = time.monotonic()
-                while True:
-                    await anyio.sleep(WATCH_INTERVAL_S)
-                    try:
-                        cancelled = await self._cancelled()
-                        held = await self._store.renew(job.job_id, self._owner)
-                        if time.monotonic() - last_budget_check >= self._settings.budget_check_s:
-                            last_budget_check = time.monotonic()
-                            await self._check_budget()
-                    except RpcError as exc:  # the broker blinked: keep waiting for the step
-                        log.warning("could not check the job's lease", job=job.job_id, error=exc.message)
-                        continue
-                    except _Paused as exc:
-                        paused = exc
-                    if cancelled or paused or not held:
-                        tg.cancel_scope.cancel()
-                        return
+                nonlocal stop
+                stop = await self._watch()
+                tg.cancel_scope.cancel()
 
             async def call() -> None:
                 # Failures are kept and raised outside the task group, which would wrap them.
-                nonlocal failure
+                nonlocal reply, failure
                 try:
-                    reply = await self._client.call(
-                        agent, tool, arguments, timeout=timeout, idempotency_key=key, trace_id=job.job_id
-                    )
+                    async with follow_progress(self._client.bus, key, self._progress_events(record.name, part)):
+                        reply = await self._client.call(
+                            tool.agent,
+                            tool.name,
+                            arguments,
+                            timeout=step.timeout_s(self._settings),
+                            idempotency_key=key,
+                            progress_token=key,
+                            trace_id=job.job_id,
+                        )
                 except (InvalidParams, MethodNotFound) as exc:
-                    failure = _Permanent(f"{agent}.{tool} refused the step: {exc.message}")
+                    failure = _Permanent(f"{tool.agent}.{tool.name} refused the step: {exc.message}")
                 except RpcError as exc:
                     failure = exc
-                else:
-                    if not reply.is_error:
-                        result.update(reply.structured_content or {})
-                    elif "step" in (reply.structured_content or {}):
-                        failure = ToolFailed(agent, tool, reply)  # training stopped at a checkpoint: re-run resumes
-                    else:
-                        data = reply.structured_content or {}
-                        failure = _Permanent(f"{agent}.{tool}: {data.get('error') or reply.content}")
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
             tg.start_soon(call)
-        if cancelled or paused:
+        if isinstance(stop, _Cancelled | _Paused):
             # The running step stops too (training checkpoints at its next step and ends).
             with anyio.CancelScope(shield=True):
-                await self._client.bus.cancel_request(agent, key)
-            record.status, record.error = "failed", "paused by the budget" if paused else "cancelled"
-            await self._save()
-            raise paused or _Cancelled()
+                await self._client.bus.cancel_request(tool.agent, key)
+        if stop is not None:
+            raise stop
         if failure is not None:
             raise failure
-        if not result:
-            raise LeaseLost(job.job_id)
-        return result
+        assert reply is not None
+        return _result(tool, reply)
+
+    async def _watch(self) -> Exception:
+        """Wait until a running step must stop: a cancel request, a spent budget or a lost lease."""
+        job = self.job
+        last_budget_check = time.monotonic()
+        while True:
+            await anyio.sleep(WATCH_INTERVAL_S)
+            try:
+                if await self._cancelled():
+                    return _Cancelled("cancelled by request")
+                if not await self._store.renew(job.job_id, self._owner):
+                    return LeaseLost(job.job_id)
+                if time.monotonic() - last_budget_check >= self._settings.budget_check_s:
+                    last_budget_check = time.monotonic()
+                    await self._check_budget()
+            except RpcError as exc:  # the broker blinked: keep waiting for the step
+                log.warning("could not check the job's lease", job=job.job_id, error=exc.message)
+            except _Paused as exc:
+                return exc
+
+    def _progress_events(self, step: StepName, part: str) -> OnProgress:
+        """The job's progress events, out of what a step's call reports."""
+
+        async def publish(p: ProgressParams) -> None:
+            # A count without a total only says "still working": the event carries the message alone.
+            measured = p.progress if p.total is not None else None
+            data = {**(p.meta or {}), **({"part": part} if part else {})}
+            await self._event("progress", step=step, message=p.message, progress=measured, total=p.total, **data)
+
+        return publish
 
     async def _register(self) -> None:
         """Index the finished domain for warm starts; a missing Knowledge Transfer agent only costs that."""
-        call = register_call(self.job)
+        job_id = self.job.job_id
         try:
-            key = f"{self.job.job_id}:register"
-            reply = await self._client.call(
-                call.agent, call.tool, call.arguments, timeout=call.timeout_s, idempotency_key=key
+            await tools.REGISTER.call(
+                self._client,
+                registration(self.job),
+                timeout=REGISTER_TIMEOUT_S,
+                idempotency_key=f"{job_id}:register",
             )
-        except RpcError as exc:
-            log.warning("domain not indexed for warm starts", job=self.job.job_id, error=exc.message)
-            return
-        if reply.is_error:
-            log.warning("domain not indexed for warm starts", job=self.job.job_id, error=str(reply.content))
+        except (RpcError, ToolFailed) as exc:
+            log.warning("domain not indexed for warm starts", job=job_id, error=str(exc))
 
-    @staticmethod
-    def _verdict(name: StepName, output: dict[str, Any]) -> str | None:
-        """Why a step that ran fine still stops the job (model QA said no), or None."""
-        if name != "model_qa":
-            return None
-        failed = [
-            f"{m['model_id']} scored {m['report']['score']:.1f}%: " + "; ".join(m["report"]["reasons"][:6])
-            for m in output["models"]
-            if not m["report"]["passed"]
-        ]
-        return "model QA did not pass: " + " | ".join(failed) if failed else None
-
-    async def _warm_start_possible(self, record: StepRecord) -> bool:
-        """Skip the step (recorded as done, no recommendation) when it was not asked for or nobody can answer."""
-        why = None
-        if self.job.spec.scope != "domain":
-            why = "warm starts are for domain jobs"
-        elif not self.job.spec.warm_start:
-            why = "warm start not requested"
-        elif not await self._client.agents("knowledge_transfer"):
-            why = "no knowledge_transfer agent running"
-        if why is None:
-            return True
-        now = time.time()
-        record.status, record.output, record.agent = "done", {"domain": None, "skipped": why}, "conductor"
-        record.started_at = record.finished_at = now
-        record.seconds = 0.0
-        await self._save()
-        await self._event("step_finished", step=record.name, message=f"knowledge transfer skipped: {why}")
-        return False
-
-    async def _gate(self, record: StepRecord) -> None:
-        crisis = any(self._catalog.domain(d).crisis_safety for d in self.job.domains)
-        passed, result = data_gate(self.job, self._settings, crisis)
-        record.attempts += 1
-        record.status = "done" if passed else "failed"
-        record.output, record.started_at, record.finished_at, record.seconds = result, time.time(), time.time(), 0.0
-        record.agent = "conductor"
-        await self._save()
-        await self._event("step_finished", step="data_qa", message="data gate " + ("passed" if passed else "failed"))
-        if not passed:
-            raise _Permanent("data_qa: " + "; ".join(result["reasons"]))
-
-    async def _report_usage(self, record: StepRecord) -> None:
-        plan = self.job.plan
-        usage = {
-            "job_id": self.job.job_id,
-            "step": record.name,
-            "attempt": record.attempts,
-            "agent": record.agent or "conductor",
-            "target": self.job.spec.target,
-            "device": plan.device if record.name == "train" else "cpu",
-            "provider": plan.provider if record.name == "train" else "local",
-            "seconds": record.seconds or 0.0,
-        }
-        if record.name == "train" and plan.gpu:
-            usage["gpu"] = plan.gpu
+    async def _report_usage(self, step: ToolStep[Any, Any, Any], record: StepRecord) -> None:
+        job, plan, on_device = self.job, self.job.plan, step.on_training_device
+        usage = RecordUsageInput(
+            job_id=job.job_id,
+            step=record.name,
+            attempt=record.attempts,
+            agent=record.agent or "conductor",
+            target=job.spec.target,
+            device=plan.device if on_device else "cpu",
+            provider=plan.provider if on_device else "local",
+            gpu=plan.gpu if on_device else None,
+            seconds=record.seconds or 0.0,
+        )
         try:
-            reply = await self._client.call(
-                "cost_monitor",
-                "record_usage",
-                usage,
-                idempotency_key=f"usage:{self.job.job_id}:{record.name}:{record.attempts}",
+            recorded = await tools.RECORD_USAGE.call(
+                self._client, usage, idempotency_key=f"usage:{job.job_id}:{record.name}:{record.attempts}"
             )
-        except RpcError as exc:
-            log.warning("usage not recorded", job=self.job.job_id, step=record.name, error=exc.message)
+        except (RpcError, ToolFailed) as exc:
+            log.warning("usage not recorded", job=job.job_id, step=record.name, error=str(exc))
             return
-        if not reply.is_error:
-            record.usd = float((reply.structured_content or {}).get("entry", {}).get("usd", 0.0))
+        record.usd = recorded.entry.usd
+
+
+def _result(tool: AgentTool[Any, Res], reply: CallToolResult) -> Res:
+    """The call's typed result; an error a re-run cannot fix is permanent."""
+    data = reply.structured_content or {}
+    if not reply.is_error:
+        return tool.output.model_validate(data)
+    if "step" in data:
+        raise ToolFailed(tool.agent, tool.name, reply)  # training stopped at a checkpoint: a re-run resumes
+    raise _Permanent(f"{tool.agent}.{tool.name}: {data.get('error') or reply.content}")

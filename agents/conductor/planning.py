@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from agents.conductor import tools
 from agents.conductor.settings import JobSettings
+from agents.conductor.steps import TRAIN
 from protocol import RpcError
 from protocol.agents.conductor import JobPlan, JobRecord, JobSpec
-from protocol.agents.gpu_optimization import DeviceProfile
+from protocol.agents.gpu_optimization import ProfileDeviceInput
 from runtime import Catalog, SwarmClient
 
 __all__ = ["plan_job"]
@@ -16,10 +20,15 @@ _PROFILE_TIMEOUT_S = 30.0
 def _seconds_per_step(history: list[JobRecord], device: str) -> float | None:
     """Measured training seconds per step on this device, from the newest finished training."""
     for job in history:
-        train = job.step("train")
-        steps = train.output.get("metrics", {}).get("steps") if train.status == "done" else None
-        if steps and job.plan.device == device and train.seconds:
-            return float(train.seconds) / int(steps)
+        record = job.step("train")
+        if record.status != "done" or job.plan.device != device or not record.seconds:
+            continue
+        try:
+            steps = TRAIN.read(job).metrics.steps
+        except ValidationError:  # recorded by a version whose training output differs: no measurement
+            continue
+        if steps:
+            return record.seconds / steps
     return None
 
 
@@ -34,9 +43,7 @@ async def plan_job(
     tier = catalog.tier(spec.tier)
     reasons: list[str] = []
     try:
-        device = await client.call_model(
-            "gpu_optimization", "profile_device", {}, DeviceProfile, timeout=_PROFILE_TIMEOUT_S
-        )
+        device = await tools.PROFILE_DEVICE.call(client, ProfileDeviceInput(), timeout=_PROFILE_TIMEOUT_S)
         device_name, kind = device.name, device.kind
     except RpcError as exc:
         device_name, kind = "unknown", None

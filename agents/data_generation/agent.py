@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 
 from agents.data_generation.compositional import CompositionalGenerator, load_common
@@ -239,14 +238,16 @@ class _Loop:
         start, self._next_index = self._next_index, self._next_index + size
         weights = self.topic_weights
 
-        def report(done: int) -> None:
-            anyio.from_thread.run(self._progress, "generate", self.kept + done)
+        report_progress = self.ctx.progress_reporter()
+
+        def progress(done: int) -> None:
+            report_progress(*self._progress("generate", self.kept + done))
 
         def produce() -> int:
             samples = (
                 self.generator.sample(self.params.seed, i, topic_weights=weights) for i in range(start, start + size)
             )
-            return write_batch(batch, samples, progress=report)
+            return write_batch(batch, samples, progress=progress)
 
         await anyio.to_thread.run_sync(produce)
         self.generated += size
@@ -281,14 +282,11 @@ class _Loop:
             kept=result.report.kept,
             pass_rate=round(result.report.pass_rate, 3),
         )
-        await self._progress("filter", self.kept)
+        await self.ctx.progress(*self._progress("filter", self.kept))
 
-    async def _progress(self, stage: str, done: int) -> None:
-        await self.ctx.progress(
-            min(done, self.params.count),
-            self.params.count,
-            f"{self.domain.name}: {stage}, round {self.rounds}",
-        )
+    def _progress(self, stage: str, done: int) -> tuple[float, float, str]:
+        """Progress as (samples, samples wanted, status)."""
+        return min(done, self.params.count), self.params.count, f"{self.domain.name}: {stage}, round {self.rounds}"
 
 
 def _topic_pass_rates(batch: Path, rejections: Path) -> dict[str, float]:

@@ -14,7 +14,7 @@ from agents.gguf_creation.deploy import deploy_version, publish_layout, read_man
 from agents.llm.adapter_file import read_adapter
 from agents.llm.base_model import resolve_base_model
 from agents.llm.layout import build_folder, builds_root, domains_of, layout_of, model_layouts, trained_dir
-from protocol import InvalidParams, JobEvent
+from protocol import InvalidParams
 from protocol.agents.gguf_creation import (
     BuiltModel,
     CreateGgufInput,
@@ -64,13 +64,10 @@ class GgufCreationAgent(Agent):
             cache_dir=settings.model_cache,
         )
 
-        async def publish(message: str) -> None:
-            await ctx.progress(0, None, message)
-            if params.job_id is not None:
-                await ctx.job_event(JobEvent(job_id=params.job_id, kind="progress", step="convert", message=message))
+        report_progress = ctx.progress_reporter()
 
         def progress(message: str) -> None:
-            anyio.from_thread.run(publish, message)
+            report_progress(0, None, message)
 
         built = await anyio.to_thread.run_sync(lambda: build_files(plan, progress))
         models = []

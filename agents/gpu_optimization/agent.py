@@ -7,7 +7,6 @@ import json
 import threading
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 
 from agents.gpu_optimization.device import profile_device
@@ -16,7 +15,6 @@ from agents.gpu_optimization.trainer import TrainingProgress, TrainingRun, Train
 from agents.llm.adapter_file import read_adapter
 from agents.llm.base_model import resolve_base_model
 from agents.llm.layout import domains_of, trained_dir
-from protocol import JobEvent
 from protocol.agents.gpu_optimization import (
     DeviceProfile,
     ProfileDeviceInput,
@@ -116,24 +114,12 @@ class GpuOptimizationAgent(Agent):
             resume=params.resume,
         )
 
-        async def publish(p: TrainingProgress) -> None:
-            message = f"step {p.step}/{p.max_steps} loss {p.loss:.4f} {p.tokens_per_second:.0f} tok/s"
-            await ctx.progress(p.step, p.max_steps, message)
-            if params.job_id is not None:
-                data = {"loss": p.loss, "tokens_per_second": p.tokens_per_second, "eta_s": p.eta_s}
-                event = JobEvent(
-                    job_id=params.job_id,
-                    kind="progress",
-                    step="train",
-                    progress=p.step,
-                    total=p.max_steps,
-                    message=message,
-                    data=data,
-                )
-                await ctx.job_event(event)
+        report_progress = ctx.progress_reporter()
 
         def on_progress(p: TrainingProgress) -> None:
-            anyio.from_thread.run(publish, p)
+            message = f"step {p.step}/{p.max_steps} loss {p.loss:.4f} {p.tokens_per_second:.0f} tok/s"
+            measured = {"loss": p.loss, "tokens_per_second": p.tokens_per_second, "eta_s": p.eta_s}
+            report_progress(p.step, p.max_steps, message, meta=measured)
 
         cancelled = threading.Event()
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 
 from agents.llm.base_model import load_tokenizer, resolve_base_model
@@ -96,11 +95,12 @@ class QualityAssuranceAgent(Agent):
                 rules=rules,
             )
             last = [0.0]
+            report_progress = ctx.progress_reporter()
 
             def progress(done: int) -> None:
                 if time.monotonic() - last[0] >= 2.0:
                     last[0] = time.monotonic()
-                    anyio.from_thread.run(ctx.progress, done, total, f"filtering {domain.name}")
+                    report_progress(done, total, f"filtering {domain.name}")
 
             kept_path, rejections_path = work / "kept.jsonl", work / "rejections.jsonl"
 
@@ -184,8 +184,10 @@ class QualityAssuranceAgent(Agent):
             if not model.eval_samples:
                 raise InvalidParams("the evaluation dataset has no usable conversations")
 
+            report_progress = ctx.progress_reporter()
+
             def progress(message: str) -> None:
-                anyio.from_thread.run(ctx.progress, 0, None, message)
+                report_progress(0, None, message)
 
             report = await anyio.to_thread.run_sync(
                 lambda: validate_model_files(model, settings_quality, signals, utc_now_iso(), progress)

@@ -7,12 +7,21 @@ from typing import Any, Literal, TypeAlias
 from pydantic import Field
 
 from protocol._base import CatalogName, ToolModel
+from protocol.agents.data_generation import GenerateOutput
+from protocol.agents.gguf_creation import DeployOutput
 from protocol.agents.gpu_optimization import LoraSettings, Scope, TrainingOverrides
+from protocol.agents.knowledge_transfer import Recommendation
+from protocol.agents.quality_assurance import ValidateModelOutput
 
 __all__ = [
     "STEPS",
     "TERMINAL_STATES",
+    "DataGate",
+    "DataOutput",
+    "DeployedModel",
+    "DeployOutputs",
     "DescribeDomainInput",
+    "DomainData",
     "DomainInfo",
     "JobIdInput",
     "JobPlan",
@@ -33,6 +42,10 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SubmitJobOutput",
+    "ValidatedModel",
+    "ValidateOutputs",
+    "WarmStart",
+    "WarmStartSkipped",
 ]
 
 
@@ -164,6 +177,74 @@ class StepRecord(ToolModel):
     """The tool's structured result, recorded before the next step starts."""
     error: str | None = None
     """Last failure, when any."""
+
+
+class DomainData(ToolModel):
+    """One domain's generation, within the data of a job over several domains."""
+
+    kept: int
+    pass_rate: float
+    reached_target: bool
+    path: str
+
+
+class DataOutput(GenerateOutput):
+    """What the ``data`` step records: its one domain's ``generate`` result, or over several domains
+    the ``combine``d splits with the domains' generation summed up."""
+
+    samples_per_domain: dict[str, int] | None = None
+    """Training samples each domain contributed (several domains)."""
+    domains: dict[str, DomainData] = Field(default_factory=dict)
+    """Each domain's generation (several domains)."""
+
+
+class DataGate(ToolModel):
+    """What the ``data_qa`` step records: the Conductor's own verdict on the data."""
+
+    passed: bool
+    pass_rate: float
+    samples: int
+    eval_samples: int
+    near_duplicate_rate: float
+    reasons: list[str]
+    """Why the data fails the gate (empty when it passed)."""
+
+
+class WarmStartSkipped(ToolModel):
+    """What the ``knowledge_transfer`` step records when the Conductor skips it: no recommendation."""
+
+    domain: None = None
+    adapter: None = None
+    skipped: str
+    """Why it was skipped."""
+
+
+WarmStart: TypeAlias = Recommendation | WarmStartSkipped
+"""What the ``knowledge_transfer`` step records."""
+
+
+class ValidatedModel(ValidateModelOutput):
+    """One built model's QA result."""
+
+    model_id: str
+
+
+class ValidateOutputs(ToolModel):
+    """What the ``model_qa`` step records: one QA result per built model."""
+
+    models: list[ValidatedModel]
+
+
+class DeployedModel(DeployOutput):
+    """One built model's deployment."""
+
+    model_id: str
+
+
+class DeployOutputs(ToolModel):
+    """What the ``deploy`` step records: one deployment per built model."""
+
+    models: list[DeployedModel]
 
 
 class JobPlan(ToolModel):

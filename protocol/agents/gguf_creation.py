@@ -33,8 +33,6 @@ VERSION_PATTERN = r"^v[0-9]{1,6}$"
 class CreateGgufInput(ToolModel):
     """Arguments of ``gguf_creation.create_gguf``."""
 
-    job_id: Identifier | None = None
-    """Job whose events carry this step's progress."""
     scope: Scope = "domain"
     """Domain (D layout), category (C) or universal (A full quant and B smaller quant)."""
     target: CatalogName

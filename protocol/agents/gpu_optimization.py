@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from protocol._base import CatalogName, Identifier, ToolModel
+from protocol._base import CatalogName, ToolModel
 from protocol._tools import ArtifactRef, DatasetRef
 
 __all__ = [
@@ -98,8 +98,6 @@ class TrainingOverrides(ToolModel):
 class TrainInput(ToolModel):
     """Arguments of ``gpu_optimization.train`` and ``plan_training``."""
 
-    job_id: Identifier | None = None
-    """Job whose events carry this run's progress."""
     scope: Scope = "domain"
     """What the model covers: one domain, one category (its domains' union) or all domains."""
     target: CatalogName

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from protocol._base import CatalogName, Identifier, ToolModel
+from protocol._base import CatalogName, ToolModel
 from protocol._tools import ArtifactRef, DatasetRef
 
 __all__ = [
@@ -99,8 +99,6 @@ class FilterDatasetOutput(ToolModel):
 class ValidateModelInput(ToolModel):
     """Arguments of ``quality_assurance.validate_model``."""
 
-    job_id: Identifier | None = None
-    """Job whose events carry this step's progress."""
     metadata: ArtifactRef
     """The model's metadata JSON (from ``gguf_creation.create_gguf``); it lists the files to check."""
     eval_dataset: DatasetRef

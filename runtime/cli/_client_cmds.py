@@ -78,7 +78,10 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
             if event.step and event.progress is not None:
                 if event.step not in bars:
                     bars[event.step] = progress.add_task(event.step, total=event.total)
-                progress.update(bars[event.step], completed=event.progress, total=event.total)
+                # A step of several calls (a category's data, domain by domain) counts each call's part.
+                part = event.data.get("part")
+                label = f"{event.step} {part}" if part else event.step
+                progress.update(bars[event.step], completed=event.progress, total=event.total, description=label)
             if event.kind != "progress":
                 progress.console.print(event_line(record), highlight=False)
             if event.terminal:

@@ -1,22 +1,21 @@
 """Turning the swarm's events into MCP progress notifications.
 
-Agents publish ``notifications/progress`` (keyed by the caller's progress token) and job events
-on the bus's events stream; MCP wants one rising number per request. Progress that does not rise
-is dropped, because the MCP specification requires every notification to increase it.
+Agents publish ``notifications/progress`` (keyed by the caller's progress token), and the Conductor
+job events, on the bus's events stream; MCP wants one rising number per request. Progress that does
+not rise is dropped, because the MCP specification requires every notification to increase it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import anyio
-
 from bus import Bus
-from protocol import JobEvent, ProgressNotification
+from protocol import JobEvent, ProgressParams
 from protocol.agents.conductor import STEPS
 from runtime._job_events import job_events
+from runtime._progress import OnProgress
 
-__all__ = ["JobProgress", "ReportProgress", "ToolProgressRelay", "follow_job"]
+__all__ = ["JobProgress", "ReportProgress", "follow_job", "rising"]
 
 _STEP_INDEX: dict[str, int] = {step: i for i, step in enumerate(STEPS)}
 
@@ -24,47 +23,17 @@ ReportProgress = Callable[[float, float | None, str | None], Awaitable[None]]
 """``(progress, total, message)``: sends one MCP progress notification."""
 
 
-def _position(entry_id: str) -> tuple[int, int]:
-    """Order of a stream entry id (``milliseconds-sequence`` on both backends)."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def rising(report: ReportProgress) -> OnProgress:
+    """Forward one call's progress notifications to MCP, dropping those that do not rise."""
+    last: float | None = None
 
+    async def forward(params: ProgressParams) -> None:
+        nonlocal last
+        if last is None or params.progress > last:
+            last = params.progress
+            await report(params.progress, params.total, params.message)
 
-class ToolProgressRelay:
-    """Forwards the progress an agent publishes for one call's ``token``, from ``since`` on."""
-
-    def __init__(self, bus: Bus, since: str, token: str, report: ReportProgress) -> None:
-        self._bus = bus
-        self._since = since
-        self._token = token
-        self._report = report
-        self._position = _position(since)
-        self._moved = anyio.Event()
-        self._stopped = False
-
-    async def run(self) -> None:
-        """Relay until cancelled."""
-        last: float | None = None
-        try:
-            async for record in self._bus.events(since=self._since):
-                message = record.envelope.message
-                if isinstance(message, ProgressNotification) and message.params.progress_token == self._token:
-                    params = message.params
-                    if last is None or params.progress > last:
-                        last = params.progress
-                        await self._report(params.progress, params.total, params.message)
-                self._position = _position(record.id)
-                self._moved.set()
-                self._moved = anyio.Event()
-        finally:
-            self._stopped = True
-            self._moved.set()
-
-    async def drain(self, until: str) -> None:
-        """Return once every event up to entry ``until`` was relayed (or the relay stopped)."""
-        target = _position(until)
-        while not self._stopped and self._position < target:
-            await self._moved.wait()
+    return forward
 
 
 class JobProgress:

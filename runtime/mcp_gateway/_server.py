@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
@@ -18,19 +17,17 @@ from pydantic import BaseModel, ValidationError
 from protocol import CallToolResult, MeetaraError, RpcError, new_id, summarize_validation_error
 from runtime._client import SwarmClient
 from runtime._errors import ToolError
+from runtime._progress import follow_progress
 from runtime._version import VERSION
 from runtime.mcp_gateway._catalogue import Route, ToolCatalogue, mcp_tool
 from runtime.mcp_gateway._options import GatewayOptions
-from runtime.mcp_gateway._progress import ToolProgressRelay
+from runtime.mcp_gateway._progress import rising
 from runtime.mcp_gateway._resources import list_resources, read_resource, resource_templates
 from runtime.mcp_gateway._swarm_tools import SWARM, SWARM_TOOLS, GatewayCall, SwarmTools
 
 __all__ = ["Gateway", "serve_stdio"]
 
 log = structlog.get_logger("runtime.mcp_gateway")
-
-DRAIN_TIMEOUT_S = 2.0
-"""How long a finished call waits for its last progress notifications to be relayed."""
 
 INSTRUCTIONS = """\
 MeeTARA Lab, a factory of domain-specialist chat models run by a swarm of agents. Tools are named
@@ -129,45 +126,22 @@ class Gateway:
         # Always relayed: an in-process client asks for progress without a token in ``_meta``,
         # and reporting is a no-op for a caller that did not ask.
         token = new_id()
-        since = await bus.transport.last_id(bus.keys.events)
-        relay = ToolProgressRelay(bus, since, token, ctx.session.report_progress)
-        outcome: CallToolResult | RpcError
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._relay, relay)
-                try:
-                    outcome = await self.client.call(
-                        route.agent,
-                        route.tool,
-                        arguments,
-                        timeout=self.options.call_timeout_s,
-                        idempotency_key=key,
-                        progress_token=token,
-                    )
-                except RpcError as exc:  # kept out of the task group, which would wrap it in a group
-                    outcome = exc
-                else:
-                    # Progress the agent sent before its result goes out before the result: over
-                    # HTTP the request's event stream closes with the result.
-                    with anyio.move_on_after(DRAIN_TIMEOUT_S), contextlib.suppress(RpcError):
-                        await relay.drain(await bus.transport.last_id(bus.keys.events))
-                finally:
-                    tg.cancel_scope.cancel()
+            async with follow_progress(bus, token, rising(ctx.session.report_progress)):
+                outcome = await self.client.call(
+                    route.agent,
+                    route.tool,
+                    arguments,
+                    timeout=self.options.call_timeout_s,
+                    idempotency_key=key,
+                    progress_token=token,
+                )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await bus.cancel_request(route.agent, key)
             log.info("tool call cancelled by the client", tool=route.name)
             raise
-        if isinstance(outcome, RpcError):
-            raise outcome
         return _from_swarm(outcome)
-
-    async def _relay(self, relay: ToolProgressRelay) -> None:
-        # Progress is a courtesy: losing it must not fail the call it belongs to.
-        try:
-            await relay.run()
-        except Exception:
-            log.warning("progress relay stopped", exc_info=True)
 
     async def _call_local(
         self, ctx: ServerRequestContext[Any], route: Route, arguments: dict[str, Any]

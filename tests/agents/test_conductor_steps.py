@@ -1,67 +1,46 @@
-"""The Conductor's pure parts: settings, the data gate, and what each step asks of which agent."""
+"""The Conductor's pure parts: settings, the step table, the data gate, and reading stored records."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from agents.conductor.job_store import JobStore
+from agents.conductor.planning import _seconds_per_step
+from agents.conductor.report import build_report
 from agents.conductor.settings import load_job_settings
-from agents.conductor.steps import closing_call, data_gate, register_call, step_calls, step_output
+from agents.conductor.steps import (
+    CONVERT,
+    DATA,
+    DATA_QA,
+    DEPLOY,
+    KNOWLEDGE_TRANSFER,
+    MODEL_QA,
+    PIPELINE,
+    TRAIN,
+    ToolStep,
+    registration,
+)
 from bus import MemoryTransport
-from protocol.agents.conductor import STEPS, JobPlan, JobRecord, JobSpec, StepRecord
-from protocol.agents.gpu_optimization import TrainingOverrides
-from runtime import CatalogError, RecordStore, TransportRecords
-
-REF = {"uri": "file:///x", "sha256": "0" * 64, "size": 1}
-
-
-def job(domains: tuple[str, ...] = ("sleep",), **spec: object) -> JobRecord:
-    plan = JobPlan(
-        samples=300,
-        training=TrainingOverrides(max_steps=40),
-        device="cpu",
-        provider="local",
-        gpu=None,
-        estimated_hours=0.0,
-        estimated_usd=0.0,
-        reasons=[],
-    )
-    record = JobRecord(
-        job_id="ab" * 16,
-        spec=JobSpec(target="sleep", **spec),  # type: ignore[arg-type]
-        domains=list(domains),
-        plan=plan,
-        state="planned",
-        steps=[StepRecord(name=s) for s in STEPS],
-        created_at=time.time(),
-        updated_at=time.time(),
-    )
-    stats = {"samples": 280, "crisis": 12}
-    record.step("data").output = {
-        "dataset": REF, "eval_dataset": REF, "stats": stats, "kept": 280, "pass_rate": 0.93,
-        "reached_target": True, "eval_samples": 15, "near_duplicate_rate": 0.01,
-    }  # fmt: skip
-    record.step("knowledge_transfer").output = {"domain": "stress_management", "adapter": REF}
-    metrics = {"steps": 40, "final_loss": 1.9, "eval_loss": 2.1, "loss_curve": [[1, 3.0], [40, 1.9]]}
-    record.step("train").output = {"adapter": REF, "metrics": metrics, "warm_started": True}
-    model = {"model_id": "meetara_sleep", "metadata": REF, "metadata_path": "m.json", "files": []}
-    record.step("convert").output = {"models": [model]}
-    qa = {"model_id": "meetara_sleep", "report_artifact": REF, "report": {"passed": True}}
-    record.step("model_qa").output = {"models": [qa]}
-    return record
+from protocol.agents.conductor import STEPS
+from protocol.agents.data_generation import CombineInput, CombineOutput, GenerateOutput
+from protocol.agents.gguf_creation import CreateGgufInput, DeployInput
+from protocol.agents.gpu_optimization import TrainInput
+from protocol.agents.knowledge_transfer import Recommendation
+from protocol.agents.quality_assurance import ValidateModelInput
+from runtime import CatalogError, RecordStore, TransportRecords, load_catalog
+from tests.agents.fake_agents import recorded_job
 
 
-def test_each_step_calls_its_agent_with_the_previous_steps_artifacts() -> None:
-    settings = load_job_settings()
-    record = job(base_model="/models/base.gguf")
-    calls = {}
-    for s in STEPS:
-        if s != "data_qa":
-            (calls[s],) = step_calls(record, s, settings)
-    assert {s: (c.agent, c.tool) for s, c in calls.items()} == {
+def test_the_table_lists_the_pipeline_in_order() -> None:
+    assert tuple(step.name for step in PIPELINE) == STEPS
+
+
+def test_each_step_calls_its_agent_with_what_the_steps_before_it_recorded() -> None:
+    job = recorded_job("domain_job_done")
+    tools = {s.name: (s.tool.agent, s.tool.name) for s in PIPELINE if isinstance(s, ToolStep)}
+    assert tools == {
         "data": ("data_generation", "generate"),
         "knowledge_transfer": ("knowledge_transfer", "recommend"),
         "train": ("gpu_optimization", "train"),
@@ -69,35 +48,67 @@ def test_each_step_calls_its_agent_with_the_previous_steps_artifacts() -> None:
         "model_qa": ("quality_assurance", "validate_model"),
         "deploy": ("gguf_creation", "deploy"),
     }
-    assert calls["data"].arguments == {"domain": "sleep", "count": 300, "seed": 0}
-    train = calls["train"].arguments
-    assert train["warm_start"] == REF and train["training"]["max_steps"] == 40
-    assert train["base_model"] == "/models/base.gguf" and train["job_id"] == record.job_id
-    assert calls["train"].timeout_s == settings.step_timeout_s["train"]
-    assert calls["deploy"].arguments["lane"] == "production"
-    assert [c.part for c in calls.values()] == ["", "", "", "", "meetara_sleep", "meetara_sleep"]
-    assert closing_call(record, "data", {"": {}}, settings) is None
-    (cold_call,) = step_calls(job(warm_start=False), "train", settings)
-    cold = cold_call.arguments
-    assert "warm_start" not in cold and "base_model" not in cold
-    registered = register_call(record).arguments
-    assert registered["warm_started_from"] == "stress_management" and registered["base_model"] == "/models/base.gguf"
+    (data,) = DATA.calls(job).values()
+    assert (data.domain, data.count, data.crisis_fraction) == ("general_health", 40, 0.12)
+    train = TRAIN.calls(job)[""]
+    assert isinstance(train, TrainInput)
+    assert train.dataset == DATA.read(job).dataset and train.training.max_steps == 6
+    assert train.base_model == job.spec.base_model and train.warm_start is None  # nothing similar was trained
+    convert = CONVERT.calls(job)[""]
+    assert isinstance(convert, CreateGgufInput) and convert.training == TRAIN.read(job).metrics
+    (model_id,) = MODEL_QA.calls(job)
+    qa = MODEL_QA.calls(job)[model_id]
+    assert isinstance(qa, ValidateModelInput) and qa.metadata == CONVERT.read(job).models[0].metadata
+    deploy = DEPLOY.calls(job)[model_id]
+    assert isinstance(deploy, DeployInput) and deploy.job_id == job.job_id and deploy.lane == "production"
+    assert deploy.qa_report == MODEL_QA.read(job).models[0].report_artifact
+    assert TRAIN.timeout_s(load_job_settings()) == load_job_settings().step_timeout_s["train"]
+    registered = registration(job)
+    assert registered.steps == TRAIN.read(job).metrics.steps and registered.warm_started_from is None
+
+
+def test_a_warm_start_trains_from_the_recommended_adapter_and_registers_where_it_came_from() -> None:
+    job = recorded_job("domain_job_done")
+    adapter = TRAIN.read(job).adapter
+    recommendation = Recommendation(
+        domain="mental_health", similarity=0.9, adapter=adapter, threshold=0.5, candidates=[]
+    )
+    job.step("knowledge_transfer").output = KNOWLEDGE_TRANSFER.dump(recommendation)
+    assert TRAIN.calls(job)[""].warm_start == adapter
+    assert registration(job).warm_started_from == "mental_health"
+    cold = job.model_copy(update={"spec": job.spec.model_copy(update={"warm_start": False})})
+    assert TRAIN.calls(cold)[""].warm_start is None and registration(cold).warm_started_from is None
 
 
 def test_the_data_gate_names_what_is_wrong() -> None:
-    settings = load_job_settings()
-    record = job()
-    passed, result = data_gate(record, settings, crisis_safety=True)
-    assert passed and result["reasons"] == [] and result["pass_rate"] == 0.93
-    record.step("data").output.update(reached_target=False, kept=120, pass_rate=0.4)
-    record.step("data").output["stats"]["crisis"] = 0
-    passed, result = data_gate(record, settings, crisis_safety=True)
-    assert not passed
-    assert result["reasons"] == [
-        "only 120 of 300 conversations passed QA",
+    job, settings, catalog = recorded_job("domain_job_done"), load_job_settings(), load_catalog()
+    assert DATA_QA.decide(job, settings, catalog) == DATA_QA.read(job)
+    data = DATA.read(job)
+    short = data.model_copy(
+        update={
+            "reached_target": False,
+            "kept": 12,
+            "pass_rate": 0.4,
+            "stats": data.stats.model_copy(update={"crisis": 0}),
+        }
+    )
+    job.step("data").output = DATA.dump(short)
+    gate = DATA_QA.decide(job, settings, catalog)
+    assert not gate.passed
+    assert gate.reasons == [
+        "only 12 of 40 conversations passed QA",
         "QA pass rate 0.40 is below 0.70",
         "a crisis-sensitive domain's data has no crisis conversations",
     ]
+    assert DATA_QA.verdict(gate) == "data QA did not pass: " + "; ".join(gate.reasons)
+
+
+def test_training_is_timed_from_the_newest_job_whose_record_reads() -> None:
+    newest, older = recorded_job("category_job_done"), recorded_job("domain_job_done")
+    newest.step("train").output["metrics"].pop("steps")  # as an older version might have recorded it
+    device, seconds = older.plan.device, older.step("train").seconds
+    assert seconds and _seconds_per_step([newest, older], device) == seconds / TRAIN.read(older).metrics.steps
+    assert _seconds_per_step([newest, older], "another device") is None
 
 
 def test_a_broken_jobs_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -107,51 +118,46 @@ def test_a_broken_jobs_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_category_job_generates_per_domain_then_combines_and_checks_every_model() -> None:
-    settings = load_job_settings()
-    record = job(domains=("sleep", "stress_management"), scope="category")
-    calls = step_calls(record, "data", settings)
-    assert [(c.tool, c.part, c.arguments["domain"]) for c in calls] == [
-        ("generate", "sleep", "sleep"),
-        ("generate", "stress_management", "stress_management"),
-    ]
+    job = recorded_job("category_job_done")
+    assert job.domains == ["financial", "legal"]
+    calls = DATA.calls(job)
+    assert [(part, a.domain) for part, a in calls.items()] == [("financial", "financial"), ("legal", "legal")]
+    generated = GenerateOutput.model_validate(DATA.read(job).model_dump(include=set(GenerateOutput.model_fields)))
     parts = {
-        d: {
-            "dataset": REF,
-            "eval_dataset": REF,
-            "generated": 100,
-            "kept": kept,
-            "pass_rate": kept / 100,
-            "rejections": {"near_duplicate": 4, "length": 100 - kept - 4},
-            "rounds": rounds,
-            "reached_target": kept >= 90,
-            "path": f"{d}.jsonl",
-        }
-        for d, kept, rounds in (("sleep", 95, 1), ("stress_management", 85, 3))
+        "legal": generated.model_copy(update={"kept": 40, "generated": 40, "pass_rate": 1.0, "rounds": 1}),
+        "financial": generated.model_copy(
+            update={"kept": 30, "generated": 50, "pass_rate": 0.6, "rounds": 3, "reached_target": False}
+        ),
     }
-    closing = closing_call(record, "data", parts, settings)
-    assert closing is not None and (closing.agent, closing.tool) == ("data_generation", "combine")
-    assert [p["domain"] for p in closing.arguments["parts"]] == ["sleep", "stress_management"]
-    assert closing.arguments["scope"] == "category"
-    combined = {"dataset": REF, "eval_dataset": REF, "stats": {"samples": 170, "crisis": 3}, "eval_samples": 10}
-    output = step_output(record, "data", parts, combined)
-    assert output["kept"] == 180 and output["pass_rate"] == 0.9 and output["rounds"] == 3
-    assert output["near_duplicate_rate"] == 0.04 and output["rejections"]["length"] == 12
-    assert not output["reached_target"] and output["domains"]["sleep"]["reached_target"]
-    record.step("data").output = output
-    passed, result = data_gate(record, settings, crisis_safety=True)
-    assert not passed and result["reasons"] == ["fewer than 300 conversations passed QA for stress_management"]
+    parts["legal"].rejections, parts["financial"].rejections = {}, {"near_duplicate": 5, "length": 15}
+    assert DATA.closing is not None
+    closing = DATA.closing.arguments(job, parts)
+    assert isinstance(closing, CombineInput) and closing.scope == "category"
+    assert [p.domain for p in closing.parts] == ["financial", "legal"]
+    combine = CombineOutput.model_validate(DATA.read(job).model_dump(include=set(CombineOutput.model_fields)))
+    combined = DATA.closing.record(parts, combine)
+    assert (combined.kept, combined.generated, combined.rounds) == (70, 90, 3)
+    assert combined.pass_rate == 70 / 90 and combined.near_duplicate_rate == 5 / 90
+    assert not combined.reached_target and combined.domains["legal"].reached_target
+    job.step("data").output = DATA.dump(combined)
+    gate = DATA_QA.decide(job, load_job_settings(), load_catalog())
+    assert gate.reasons == ["fewer than 40 conversations passed QA for financial"]
+    assert list(MODEL_QA.calls(job)) == [m.model_id for m in CONVERT.read(job).models]
 
-    models = [{"model_id": m, "metadata": REF} for m in ("meetara_universal_full", "meetara_universal_lite")]
-    record.step("convert").output = {"models": models}
-    qa_calls = step_calls(record, "model_qa", settings)
-    assert [c.part for c in qa_calls] == ["meetara_universal_full", "meetara_universal_lite"]
-    reports = {c.part: {"report_artifact": {**REF, "uri": f"file:///{c.part}"}} for c in qa_calls}
-    record.step("model_qa").output = step_output(record, "model_qa", reports, None)
-    deploys = step_calls(record, "deploy", settings)
-    assert [c.arguments["qa_report"]["uri"] for c in deploys] == [
-        "file:///meetara_universal_full",
-        "file:///meetara_universal_lite",
-    ]
+
+def test_stored_records_read_back_typed_and_a_running_steps_parts_are_no_result() -> None:
+    job = recorded_job("category_job_done")
+    data = DATA.read(job)
+    assert sorted(data.domains) == ["financial", "legal"] and data.samples_per_domain
+    assert KNOWLEDGE_TRANSFER.read(job).domain is None
+    report = build_report(job, Path("/models"))
+    (model,) = report.models
+    deployed = DEPLOY.read(job).models[0]
+    assert model.model_id == deployed.model_id and model.deployed_version == deployed.entry.version
+    assert model.qa_passed and report.data_pass_rate == data.pass_rate
+    job.step("convert").output = {"parts": {}}
+    job.step("model_qa").output, job.step("deploy").output = {}, {}
+    assert CONVERT.result(job) is None and build_report(job, Path("/models")).models == []
 
 
 @pytest.mark.anyio

@@ -5,17 +5,19 @@ from __future__ import annotations
 import errno
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from protocol import (
     INVALID_PARAMS,
     InvalidParams,
     ProgressNotification,
+    ProgressParams,
     RpcError,
     ToolModel,
     Unavailable,
 )
-from runtime import Agent, CallContext, ToolError, ToolFailed, open_swarm, tool
+from runtime import Agent, CallContext, ToolError, ToolFailed, follow_progress, open_swarm, tool
 
 pytestmark = pytest.mark.anyio
 
@@ -52,6 +54,18 @@ class Calculator(Agent):
         return AddOut(total=params.a)
 
     @tool(read_only=True)
+    async def count_in_a_thread(self, params: AddIn, ctx: CallContext) -> AddOut:
+        """Count to a in a worker thread, reporting progress with a measurement from there."""
+        report = ctx.progress_reporter()
+
+        def work() -> int:
+            for i in range(1, params.a + 1):
+                report(i, params.a, f"step {i}", meta={"half": i / 2})
+            return params.a
+
+        return AddOut(total=await anyio.to_thread.run_sync(work))
+
+    @tool(read_only=True)
     async def grouped(self, params: AddIn) -> AddOut:
         """Fails inside a task group: a tool error (b=0), a full disk (b=1), a forbidden folder (b=2)."""
         async with anyio.create_task_group():
@@ -70,9 +84,16 @@ class Calculator(Agent):
 async def test_list_and_call_typed(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
     async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
         (instance,) = await swarm.client.agents()
-        assert instance.name == "calculator" and instance.tools == ["add", "count", "divide", "grouped", "lie"]
+        assert instance.name == "calculator" and instance.tools == [
+            "add",
+            "count",
+            "count_in_a_thread",
+            "divide",
+            "grouped",
+            "lie",
+        ]
         tools = await swarm.client.list_tools("calculator")
-        assert [t.name for t in tools] == ["add", "count", "divide", "grouped", "lie"]
+        assert [t.name for t in tools] == ["add", "count", "count_in_a_thread", "divide", "grouped", "lie"]
         out = await swarm.client.call_model("calculator", "add", AddIn(a=2, b=3), AddOut)
         assert out.total == 5
         result = await swarm.client.call("calculator", "add", {"a": 1, "b": 1})
@@ -126,6 +147,22 @@ async def test_progress_notifications_reach_the_events_stream(settings_factory, 
                     if len(seen) == 3:
                         break
     assert [(p.progress_token, p.progress, p.total) for p in seen] == [("tok-1", i, 3) for i in (1, 2, 3)]
+
+
+async def test_progress_from_a_worker_thread_is_followed_until_the_call_returns(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str
+) -> None:
+    async with open_swarm(settings_factory(memory_url), [Calculator]) as swarm:
+        seen: list[ProgressParams] = []
+
+        async def on_progress(params: ProgressParams) -> None:
+            seen.append(params)
+
+        async with follow_progress(swarm.bus, "tok-2", on_progress):
+            await swarm.client.call("calculator", "count_in_a_thread", {"a": 3, "b": 0}, progress_token="tok-2")
+            await swarm.client.call("calculator", "count", {"a": 2, "b": 0}, progress_token="another call")
+        # Every notification published before the block ended, and only the followed call's.
+        assert [(p.progress, p.total, p.meta) for p in seen] == [(i, 3, {"half": i / 2}) for i in (1, 2, 3)]
 
 
 async def test_calling_an_agent_that_is_not_running_fails_fast(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
