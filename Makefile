@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 # these machines carry. On a CUDA machine use e.g. `make TORCH_SPEC=torch demo`.
 TORCH_SPEC ?= torch==2.13.0
 # llama-cpp-python builds from source; its multimodal part is not needed and halves the build.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# A portable AVX2 build, not -march=native: some VMs advertise AMX in cpuinfo but trap on its
+# instructions (SIGILL in libggml-cpu), and a native build would also not run on an older host.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: install demo test lint bench clean env audit lock
 
