@@ -149,7 +149,7 @@ class ProgressNotification(Notification[ProgressParams, Literal["notifications/p
 
 
 JobEventKind: TypeAlias = Literal[
-    "submitted", "state_changed", "step_started", "step_finished", "progress", "alert", "log"
+    "submitted", "state_changed", "step_started", "step_finished", "progress", "waiting", "alert", "log"
 ]
 
 

@@ -32,6 +32,8 @@ log = structlog.get_logger("agent.conductor.driver")
 WATCH_INTERVAL_S = 1.0
 """How often a running step checks for a cancel request and renews the lease."""
 REGISTER_TIMEOUT_S = 600.0
+AGENT_POLL_MAX_S = 10.0
+"""Longest pause between two looks for a live instance of an agent a step waits for."""
 
 Publish = Callable[[JobEvent], Awaitable[None]]
 In = TypeVar("In", bound=ToolModel)
@@ -262,7 +264,9 @@ class JobDriver:
                 # Failures are kept and raised outside the task group, which would wrap them.
                 nonlocal reply, failure
                 try:
+                    await self._agent_live(step, tool.agent, record)
                     async with follow_progress(self._client.bus, key, self._progress_events(record.name, part)):
+                        # Sent even if the instance just went: its durable inbox holds the request.
                         reply = await self._client.call(
                             tool.agent,
                             tool.name,
@@ -271,10 +275,11 @@ class JobDriver:
                             idempotency_key=key,
                             progress_token=key,
                             trace_id=job.job_id,
+                            require_live=False,
                         )
                 except (InvalidParams, MethodNotFound) as exc:
                     failure = _Permanent(f"{tool.agent}.{tool.name} refused the step: {exc.message}")
-                except RpcError as exc:
+                except (RpcError, _Permanent) as exc:
                     failure = exc
                 tg.cancel_scope.cancel()
 
@@ -290,6 +295,42 @@ class JobDriver:
             raise failure
         assert reply is not None
         return _result(tool, reply)
+
+    async def _agent_live(self, step: Step[Any], agent: str, record: StepRecord) -> None:
+        """Return once ``agent`` has a live instance; its absence is no failed attempt, only past the horizon.
+
+        Runs beside ``_watch``, so a cancel, a spent budget or a lost lease still end the wait.
+        """
+        if await self._live(agent):
+            return
+        horizon, started = step.agent_wait_s(self._settings), time.monotonic()
+        record.waiting_for = agent
+        await self._save()
+        await self._event("waiting", step=step.name, message=f"waiting for {agent}", agent=agent)
+        log.warning("waiting for an agent", job=self.job.job_id, step=step.name, agent=agent, horizon_s=horizon)
+        delay = 0.25
+        try:
+            while not await self._live(agent):
+                waited = time.monotonic() - started
+                if waited >= horizon:
+                    raise _Permanent(
+                        f"{step.name}: no live instance of agent {agent!r} for {waited:.0f} s "
+                        f"(start it: meetara up / meetara agent {agent}); resume_job continues the job"
+                    )
+                await anyio.sleep(min(delay, horizon - waited))
+                delay = min(delay * 2, AGENT_POLL_MAX_S)
+        finally:
+            record.waiting_for = None
+        waited = time.monotonic() - started
+        await self._save()
+        await self._event("log", step=step.name, message=f"{agent} is live again after {waited:.0f} s")
+
+    async def _live(self, agent: str) -> bool:
+        try:
+            return bool(await self._client.agents(agent))
+        except RpcError as exc:  # the broker blinked: the agent may well be there
+            log.warning("could not look for live agents", job=self.job.job_id, error=exc.message)
+            return False
 
     async def _watch(self) -> Exception:
         """Wait until a running step must stop: a cancel request, a spent budget or a lost lease."""

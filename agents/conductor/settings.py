@@ -28,6 +28,8 @@ class JobSettings(BaseModel):
     retries: int = Field(ge=1, le=20)
     backoff_s: float = Field(ge=0)
     step_timeout_s: dict[str, float]
+    agent_wait_s: dict[str, float]
+    """Per step: how long it waits for a live instance of its agent before the job fails (``default``: the rest)."""
     min_data_pass_rate: float = Field(ge=0, le=1)
     budget_check_s: float = Field(gt=0)
     cpu_default: CpuDefault

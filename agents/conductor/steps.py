@@ -89,6 +89,10 @@ class Step(Generic[Out]):
         """Per call, per attempt."""
         return settings.step_timeout_s.get(self.name, 3600.0)
 
+    def agent_wait_s(self, settings: JobSettings) -> float:
+        """How long the step waits for its agent to have a live instance; waiting spends no attempt."""
+        return settings.agent_wait_s.get(self.name, settings.agent_wait_s.get("default", 900.0))
+
     def read(self, job: JobRecord) -> Out:
         """What the step recorded (it is done, or failed on a verdict)."""
         return self.recorded.validate_python(job.step(self.name).output)

@@ -177,6 +177,8 @@ class StepRecord(ToolModel):
     """The tool's structured result, recorded before the next step starts."""
     error: str | None = None
     """Last failure, when any."""
+    waiting_for: str | None = None
+    """The agent the step waits for while no instance of it is live (restarting, upgraded, drained)."""
 
 
 class DomainData(ToolModel):

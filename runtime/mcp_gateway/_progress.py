@@ -18,6 +18,7 @@ from runtime._progress import OnProgress
 __all__ = ["JobProgress", "ReportProgress", "follow_job", "rising"]
 
 _STEP_INDEX: dict[str, int] = {step: i for i, step in enumerate(STEPS)}
+_NUDGE = 1e-3
 
 ReportProgress = Callable[[float, float | None, str | None], Awaitable[None]]
 """``(progress, total, message)``: sends one MCP progress notification."""
@@ -58,6 +59,9 @@ class JobProgress:
         elif event.kind == "step_finished" and event.step in _STEP_INDEX:
             # Short of the next unit, so the next step's start (and "done") still rise.
             value = _STEP_INDEX[event.step] + 0.99
+        elif event.kind == "waiting":
+            # MCP progress must rise: a nudge carries the news that the job waits for an agent.
+            value = self.value + _NUDGE
         elif event.kind == "progress" and event.step in _STEP_INDEX and event.progress is not None and event.total:
             value = _STEP_INDEX[event.step] + min(event.progress / event.total, 0.98)
             message = message or f"{event.step} {event.progress:g}/{event.total:g}"

@@ -27,8 +27,8 @@ from protocol.agents.gguf_creation import CreateGgufInput, DeployInput
 from protocol.agents.gpu_optimization import TrainInput
 from protocol.agents.knowledge_transfer import RegisterDomainInput
 from protocol.agents.quality_assurance import ValidateModelInput
-from runtime import EmbeddedSwarm, Settings, load_catalog, open_swarm
-from tests.agents.fake_agents import FAKES, USD_PER_STEP, Fake, Script, recorded_job
+from runtime import Agent, AgentHost, EmbeddedSwarm, Settings, load_catalog, open_swarm
+from tests.agents.fake_agents import FAKES, USD_PER_STEP, Fake, FakeGpuOptimization, Script, recorded_job
 
 pytestmark = pytest.mark.anyio
 
@@ -85,8 +85,8 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def harness(settings: Settings) -> AsyncIterator[Harness]:
-    async with open_swarm(settings, FAKES) as swarm:
+async def harness(settings: Settings, agents: list[type[Agent]] = FAKES) -> AsyncIterator[Harness]:
+    async with open_swarm(settings, agents) as swarm:
         yield Harness(swarm, JobStore(swarm.host.records, lease_ms=60_000))
 
 
@@ -317,3 +317,51 @@ async def test_a_record_stored_mid_job_by_the_previous_version_resumes_where_it_
     (qa,) = asked(script, "validate_model", ValidateModelInput)
     assert isinstance(qa, ValidateModelInput) and qa.eval_dataset == DATA.read(stored).eval_dataset
     assert DATA_QA.read(job) == DATA_QA.read(stored) and DEPLOY.read(job).models[0].entry.version
+
+
+async def test_a_step_waits_for_its_agent_without_spending_attempts_and_goes_on_when_it_is_back(
+    settings: Settings, script: Script
+) -> None:
+    """A GPU host restarting for a while: the step waits (visible in the record and the events)."""
+    without_gpu = [a for a in FAKES if a is not FakeGpuOptimization]
+    async with harness(settings, without_gpu) as h, anyio.create_task_group() as tg:
+        job = new_job(script.done)
+        ended: list[JobRecord] = []
+
+        async def drive() -> None:
+            ended.append(await h.drive(job))
+
+        tg.start_soon(drive)
+        with anyio.fail_after(10):
+            while not h.of("waiting", "train"):
+                await anyio.sleep(0.01)
+        stored = await h.store.load(job.job_id)
+        assert stored is not None and stored.step("train").waiting_for == "gpu_optimization"
+        assert h.of("waiting", "train")[0].message == "waiting for gpu_optimization"
+        gpu = AgentHost(h.swarm.bus, [FakeGpuOptimization], settings=settings)
+        tg.start_soon(gpu.run)
+        with anyio.fail_after(20):
+            while not ended:
+                await anyio.sleep(0.01)
+        gpu.stop()
+    (done,) = ended
+    assert done.state == "done", done.error
+    assert done.step("train").attempts == 1 and done.step("train").waiting_for is None
+    assert any("gpu_optimization is live again" in (e.message or "") for e in h.of("log", "train"))
+
+
+async def test_a_step_whose_agent_never_comes_fails_at_the_horizon_naming_it(
+    settings: Settings, script: Script
+) -> None:
+    horizon = SETTINGS.model_copy(update={"agent_wait_s": {"default": 0.5}})
+    without_gpu = [a for a in FAKES if a is not FakeGpuOptimization]
+    async with harness(settings, without_gpu) as h:
+        started = time.monotonic()
+        job = await h.drive(new_job(script.done), horizon)
+    assert time.monotonic() - started >= 0.5
+    assert job.state == "failed"
+    assert "train: no live instance of agent 'gpu_optimization' for" in (job.error or "")
+    assert "resume_job continues the job" in (job.error or "")
+    train = job.step("train")
+    assert (train.status, train.attempts, train.waiting_for) == ("failed", 1, None)
+    assert "train" not in script.tools()

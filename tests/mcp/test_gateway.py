@@ -255,6 +255,7 @@ def test_a_jobs_events_become_one_rising_progress() -> None:
         ("step_finished", {"step": "data"}, 0.99),
         ("state_changed", {"state": "data_qa"}, 1.0),
         ("state_changed", {"state": "train"}, 3.0),
+        ("waiting", {"step": "train", "message": "waiting for gpu_optimization"}, 3.0),  # a nudge, to say it
         ("progress", {"step": "train", "progress": 5, "total": 10}, 3.5),
         ("progress", {"step": "train", "progress": 10, "total": 10}, 3.98),  # the step ends at step_finished
         ("progress", {"step": "train", "progress": 7, "total": 10}, None),  # a resumed count does not go back
@@ -265,9 +266,11 @@ def test_a_jobs_events_become_one_rising_progress() -> None:
         ("state_changed", {"state": "done", "terminal": True}, 7.0),
     ]
     progress = JobProgress()
-    values = []
+    values, messages = [], []
     for kind, fields, _ in events:
         update = progress.update(JobEvent(job_id="j", kind=kind, **fields))  # type: ignore[arg-type]
         values.append(round(update[0], 2) if update else None)
+        messages.append(update[1] if update else None)
     assert values == [expected for _, _, expected in events]
+    assert "waiting for gpu_optimization" in messages
     assert progress.total == 7
