@@ -1,10 +1,11 @@
 """Soak: concurrent small jobs on a swarm of agent processes while agents are killed at random.
 
-    python -m bench.soak [--jobs 6] [--kill-every 8] [--seed 0]
+    python -m bench.soak [--jobs 6] [--kill-every 8] [--seed 0] [--cpu-hog N]
 
 Every agent runs as its own process over a private redis-server (tiny model, one domain per job).
 While the jobs run, a random agent is SIGKILLed every ``--kill-every`` seconds (±50%) and
-restarted under the same instance id, as ``meetara up`` restarts a dead child. At the end it
+restarted under the same instance id, as ``meetara up`` restarts a dead child; ``--cpu-hog N``
+keeps N more processes spinning meanwhile (a busy host). At the end it
 reports jobs completed / submitted, job time p50/p99, the kills, and the duplicate side effects it
 found in what the swarm left behind (must be 0):
 
@@ -176,11 +177,15 @@ def main() -> None:
     )
     parser.add_argument("--kill-every", type=float, default=8.0, help="mean seconds between random kills")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu-hog", type=int, default=0, metavar="N", help="busy-loop processes beside the swarm")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="meetara-bench-soak-") as tmp:
+    from runtime.testing import CpuHog
+
+    with tempfile.TemporaryDirectory(prefix="meetara-bench-soak-") as tmp, CpuHog(args.cpu_hog):
         started = time.perf_counter()
         report = anyio.run(_soak, Path(tmp), args.jobs, args.kill_every, args.seed)
         report["wall_seconds"] = round(time.perf_counter() - started)
+        report["cpu_hog_processes"] = args.cpu_hog
     print(json.dumps(report, indent=2))
     duplicates = sum(report["duplicate_side_effects"].values())
     raise SystemExit(0 if report["completed"] == report["submitted"] and duplicates == 0 else 1)

@@ -110,10 +110,23 @@ class Bus:
         return BusMeta(sender=self.sender, **fields)
 
     async def send(
-        self, agent: str, message: RequestMessage | NotificationMessage, *, trace_id: str | None = None
+        self,
+        agent: str,
+        message: RequestMessage | NotificationMessage,
+        *,
+        trace_id: str | None = None,
+        idempotency_key: str | None = None,
+        expires_in_s: float | None = None,
     ) -> str:
-        """Put a message in an agent's inbox without waiting for an answer; returns its entry id."""
-        meta = self._meta(**({"trace_id": trace_id} if trace_id else {}))
+        """Put a message in an agent's inbox without waiting for an answer; returns its entry id.
+
+        A request sent so is run once (by ``idempotency_key``) whenever the agent takes it, unless
+        ``expires_in_s`` passed first; nobody receives its response.
+        """
+        extra: dict[str, Any] = {"trace_id": trace_id} if trace_id else {}
+        if expires_in_s is not None:
+            extra["deadline"] = time.time() + expires_in_s
+        meta = self._meta(idempotency_key=idempotency_key, **extra)
         return await self.send_envelope(agent, Envelope(meta=meta, message=message))
 
     async def send_envelope(self, agent: str, envelope: Envelope) -> str:

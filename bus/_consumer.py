@@ -476,11 +476,16 @@ class Subscription:
 
     async def _complete(self, entry: Entry, meta: BusMeta, request_id: RequestId, response: ResponseMessage) -> None:
         self._settling.add(entry.id)
-        if meta.reply_to is None:
-            await self._ack(entry.id)
-            return
         opts = self._opts
         stored = _StoredResult(correlation_id=meta.message_id, response=response)
+        if meta.reply_to is None:
+            # Nobody waits for a reply, but a re-send with the same key must still find the result.
+            if meta.idempotency_key is not None:
+                await self._transport.set(
+                    self._result_key(meta), stored.model_dump_json().encode(), ttl_ms=opts.result_ttl_ms, nx=True
+                )
+            await self._ack(entry.id)
+            return
         outcome = await self._transport.complete(
             self.stream,
             self.group,

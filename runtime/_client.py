@@ -102,16 +102,9 @@ class SwarmClient:
         require_live: bool = True,
     ) -> CallToolResult:
         """Call a tool; protocol failures raise ``RpcError``, tool failures come back ``is_error``."""
-        if isinstance(arguments, BaseModel):
-            arguments = arguments.model_dump(mode="json", exclude_unset=True)
-        params = CallToolParams(
-            name=tool,
-            arguments=arguments or {},
-            meta=RequestMeta(progress_token=progress_token) if progress_token is not None else None,
-        )
         result = await self._request(
             agent,
-            CallToolRequest(params=params),
+            CallToolRequest(params=_call_params(tool, arguments, progress_token)),
             timeout=timeout,
             require_live=require_live,
             idempotency_key=idempotency_key,
@@ -119,6 +112,30 @@ class SwarmClient:
             attempt=attempt,
         )
         return CallToolResult.model_validate(result)
+
+    async def enqueue(
+        self,
+        agent: str,
+        tool: str,
+        arguments: BaseModel | dict[str, Any],
+        *,
+        idempotency_key: str,
+        expires_in_s: float,
+        trace_id: str | None = None,
+    ) -> str:
+        """Leave a tool call in ``agent``'s durable inbox without waiting: it runs once the agent takes it.
+
+        For work nobody waits on (bookkeeping) while the agent may be away: the call runs at most
+        once by its idempotency key, and is dropped unrun if no instance takes it within
+        ``expires_in_s``. Returns the inbox entry id.
+        """
+        return await self.bus.send(
+            agent,
+            CallToolRequest(params=_call_params(tool, arguments, None)),
+            trace_id=trace_id,
+            idempotency_key=idempotency_key,
+            expires_in_s=expires_in_s,
+        )
 
     async def call_model(
         self,
@@ -133,3 +150,15 @@ class SwarmClient:
         if result.is_error:
             raise ToolFailed(agent, tool, result)
         return output.model_validate(result.structured_content or {})
+
+
+def _call_params(
+    tool: str, arguments: BaseModel | dict[str, Any] | None, progress_token: str | int | None
+) -> CallToolParams:
+    if isinstance(arguments, BaseModel):
+        arguments = arguments.model_dump(mode="json", exclude_unset=True)
+    return CallToolParams(
+        name=tool,
+        arguments=arguments or {},
+        meta=RequestMeta(progress_token=progress_token) if progress_token is not None else None,
+    )

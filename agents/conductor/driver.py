@@ -362,15 +362,32 @@ class JobDriver:
 
         return publish
 
+    async def _bookkeeping(self, tool: AgentTool[In, Res], arguments: In, *, key: str, wait_s: float) -> Res | None:
+        """Call a tool the job need not wait for (usage, the warm-start index) without losing it.
+
+        The request may wait in the agent's durable inbox as long as a step would wait for the
+        agent: one that is away (restarting) applies it once back, once by its idempotency key.
+        The job waits up to ``wait_s`` for the reply of a live agent, and not at all for an absent
+        one; ``None`` when there is no reply (yet).
+        """
+        horizon = self._settings.agent_wait_s.get("default", 900.0)
+        if not await self._live(tool.agent):
+            await self._client.enqueue(
+                tool.agent, tool.name, arguments, idempotency_key=key, expires_in_s=horizon, trace_id=self.job.job_id
+            )
+            log.warning("agent away; its call waits in its inbox", job=self.job.job_id, tool=tool.name)
+            return None
+        with anyio.move_on_after(wait_s):
+            return await tool.call(self._client, arguments, timeout=horizon, idempotency_key=key, require_live=False)
+        log.warning("no reply yet; the call waits in the agent's inbox", job=self.job.job_id, tool=tool.name)
+        return None
+
     async def _register(self) -> None:
         """Index the finished domain for warm starts; a missing Knowledge Transfer agent only costs that."""
         job_id = self.job.job_id
         try:
-            await tools.REGISTER.call(
-                self._client,
-                registration(self.job),
-                timeout=REGISTER_TIMEOUT_S,
-                idempotency_key=f"{job_id}:register",
+            await self._bookkeeping(
+                tools.REGISTER, registration(self.job), key=f"{job_id}:register", wait_s=REGISTER_TIMEOUT_S
             )
         except (RpcError, ToolFailed) as exc:
             log.warning("domain not indexed for warm starts", job=job_id, error=str(exc))
@@ -389,13 +406,17 @@ class JobDriver:
             seconds=record.seconds or 0.0,
         )
         try:
-            recorded = await tools.RECORD_USAGE.call(
-                self._client, usage, idempotency_key=f"usage:{job.job_id}:{record.name}:{record.attempts}"
+            recorded = await self._bookkeeping(
+                tools.RECORD_USAGE,
+                usage,
+                key=f"usage:{job.job_id}:{record.name}:{record.attempts}",
+                wait_s=self._client.timeout,
             )
         except (RpcError, ToolFailed) as exc:
             log.warning("usage not recorded", job=job.job_id, step=record.name, error=str(exc))
             return
-        record.usd = recorded.entry.usd
+        if recorded is not None:
+            record.usd = recorded.entry.usd
 
 
 def _result(tool: AgentTool[Any, Res], reply: CallToolResult) -> Res:

@@ -68,6 +68,7 @@ def tiny_catalog(
     local_usd_per_hour: float = 0.0,
     healthcare_target: float = 1.0,
     step_timeouts: dict[str, float] | None = None,
+    agent_wait_s: dict[str, float] | None = None,
     cpu_max_steps: int | None = None,
     reply_tokens: int | None = None,
 ) -> Path:
@@ -96,6 +97,7 @@ def tiny_catalog(
     jobs["backoff_s"] = 0.2
     jobs["budget_check_s"] = 0.5
     jobs["step_timeout_s"].update(step_timeouts or {})
+    jobs["agent_wait_s"].update(agent_wait_s or {})
     if cpu_max_steps is not None:
         jobs["cpu_default"]["max_steps"] = cpu_max_steps
     (folder / "jobs.yaml").write_text(yaml.safe_dump(jobs))

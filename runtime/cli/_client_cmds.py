@@ -75,6 +75,13 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
     ) as progress:
         bars: dict[str, TaskID] = {}
         async for record, event in job_events(bus, job_id, since=since):
+            if event.step and event.kind == "waiting":
+                # The step's bar says what it waits for until the step's next event (its agent is back).
+                if event.step not in bars:
+                    bars[event.step] = progress.add_task(event.step, total=None)
+                progress.update(bars[event.step], description=f"{event.step}: {event.message}")
+            elif event.step in bars and event.progress is None:
+                progress.update(bars[event.step], description=event.step)
             if event.step and event.progress is not None:
                 if event.step not in bars:
                     bars[event.step] = progress.add_task(event.step, total=event.total)

@@ -1,11 +1,13 @@
 """Support for tests and benchmarks of a swarm: a throwaway redis-server, fast bus timings, and a
-swarm of agent processes with fault hooks that can be killed, restarted and inspected.
+swarm of agent processes with fault hooks that can be killed, restarted and inspected, and a CPU
+hog that makes the machine busy while they run.
 
 Shipped with the runtime (as web frameworks ship a test client) so that the test suite and the
 benchmarks share one harness.
 """
 
+from runtime.testing._cpu_hog import CpuHog
 from runtime.testing._process_swarm import AGENTS, ProcessSwarm
 from runtime.testing._redis_server import RedisServer, TlsFiles, fast_options, free_port, make_tls
 
-__all__ = ["AGENTS", "ProcessSwarm", "RedisServer", "TlsFiles", "fast_options", "free_port", "make_tls"]
+__all__ = ["AGENTS", "CpuHog", "ProcessSwarm", "RedisServer", "TlsFiles", "fast_options", "free_port", "make_tls"]

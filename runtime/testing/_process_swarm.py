@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.testing.agent_process import START_DELAY_ENV
+
 __all__ = ["AGENTS", "ProcessSwarm"]
 
 AGENTS = (
@@ -44,8 +46,13 @@ class ProcessSwarm:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, name: str, *, file_size_limit: int | None = None) -> None:
-        """Start ``name``; ``file_size_limit`` makes every file it writes stop at that many bytes.
+    def start(
+        self, name: str, *, file_size_limit: int | None = None, start_delay_s: float = 0.0, container: bool = False
+    ) -> None:
+        """Start ``name``; ``file_size_limit`` makes every file it writes stop at that many bytes;
+        ``start_delay_s`` holds the process that long before it joins (a slow container restart);
+        ``container`` starts it as a Compose container does: ``meetara agent NAME`` under a new
+        instance id each time, without fault hooks or a ready marker.
 
         The limit (RLIMIT_FSIZE, with SIGXFSZ ignored) fails writes past it with EFBIG, as a full
         disk fails them with ENOSPC: the same kind of refusal, without a real disk to fill.
@@ -56,11 +63,16 @@ class ProcessSwarm:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-        self.starts[name] += 1
-        env = {**self.env, "MEETARA_INSTANCE_ID": f"chaos-{name}"}
+        self.starts[name] = self.starts.get(name, 0) + 1
+        if container:
+            env = {k: v for k, v in self.env.items() if k != "MEETARA_INSTANCE_ID"}
+            command = ["-m", "runtime.cli", "agent", name]
+        else:
+            env = {**self.env, "MEETARA_INSTANCE_ID": f"chaos-{name}", START_DELAY_ENV: str(start_delay_s)}
+            command = ["-m", "runtime.testing.agent_process", name, str(self.markers)]
         with open(self.logs / f"{name}.{self.starts[name]}.log", "wb") as log:  # a file: a full pipe would block it
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "runtime.testing.agent_process", name, str(self.markers)],
+                [sys.executable, *command],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -86,9 +98,9 @@ class ProcessSwarm:
         proc.wait(30)
         (self.markers / f"ready.{name}.chaos-{name}").unlink(missing_ok=True)
 
-    def restart(self, name: str, *, file_size_limit: int | None = None) -> None:
+    def restart(self, name: str, *, file_size_limit: int | None = None, start_delay_s: float = 0.0) -> None:
         self.kill(name)
-        self.start(name, file_size_limit=file_size_limit)
+        self.start(name, file_size_limit=file_size_limit, start_delay_s=start_delay_s)
 
     def stop(self) -> None:
         for proc in self.procs.values():

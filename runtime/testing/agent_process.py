@@ -10,10 +10,12 @@ chosen point of a step:
   ``held.{agent}.{tool}`` at that point and waits there forever: the test SIGKILLs the process
   with the step half done (before its work, or after its work but before its reply). A hold
   file that says ``once`` holds one call only: the agent hangs on that call and serves the rest.
+- ``MEETARA_TEST_START_DELAY_S`` in the environment holds the process that long before it joins.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -53,7 +55,12 @@ def with_fault_hooks(klass: type[Agent], markers: Path) -> type[Agent]:
     return type(f"Faulty{klass.__name__}", (klass,), overrides)
 
 
+START_DELAY_ENV = "MEETARA_TEST_START_DELAY_S"
+"""Seconds the process waits before it joins: a container restart that is slow (image pull, GPU reset)."""
+
+
 async def main(name: str, markers: Path) -> None:
+    await anyio.sleep(float(os.environ.get(START_DELAY_ENV) or 0))
     settings = Settings.load()
     configure_logging(format=settings.log_format, level=settings.log_level)
     klass = with_fault_hooks(load_agent_class(name), markers)

@@ -28,7 +28,16 @@ from protocol.agents.gpu_optimization import TrainInput
 from protocol.agents.knowledge_transfer import RegisterDomainInput
 from protocol.agents.quality_assurance import ValidateModelInput
 from runtime import Agent, AgentHost, EmbeddedSwarm, Settings, load_catalog, open_swarm
-from tests.agents.fake_agents import FAKES, USD_PER_STEP, Fake, FakeGpuOptimization, Script, recorded_job
+from tests.agents.fake_agents import (
+    FAKES,
+    USD_PER_STEP,
+    Fake,
+    FakeCostMonitor,
+    FakeGpuOptimization,
+    FakeKnowledgeTransfer,
+    Script,
+    recorded_job,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -365,3 +374,85 @@ async def test_a_step_whose_agent_never_comes_fails_at_the_horizon_naming_it(
     train = job.step("train")
     assert (train.status, train.attempts, train.waiting_for) == ("failed", 1, None)
     assert "train" not in script.tools()
+
+
+@pytest.mark.parametrize("stop", ["cancel", "budget", "failover"])
+async def test_cancel_budget_pause_and_failover_end_a_step_that_waits_for_its_agent(
+    settings: Settings, script: Script, stop: str
+) -> None:
+    """The wait runs beside the job's watch: what stops a running step stops a waiting one."""
+    without_gpu = [a for a in FAKES if a is not FakeGpuOptimization]
+    async with harness(settings, without_gpu) as h:
+        job = new_job(script.done)
+        ended: list[JobRecord | LeaseLost] = []
+        async with anyio.create_task_group() as tg:
+
+            async def drive() -> None:
+                try:
+                    ended.append(await h.drive(job))
+                except LeaseLost as exc:
+                    ended.append(exc)
+
+            tg.start_soon(drive)
+            with anyio.fail_after(10):
+                while not h.of("waiting", "train"):
+                    await anyio.sleep(0.01)
+            if stop == "cancel":
+                await h.store.request_cancel(job.job_id)
+            elif stop == "budget":
+                script.budget_stopped = True
+            else:  # another Conductor instance takes the job over
+                assert await h.store.acquire(job.job_id, "conductor-test/run2")
+        stored = await h.store.load(job.job_id)
+    assert stored is not None and "train" not in script.tools()
+    (end,) = ended
+    if stop == "failover":
+        # The new owner drives on from the record as it was: still waiting at the train step.
+        assert isinstance(end, LeaseLost) and stored.state == "train"
+        assert stored.step("train").waiting_for == "gpu_optimization"
+        return
+    assert isinstance(end, JobRecord)
+    expected = {"cancel": "cancelled", "budget": "paused_budget"}[stop]
+    assert (end.state, stored.state) == (expected, expected)
+    train = end.step("train")
+    assert train.status == "failed" and train.waiting_for is None and train.attempts == 1
+
+
+async def test_usage_and_the_warm_start_index_wait_in_the_inboxes_of_agents_that_are_away(
+    settings: Settings, script: Script
+) -> None:
+    """Bookkeeping never holds the job up, and is not lost: it runs once its agent is back."""
+    kept = [a for a in FAKES if a not in (FakeCostMonitor, FakeKnowledgeTransfer)]
+    async with harness(settings, kept) as h, anyio.create_task_group() as tg:
+        knowledge = AgentHost(h.swarm.bus, [FakeKnowledgeTransfer], settings=settings)
+        tg.start_soon(knowledge.run)
+        job = new_job(script.done)
+        ended: list[JobRecord] = []
+
+        async def drive() -> None:
+            ended.append(await h.drive(job))
+
+        tg.start_soon(drive)
+        with anyio.fail_after(10):
+            while not h.of("step_finished", "knowledge_transfer"):
+                await anyio.sleep(0.01)
+        knowledge.stop()  # away from now on: the job's end registers the domain with nobody there
+        with anyio.fail_after(20):
+            while not ended:
+                await anyio.sleep(0.01)
+        (done,) = ended
+        assert done.state == "done", done.error
+        assert "record_usage" not in script.tools() and "register" not in script.tools()
+        # No reply, no price: the record keeps 0 (the ledger has the entries once the agent is back).
+        assert USD_PER_STEP and all(s.usd == 0.0 for s in done.steps)
+
+        back = AgentHost(h.swarm.bus, [FakeCostMonitor, FakeKnowledgeTransfer], settings=settings)
+        tg.start_soon(back.run)
+        finished = [s.name for s in done.steps if s.status == "done" and s.agent not in (None, "conductor")]
+        with anyio.fail_after(20):
+            while len(script.arguments("record_usage")) < len(finished) or "register" not in script.tools():
+                await anyio.sleep(0.01)
+        back.stop()
+    reported = [a.key for a in script.asked if a.tool == "record_usage"]
+    assert sorted(reported) == sorted(f"usage:{done.job_id}:{name}:1" for name in finished)
+    assert [a.key for a in script.asked if a.tool == "register"] == [f"{done.job_id}:register"]

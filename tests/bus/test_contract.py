@@ -549,6 +549,25 @@ async def test_burst_mode_returns_once_everything_is_settled(bus: Bus) -> None:
     assert await bus.transport.pending_count(bus.keys.inbox("worker"), "worker") == 0
 
 
+async def test_a_request_left_in_an_inbox_runs_once_by_its_key_unless_it_expired_first(bus: Bus) -> None:
+    """Work nobody waits on, sent while no consumer runs: the inbox holds it for the agent."""
+    await bus.send("worker", call(1), idempotency_key="usage:1", expires_in_s=60)
+    await bus.send("worker", call(1), idempotency_key="usage:1", expires_in_s=60)  # a re-send: no second run
+    await bus.send("worker", call(2), idempotency_key="usage:2", expires_in_s=0.01)
+    await anyio.sleep(0.05)  # the consumer comes back after the second request's expiry
+    ran: list[object] = []
+
+    async def handler(envelope: Envelope, delivery: Delivery) -> ResponseMessage | None:
+        assert isinstance(envelope.message, CallToolRequest)
+        ran.append(envelope.message.params.arguments["n"])
+        return ResultResponse(id=envelope.message.id, result={})
+
+    with anyio.fail_after(10):
+        await bus.subscribe("worker", handler, consumer="back", burst=True).run()
+    assert ran == [1]
+    assert await bus.dead_letters() == []
+
+
 async def test_compare_and_set_changes_a_key_only_from_the_expected_value(bus: Bus) -> None:
     transport, key = bus.transport, bus.keys.stream("lease:cas")
     assert await transport.compare_and_set(key, None, b"a", ttl_ms=60_000)  # absent -> taken

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -11,7 +12,7 @@ import pytest
 from agents.testing import tiny_job_env
 from protocol.agents.conductor import JobRecord
 from runtime import Settings, SwarmClient, connect
-from runtime.testing import fast_options
+from runtime.testing import CpuHog, fast_options
 
 
 @pytest.fixture
@@ -53,3 +54,14 @@ async def wait_for_state(client: SwarmClient, job_id: str, states: set[str], tim
 def checkpoint_steps(data_dir: Path) -> list[int]:
     """Steps of the training checkpoints on disk (``step-0000004.safetensors`` → 4)."""
     return sorted(int(p.stem.split("-")[1]) for p in data_dir.rglob("step-*.safetensors"))
+
+
+@pytest.fixture(autouse=True)
+def busy_machine() -> Iterator[None]:
+    """Every chaos test runs beside a CPU hog on every core: none may pass only on an idle machine.
+
+    ``MEETARA_TEST_CPU_HOG`` sets the number of spinning processes (0: none; default: one per core).
+    """
+    processes = os.environ.get("MEETARA_TEST_CPU_HOG")
+    with CpuHog(int(processes) if processes else None):
+        yield

@@ -31,6 +31,7 @@ HOLDS = {
     "cost_monitor.record_usage": "after",
 }
 MAX_STEPS = 8
+SLOW_RESTART_S = 30.0
 
 
 async def test_every_agent_sigkilled_mid_step_and_the_job_completes_with_each_side_effect_once(
@@ -52,11 +53,20 @@ async def test_every_agent_sigkilled_mid_step_and_the_job_completes_with_each_si
                     break
                 for label in swarm.held():
                     agent = label.split(".")[0]
-                    if label == "data_generation.generate":
-                        # The Conductor dies too, with the data call in flight: its successor adopts the job.
-                        swarm.restart("conductor")
-                        killed.append("conductor")
                     swarm.release_hold(label)
+                    if label == "data_generation.generate":
+                        # The Conductor dies too, with the data call in flight, and Data Generation
+                        # comes back slowly (a busy host, an image pull): the Conductor's successor
+                        # adopts the job, finds no live Data Generation and waits for it.
+                        swarm.kill("conductor")
+                        swarm.restart(agent, start_delay_s=SLOW_RESTART_S)
+                        while await chaos_client.agents(agent):  # until its presence has expired
+                            await anyio.sleep(0.1)
+                        swarm.start("conductor")
+                        while not await chaos_client.agents("conductor"):  # before the next job_status
+                            await anyio.sleep(0.1)
+                        killed += ["conductor", agent]
+                        continue
                     swarm.restart(agent)
                     killed.append(agent)
                 if "gpu_optimization" not in killed and any(s >= 2 for s in checkpoint_steps(data_dir)):
@@ -68,6 +78,7 @@ async def test_every_agent_sigkilled_mid_step_and_the_job_completes_with_each_si
             "cost_monitor", "cost_report", {"period": "all", "by": "step"}, CostReportOutput
         )
         logs = {name: swarm.log_tail(name) for name in swarm.agents}
+        conductor_log = [json.loads(line) for line in swarm.log_text("conductor").splitlines() if line.startswith("{")]
         started = {label: Counter(swarm.calls(label, "started")) for label in [*HOLDS, "gpu_optimization.train"]}
         finished = {label: Counter(swarm.calls(label)) for label in [*HOLDS, "gpu_optimization.train"]}
 
@@ -78,6 +89,9 @@ async def test_every_agent_sigkilled_mid_step_and_the_job_completes_with_each_si
     assert max(finished["gpu_optimization.train"].values()) == 1
     assert max(finished["knowledge_transfer.recommend"].values()) == 1
 
+    # The adopting Conductor found Data Generation still away and waited for it, spending no attempt.
+    waits = [e for e in conductor_log if e.get("event") == "waiting for an agent"]
+    assert ("data", "data_generation") in [(e["step"], e["agent"]) for e in waits], waits
     # Each step ran as one attempt, training resumed from its checkpoint, not from step 0.
     assert all(
         job.step(s).attempts == 1 for s in ("data", "knowledge_transfer", "train", "convert", "model_qa", "deploy")
