@@ -240,6 +240,10 @@ class Subscription:
     async def _reclaim(self, count: int) -> list[tuple[Entry, int]]:
         """One XAUTOCLAIM pass: entries idle past ``reclaim_idle_ms`` belong to dead consumers."""
         try:
+            # A starved event loop delays heartbeats and this pass alike: refresh our own entries
+            # first, or the pass would claim them (raising their delivery count towards the dead
+            # letter limit) although their handlers still run here.
+            await self._refresh_in_flight()
             claim = await self._transport.autoclaim(
                 self.stream,
                 self.group,
@@ -314,20 +318,23 @@ class Subscription:
     async def _heartbeat_loop(self) -> None:
         while True:
             await anyio.sleep(self._opts.heartbeat_ms / 1000)
-            ids = list(self.in_flight)
-            if not ids:
-                continue
             try:
-                for claim in list(self._claims.values()):
-                    await self._transport.set(claim, self.consumer.encode(), ttl_ms=self._opts.reclaim_idle_ms)
-                owned = await self._transport.touch(self.stream, self.group, self.consumer, ids)
+                await self._refresh_in_flight()
             except (Unavailable, GroupMissing) as exc:
                 log.warning("heartbeat failed", agent=self.agent, error=str(exc))
-                continue
-            # An entry acked while the touch ran is settled, not lost.
-            lost = [i for i in ids if i not in owned and i in self.in_flight and i not in self._settling]
-            if lost:
-                log.warning("lost ownership of in-flight messages", agent=self.agent, ids=sorted(lost))
+
+    async def _refresh_in_flight(self) -> None:
+        """Mark the entries this consumer works on as fresh (idle 0) and keep their running claims."""
+        ids = list(self.in_flight)
+        if not ids:
+            return
+        for claim in list(self._claims.values()):
+            await self._transport.set(claim, self.consumer.encode(), ttl_ms=self._opts.reclaim_idle_ms)
+        owned = await self._transport.touch(self.stream, self.group, self.consumer, ids)
+        # An entry acked while the touch ran is settled, not lost.
+        lost = [i for i in ids if i not in owned and i in self.in_flight and i not in self._settling]
+        if lost:
+            log.warning("lost ownership of in-flight messages", agent=self.agent, ids=sorted(lost))
 
     # -- processing -----------------------------------------------------------------------
     def _dispatch(self, workers: anyio.abc.TaskGroup, entry: Entry, deliveries: int) -> None:

@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.testing.agent_process import START_DELAY_ENV
+__all__ = ["AGENTS", "START_DELAY_ENV", "ProcessSwarm"]
 
-__all__ = ["AGENTS", "ProcessSwarm"]
+START_DELAY_ENV = "MEETARA_TEST_START_DELAY_S"
+"""Seconds an agent process waits before it joins: a container restart that is slow (image pull, GPU reset)."""
 
 AGENTS = (
     "conductor",

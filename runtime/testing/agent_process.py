@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from runtime import Agent, AgentHost, Settings, configure_logging, connect, load_agent_class, stop_on_signal
+from runtime.testing._process_swarm import START_DELAY_ENV
 
 
 def with_fault_hooks(klass: type[Agent], markers: Path) -> type[Agent]:
@@ -53,10 +54,6 @@ def with_fault_hooks(klass: type[Agent], markers: Path) -> type[Agent]:
 
     overrides = {t.method_name: hooked(t.name, getattr(klass, t.method_name)) for t in klass.tools}
     return type(f"Faulty{klass.__name__}", (klass,), overrides)
-
-
-START_DELAY_ENV = "MEETARA_TEST_START_DELAY_S"
-"""Seconds the process waits before it joins: a container restart that is slow (image pull, GPU reset)."""
 
 
 async def main(name: str, markers: Path) -> None:

@@ -549,6 +549,31 @@ async def test_burst_mode_returns_once_everything_is_settled(bus: Bus) -> None:
     assert await bus.transport.pending_count(bus.keys.inbox("worker"), "worker") == 0
 
 
+async def test_a_starved_consumer_never_reclaims_its_own_running_entries(bus: Bus) -> None:
+    """A handler that blocks the event loop past ``reclaim_idle_ms`` (a busy host, a GIL-bound step).
+
+    Heartbeats and reclaim passes resume together: the entry must stay at one delivery, not climb
+    towards the dead-letter limit while its handler still runs.
+    """
+    counts: list[dict[str, int]] = []
+
+    async def handler(envelope: Envelope, delivery: Delivery) -> ResponseMessage | None:
+        assert isinstance(envelope.message, CallToolRequest)
+        for _ in range(2 * bus.options.max_deliveries):
+            time.sleep(bus.options.reclaim_idle_ms / 1000 * 1.5)  # noqa: ASYNC251 - the starvation itself
+            await anyio.sleep(bus.options.block_ms / 1000 * 2)  # let the consumer's loops run
+            counts.append(await bus.transport.delivery_counts(delivery.stream, "worker", [delivery.entry_id]))
+        return ResultResponse(id=envelope.message.id, result={})
+
+    async with anyio.create_task_group() as tg:
+        await start(tg, bus, handler, "slow")
+        response = await bus.request("worker", call(1), timeout=60)
+        tg.cancel_scope.cancel()
+    assert isinstance(response, ResultResponse)
+    assert all(set(c.values()) == {1} for c in counts), counts
+    assert await bus.dead_letters() == []
+
+
 async def test_a_request_left_in_an_inbox_runs_once_by_its_key_unless_it_expired_first(bus: Bus) -> None:
     """Work nobody waits on, sent while no consumer runs: the inbox holds it for the agent."""
     await bus.send("worker", call(1), idempotency_key="usage:1", expires_in_s=60)

@@ -32,6 +32,7 @@ HOLDS = {
 }
 MAX_STEPS = 8
 SLOW_RESTART_S = 30.0
+HUNG_TIMEOUT_S = 30.0
 
 
 async def test_every_agent_sigkilled_mid_step_and_the_job_completes_with_each_side_effect_once(
@@ -116,27 +117,31 @@ async def test_a_hung_call_times_out_and_is_retried_then_a_cancel_stops_the_job_
 
     Then the job is cancelled while it trains: training stops, nothing after it runs.
     """
-    env = {**chaos_env, "MEETARA_CATALOG_DIR": str(tiny_catalog(tmp_path / "hang", step_timeouts={"data": 20.0}))}
+    # The hung call is a quick one (a warm-start lookup): its retry finishes well inside the step
+    # timeout even on a machine too busy to generate data in that time.
+    catalog = tiny_catalog(tmp_path / "hang", step_timeouts={"knowledge_transfer": HUNG_TIMEOUT_S})
+    env = {**chaos_env, "MEETARA_CATALOG_DIR": str(catalog)}
     with ProcessSwarm(env, tmp_path / "swarm") as swarm:
-        swarm.hold("before", "data_generation.generate", once=True)
+        swarm.hold("before", "knowledge_transfer.recommend", once=True)
         training = {"max_steps": 400, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 2}
         spec = {"target": "sleep", "base_model": str(tiny_gguf), "samples": 40, "training": training}
         submitted = await chaos_client.call_model("conductor", "submit_job", spec, SubmitJobOutput)
         training_job = await wait_for_state(chaos_client, submitted.job_id, {"train", "done", "failed"})
-        with anyio.fail_after(120):
+        with anyio.fail_after(600):
             while not checkpoint_steps(Path(env["MEETARA_DATA_DIR"])):
                 await anyio.sleep(0.1)
         await chaos_client.call("conductor", "cancel_job", {"job_id": submitted.job_id})
-        job = await wait_for_state(chaos_client, submitted.job_id, {"cancelled", "done", "failed"}, timeout=60)
+        job = await wait_for_state(chaos_client, submitted.job_id, {"cancelled", "done", "failed"}, timeout=300)
         with pytest.raises(InvalidParams, match="is cancelled"):
             await chaos_client.call("conductor", "resume_job", {"job_id": submitted.job_id})
         hung = swarm.held()
         log = swarm.log_text("conductor")
     assert training_job.state == "train", training_job.error
-    assert hung == ["data_generation.generate"]  # the first call is still stuck in there
-    assert training_job.step("data").attempts == 2
+    assert hung == ["knowledge_transfer.recommend"]  # the first call is still stuck in there
+    assert training_job.step("knowledge_transfer").attempts == 2 and training_job.step("data").attempts == 1
     retried = [json.loads(line) for line in log.splitlines() if '"step failed; retrying"' in line]
-    assert len(retried) == 1 and retried[0]["step"] == "data" and "20" in retried[0]["error"], retried
+    assert len(retried) == 1 and retried[0]["step"] == "knowledge_transfer", retried
+    assert f"within {HUNG_TIMEOUT_S:g}s" in retried[0]["error"], retried
 
     assert job.state == "cancelled" and job.step("train").status == "failed"
     assert job.step("convert").attempts == 0

@@ -78,7 +78,7 @@ async def test_a_job_whose_agent_never_returns_fails_at_the_horizon_naming_it_an
             failed = await wait_for_state(client, job_id, {"failed", "done"})
 
             swarm.start("gpu_optimization", container=True)
-            with anyio.fail_after(120):  # up, as a new user would check with `meetara agents`
+            with anyio.fail_after(600):  # up, as a new user would check with `meetara agents`
                 while not await client.agents("gpu_optimization"):
                     await anyio.sleep(0.2)
             await client.call("conductor", "resume_job", {"job_id": job_id})

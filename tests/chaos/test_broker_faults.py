@@ -44,7 +44,7 @@ async def test_redis_over_tls_with_an_acl_user_restarted_mid_training_the_job_co
                 training = {"max_steps": 10, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 2}
                 spec = {"target": "general_health", "base_model": str(tiny_gguf), "samples": 40, "training": training}
                 job_id = (await client.call_model("conductor", "submit_job", spec, SubmitJobOutput)).job_id
-                with anyio.fail_after(120):
+                with anyio.fail_after(600):
                     while not any(s >= 2 for s in checkpoint_steps(data_dir)):
                         await anyio.sleep(0.05)
                 server.stop()  # SIGTERM: Redis writes its append-only file and exits

@@ -48,7 +48,7 @@ async def test_a_job_over_budget_is_refused_and_a_spent_budget_pauses_a_job_unti
         )
         await wait_for_state(client, second.job_id, {"train"})
         run_dir = Path(env["MEETARA_DATA_DIR"]) / "models" / "trained" / "healthcare" / "stress_management"
-        with anyio.fail_after(120):
+        with anyio.fail_after(600):
             while not checkpoint_steps(run_dir):
                 await anyio.sleep(0.1)
         await client.call("cost_monitor", "set_budget", {"period": "day", "usd": 0.001})

@@ -252,9 +252,9 @@ def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-
     with open(log, "w") as sink:  # a file, not a pipe: seven agents' logs would fill a pipe and block them
         up = subprocess.Popen([sys.executable, "-m", "runtime.cli", "up"], env=env, stdout=sink, stderr=sink)
         try:
-            for _ in range(240):
-                if "7 live agent instance(s)" in _meetara("agents", env=env, timeout=60).stdout:
-                    break
+            deadline = time.monotonic() + 300
+            while "7 live agent instance(s)" not in _meetara("agents", env=env, timeout=60).stdout:
+                assert time.monotonic() < deadline, f"the swarm did not come up:\n{log.read_text()[-3000:]}"
                 time.sleep(0.5)
             # A domain job and a category job at once: both queue on the one GPU Optimization agent.
             args = ["--base-model", str(tiny_gguf), "--samples", "40", "--wait"]
