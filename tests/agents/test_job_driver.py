@@ -92,6 +92,22 @@ class Harness:
     def of(self, kind: str, step: str | None = None) -> list[JobEvent]:
         return [e for e in self.events if e.kind == kind and (step is None or e.step == step)]
 
+    def start(self, tg: anyio.abc.TaskGroup, job: JobRecord) -> list[JobRecord]:
+        """Drive ``job`` in the background; the returned list gets the job once its run ends."""
+        ended: list[JobRecord] = []
+
+        async def drive() -> None:
+            ended.append(await self.drive(job))
+
+        tg.start_soon(drive)
+        return ended
+
+    async def until(self, kind: str, step: str) -> None:
+        """Wait for the job's first event of ``kind`` for ``step``."""
+        with anyio.fail_after(10):
+            while not self.of(kind, step):
+                await anyio.sleep(0.01)
+
 
 @contextlib.asynccontextmanager
 async def harness(settings: Settings, agents: list[type[Agent]] = FAKES) -> AsyncIterator[Harness]:
@@ -335,15 +351,8 @@ async def test_a_step_waits_for_its_agent_without_spending_attempts_and_goes_on_
     without_gpu = [a for a in FAKES if a is not FakeGpuOptimization]
     async with harness(settings, without_gpu) as h, anyio.create_task_group() as tg:
         job = new_job(script.done)
-        ended: list[JobRecord] = []
-
-        async def drive() -> None:
-            ended.append(await h.drive(job))
-
-        tg.start_soon(drive)
-        with anyio.fail_after(10):
-            while not h.of("waiting", "train"):
-                await anyio.sleep(0.01)
+        ended = h.start(tg, job)
+        await h.until("waiting", "train")
         stored = await h.store.load(job.job_id)
         assert stored is not None and stored.step("train").waiting_for == "gpu_optimization"
         assert h.of("waiting", "train")[0].message == "waiting for gpu_optimization"
@@ -394,9 +403,7 @@ async def test_cancel_budget_pause_and_failover_end_a_step_that_waits_for_its_ag
                     ended.append(exc)
 
             tg.start_soon(drive)
-            with anyio.fail_after(10):
-                while not h.of("waiting", "train"):
-                    await anyio.sleep(0.01)
+            await h.until("waiting", "train")
             if stop == "cancel":
                 await h.store.request_cancel(job.job_id)
             elif stop == "budget":
@@ -426,16 +433,8 @@ async def test_usage_and_the_warm_start_index_wait_in_the_inboxes_of_agents_that
     async with harness(settings, kept) as h, anyio.create_task_group() as tg:
         knowledge = AgentHost(h.swarm.bus, [FakeKnowledgeTransfer], settings=settings)
         tg.start_soon(knowledge.run)
-        job = new_job(script.done)
-        ended: list[JobRecord] = []
-
-        async def drive() -> None:
-            ended.append(await h.drive(job))
-
-        tg.start_soon(drive)
-        with anyio.fail_after(10):
-            while not h.of("step_finished", "knowledge_transfer"):
-                await anyio.sleep(0.01)
+        ended = h.start(tg, new_job(script.done))
+        await h.until("step_finished", "knowledge_transfer")
         knowledge.stop()  # away from now on: the job's end registers the domain with nobody there
         with anyio.fail_after(20):
             while not ended:
@@ -453,6 +452,6 @@ async def test_usage_and_the_warm_start_index_wait_in_the_inboxes_of_agents_that
             while len(script.arguments("record_usage")) < len(finished) or "register" not in script.tools():
                 await anyio.sleep(0.01)
         back.stop()
-    reported = [a.key for a in script.asked if a.tool == "record_usage"]
+    reported = [str(a.key) for a in script.asked if a.tool == "record_usage"]
     assert sorted(reported) == sorted(f"usage:{done.job_id}:{name}:1" for name in finished)
     assert [a.key for a in script.asked if a.tool == "register"] == [f"{done.job_id}:register"]
