@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from bus import Bus, MemoryTransport, Subscription
@@ -73,6 +74,7 @@ class AgentHost:
         self._subscriptions: dict[str, Subscription] = {}
         self._stop = anyio.Event()
         self._done = anyio.Event()
+        self._liveness = anyio.CancelScope()
         self._running = False
         self._started_at = time.time()
 
@@ -147,6 +149,9 @@ class AgentHost:
         with anyio.CancelScope(shield=True):
             for sub in self._subscriptions.values():
                 await sub.wait_stopped()
+            # No refresh after the withdrawal: it would list a stopped instance until its TTL ran out.
+            self._liveness.cancel()
+            await anyio.lowlevel.checkpoint()
             for agent in self.agents:
                 try:
                     await self._registry.withdraw(self._instance(agent))
@@ -165,9 +170,10 @@ class AgentHost:
             await self._registry.announce(self._instance(agent), ttl_s=self.settings.liveness_ttl_s)
 
     async def _liveness_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.liveness_ttl_s / 3)
-            try:
-                await self._announce_all()
-            except Unavailable as exc:
-                log.warning("liveness refresh failed", error=exc.message)
+        with self._liveness:
+            while True:
+                await anyio.sleep(self.settings.liveness_ttl_s / 3)
+                try:
+                    await self._announce_all()
+                except Unavailable as exc:
+                    log.warning("liveness refresh failed", error=exc.message)
