@@ -370,7 +370,7 @@ class JobDriver:
         The job waits up to ``wait_s`` for the reply of a live agent, and not at all for an absent
         one; ``None`` when there is no reply (yet).
         """
-        horizon = self._settings.agent_wait_s.get("default", 900.0)
+        horizon = self._settings.wait_for_agent_s()
         if not await self._live(tool.agent):
             await self._client.enqueue(
                 tool.agent, tool.name, arguments, idempotency_key=key, expires_in_s=horizon, trace_id=self.job.job_id

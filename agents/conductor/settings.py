@@ -34,6 +34,11 @@ class JobSettings(BaseModel):
     budget_check_s: float = Field(gt=0)
     cpu_default: CpuDefault
 
+    def wait_for_agent_s(self, step: str | None = None) -> float:
+        """How long ``step`` (or a call outside any step) waits for its agent to be live or back."""
+        default = self.agent_wait_s.get("default", 900.0)
+        return self.agent_wait_s.get(step, default) if step else default
+
 
 def load_job_settings(directory: Path | None = None) -> JobSettings:
     return load_config(JobSettings, directory, "jobs.yaml")

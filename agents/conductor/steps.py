@@ -91,7 +91,7 @@ class Step(Generic[Out]):
 
     def agent_wait_s(self, settings: JobSettings) -> float:
         """How long the step waits for its agent to have a live instance; waiting spends no attempt."""
-        return settings.agent_wait_s.get(self.name, settings.agent_wait_s.get("default", 900.0))
+        return settings.wait_for_agent_s(self.name)
 
     def read(self, job: JobRecord) -> Out:
         """What the step recorded (it is done, or failed on a verdict)."""
