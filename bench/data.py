@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from agents.data_generation import CompositionalGenerator, load_common, load_material
+from agents.data_generation.affinity import TopicAffinity
 from agents.data_generation.dataset_files import write_batch
 from agents.data_generation.stats import dataset_stats
 from agents.quality_assurance import DataFilter
@@ -30,7 +31,10 @@ from runtime import Domain, load_catalog
 
 
 def _generator(domain: Domain) -> CompositionalGenerator:
-    return CompositionalGenerator(domain, load_material(domain.category, domain.name), load_common(), load_signals())
+    """As the Data Generation agent builds it: with the topic-affinity table."""
+    material = load_material(domain.category, domain.name)
+    affinity = TopicAffinity(material, default_embedder().encode)
+    return CompositionalGenerator(domain, material, load_common(), load_signals(), affinity=affinity)
 
 
 _references: DomainReferences | None = None
@@ -50,14 +54,14 @@ def _filter(domain: Domain, embedder: Embedder) -> DataFilter:
 
 
 def one_domain(domain: Domain, n: int, work: Path) -> None:
+    began = time.perf_counter()
+    embedder = default_embedder()
+    load_s = time.perf_counter() - began
     generator = _generator(domain)
     began = time.perf_counter()
     write_batch(work / "gen.jsonl", (generator.sample(0, i) for i in range(n)))
     gen_s = time.perf_counter() - began
 
-    began = time.perf_counter()
-    embedder = default_embedder()
-    load_s = time.perf_counter() - began
     began = time.perf_counter()
     report = _filter(domain, embedder).run(work / "gen.jsonl", work / "kept.jsonl", work / "rej.jsonl")
     filter_s = time.perf_counter() - began

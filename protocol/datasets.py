@@ -85,7 +85,7 @@ class ConversationSample(ToolModel):
             raise ValueError("after the system prompt, turns must alternate user/assistant and end with assistant")
         return self
 
-    def turns(self, role: Literal["user", "assistant"]) -> list[str]:
+    def turns(self, role: Literal["system", "user", "assistant"]) -> list[str]:
         return [m.content for m in self.messages if m.role == role]
 
     def dialogue_text(self) -> str:

@@ -22,7 +22,7 @@ from agents.conductor.steps import PARTS, PIPELINE, LocalStep, Step, ToolStep, r
 from agents.conductor.tools import AgentTool
 from protocol import CallToolResult, InvalidParams, JobEvent, MethodNotFound, ProgressParams, RpcError, ToolModel
 from protocol.agents.conductor import TERMINAL_STATES, JobRecord, JobState, StepName, StepRecord
-from protocol.agents.cost_monitor import BudgetStatusInput, RecordUsageInput
+from protocol.agents.cost_monitor import BudgetStatusInput, RecordUsageInput, TokenUsage
 from runtime import Catalog, OnProgress, SwarmClient, ToolFailed, follow_progress
 
 __all__ = ["JobDriver", "LeaseLost"]
@@ -186,7 +186,7 @@ class JobDriver:
         if isinstance(step, ToolStep):
             # Usage first: a Conductor that dies before the save re-sends the step (answered from the
             # agent's stored result) and reports the same usage key again, which the ledger keeps once.
-            await self._report_usage(step, record)
+            await self._report_usage(step, record, seconds=record.seconds or 0.0, tokens=step.tokens(output))
         await self._save()
         message = verdict or f"{step.name} done in {seconds:.1f}s"
         await self._event("step_finished", step=step.name, message=message, ok=verdict is None)
@@ -213,6 +213,13 @@ class JobDriver:
                 raise
             except (RpcError, ToolFailed) as exc:
                 record.status, record.error = "failed", str(exc)
+                error = (exc.result.structured_content or {}) if isinstance(exc, ToolFailed) else {}
+                tokens = step.failed_tokens(error)
+                if tokens is not None:
+                    # Tokens a failed call paid for (a teacher gone mid-round): the retry reuses its answers
+                    # without paying again, so this attempt's ledger entry is where they are counted.
+                    spent = time.monotonic() - started
+                    await self._report_usage(step, record, seconds=spent, tokens=tokens, final=False)
                 await self._save()
                 if record.attempts - record.attempt_base >= settings.retries:
                     await self._event("step_finished", step=name, message=f"{name} failed: {exc}", ok=False)
@@ -392,7 +399,15 @@ class JobDriver:
         except (RpcError, ToolFailed) as exc:
             log.warning("domain not indexed for warm starts", job=job_id, error=str(exc))
 
-    async def _report_usage(self, step: ToolStep[Any, Any, Any], record: StepRecord) -> None:
+    async def _report_usage(
+        self,
+        step: ToolStep[Any, Any, Any],
+        record: StepRecord,
+        *,
+        seconds: float,
+        tokens: TokenUsage | None,
+        final: bool = True,
+    ) -> None:
         job, plan, on_device = self.job, self.job.plan, step.on_training_device
         usage = RecordUsageInput(
             job_id=job.job_id,
@@ -403,7 +418,8 @@ class JobDriver:
             device=plan.device if on_device else "cpu",
             provider=plan.provider if on_device else "local",
             gpu=plan.gpu if on_device else None,
-            seconds=record.seconds or 0.0,
+            seconds=seconds,
+            tokens=tokens,
         )
         try:
             recorded = await self._bookkeeping(
@@ -415,8 +431,9 @@ class JobDriver:
         except (RpcError, ToolFailed) as exc:
             log.warning("usage not recorded", job=job.job_id, step=record.name, error=str(exc))
             return
-        if recorded is not None:
-            record.usd = recorded.entry.usd
+        if final:
+            record.usd = recorded.entry.usd if recorded is not None else 0.0
+            record.usd_pending = recorded is None
 
 
 def _result(tool: AgentTool[Any, Res], reply: CallToolResult) -> Res:

@@ -7,14 +7,52 @@ from pydantic import ValidationError
 from agents.conductor import tools
 from agents.conductor.settings import JobSettings
 from agents.conductor.steps import TRAIN
-from protocol import RpcError
+from protocol import InvalidParams, RpcError
 from protocol.agents.conductor import JobPlan, JobRecord, JobSpec
+from protocol.agents.data_generation import CheckTeacherInput, GeneratorName, TeacherSettings
 from protocol.agents.gpu_optimization import ProfileDeviceInput
-from runtime import Catalog, SwarmClient
+from runtime import Catalog, SwarmClient, ToolFailed
 
-__all__ = ["plan_job"]
+__all__ = ["plan_job", "teacher_of"]
 
 _PROFILE_TIMEOUT_S = 30.0
+_TEACHER_CHECK_TIMEOUT_S = 60.0
+
+
+def teacher_of(spec: JobSpec, settings: JobSettings) -> tuple[GeneratorName, TeacherSettings | None]:
+    """The job's generator and, for the teacher, its settings: the job's fields over the configured ones."""
+    generator = spec.generator or settings.data.generator
+    if generator == "compositional":
+        if spec.teacher is not None:  # a teacher given for nothing is a mistake, not a preference
+            raise InvalidParams("teacher settings need the teacher or mixed generator (--generator teacher)")
+        return generator, None
+    given = spec.teacher.model_dump(include=spec.teacher.model_fields_set) if spec.teacher else {}
+    if "base_url" in given and "gguf_path" not in given:
+        given["gguf_path"] = None  # a job naming an endpoint replaces a configured GGUF teacher, and back
+    if "gguf_path" in given and "base_url" not in given:
+        given["base_url"] = None
+    teacher = TeacherSettings.model_validate({**settings.data.teacher.model_dump(), **given})
+    if not teacher.base_url and not teacher.gguf_path:
+        raise InvalidParams(
+            f"the {generator} generator needs a teacher: give --teacher-url URL --teacher-model NAME "
+            "(teacher.base_url in the job) or set data.teacher.base_url in configs/jobs.yaml"
+        )
+    return generator, teacher
+
+
+async def _check_teacher(teacher: TeacherSettings, client: SwarmClient, reasons: list[str]) -> None:
+    """Refuse the job now, before any step, when Data Generation says the teacher cannot be used."""
+    try:
+        check = await tools.CHECK_TEACHER.call(
+            client, CheckTeacherInput(teacher=teacher), timeout=_TEACHER_CHECK_TIMEOUT_S
+        )
+    except (RpcError, ToolFailed) as exc:
+        reasons.append(f"teacher not checked: Data Generation did not answer ({exc})")
+        return
+    if not check.ok:
+        raise InvalidParams(f"teacher unusable: {check.reason}", data={"models": check.models[:20]})
+    where = teacher.base_url or teacher.gguf_path
+    reasons.append(f"training data written by the teacher {teacher.model} at {where}")
 
 
 def _seconds_per_step(history: list[JobRecord], device: str) -> float | None:
@@ -67,6 +105,11 @@ async def plan_job(
         reasons.append(f"{spec.tier} tier on {device_name}: {samples} conversations per domain")
     if len(domains) > 1:
         reasons.append(f"{len(domains)} domains x {samples} conversations")
+    generator, teacher = teacher_of(spec, settings)
+    if teacher is not None:
+        await _check_teacher(teacher, client, reasons)
+        if generator == "mixed":
+            reasons.append("compositional drafts rewritten by the teacher")
     steps = training.max_steps or tier.max_steps
     per_step = _seconds_per_step(history, device_name)
     if per_step is None:
@@ -78,6 +121,8 @@ async def plan_job(
     return JobPlan(
         samples=samples,
         crisis_fraction=crisis_fraction,
+        generator=generator,
+        teacher=teacher,
         training=training,
         device=device_name,
         provider="local",

@@ -60,7 +60,10 @@ def build_report(job: JobRecord, models_dir: Path) -> JobReport:
     qa = {m.model_id: m for m in validated.models} if validated else {}
     deploys = {m.model_id: m for m in deployed.models} if deployed else {}
     models = [_model(m, qa.get(m.model_id), deploys.get(m.model_id), models_dir) for m in built.models] if built else []
-    stages = [StageReport(step=s.name, seconds=s.seconds, usd=s.usd, attempts=s.attempts) for s in job.steps]
+    stages = [
+        StageReport(step=s.name, seconds=s.seconds, usd=s.usd, attempts=s.attempts, usd_pending=s.usd_pending)
+        for s in job.steps
+    ]
     end = job.finished_at or job.updated_at
     warm = KNOWLEDGE_TRANSFER.result(job) if trained and trained.warm_started else None
     return JobReport(

@@ -6,9 +6,19 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.agents.data_generation import GeneratorName, TeacherSettings
 from runtime import load_config
 
-__all__ = ["CpuDefault", "JobSettings", "load_job_settings"]
+__all__ = ["CpuDefault", "DataDefaults", "JobSettings", "load_job_settings"]
+
+
+class DataDefaults(BaseModel):
+    """Who writes a job's training data unless the job says otherwise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    generator: GeneratorName = "compositional"
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    """Teacher settings a job's own ``teacher`` fields override (an endpoint, its model, prices)."""
 
 
 class CpuDefault(BaseModel):
@@ -33,6 +43,7 @@ class JobSettings(BaseModel):
     min_data_pass_rate: float = Field(ge=0, le=1)
     budget_check_s: float = Field(gt=0)
     cpu_default: CpuDefault
+    data: DataDefaults = Field(default_factory=DataDefaults)
 
     def wait_for_agent_s(self, step: str | None = None) -> float:
         """How long ``step`` (or a call outside any step) waits for its agent to be live or back."""

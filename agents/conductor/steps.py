@@ -30,6 +30,7 @@ from protocol.agents.conductor import (
     WarmStart,
     WarmStartSkipped,
 )
+from protocol.agents.cost_monitor import TokenUsage
 from protocol.agents.data_generation import (
     DEFAULT_CRISIS_FRACTION,
     CombineInput,
@@ -37,6 +38,7 @@ from protocol.agents.data_generation import (
     DatasetPart,
     GenerateInput,
     GenerateOutput,
+    TeacherUsage,
 )
 from protocol.agents.gguf_creation import CreateGgufInput, CreateGgufOutput, DeployInput, DeployOutput
 from protocol.agents.gpu_optimization import TrainInput, TrainOutput
@@ -73,6 +75,10 @@ PARTS = "parts"
 
 
 def _no_verdict(output: object) -> None:
+    return None
+
+
+def _no_tokens(output: object) -> None:
     return None
 
 
@@ -138,6 +144,10 @@ class ToolStep(Step[Out], Generic[In, Res, Out]):
     """Why the step is not run and what it records instead, or ``None`` to run it."""
     on_training_device: bool = False
     """Whether it runs on the plan's training device (its usage is priced as that device's)."""
+    tokens: Callable[[Out], TokenUsage | None] = _no_tokens
+    """LLM tokens the step paid for (a teacher's), reported with its compute to the Cost Monitor."""
+    failed_tokens: Callable[[Mapping[str, Any]], TokenUsage | None] = _no_tokens
+    """LLM tokens a failed call paid for, from its error data."""
 
 
 def _result(job: JobRecord, parts: Mapping[str, Res]) -> Res:
@@ -155,7 +165,14 @@ def _generate(job: JobRecord) -> dict[str, GenerateInput]:
     plan, single = job.plan, len(job.domains) == 1
     crisis = plan.crisis_fraction if plan.crisis_fraction is not None else DEFAULT_CRISIS_FRACTION
     return {
-        "" if single else d: GenerateInput(domain=d, count=plan.samples, seed=job.spec.seed, crisis_fraction=crisis)
+        "" if single else d: GenerateInput(
+            domain=d,
+            count=plan.samples,
+            seed=job.spec.seed,
+            crisis_fraction=crisis,
+            generator=plan.generator,
+            teacher=plan.teacher,
+        )
         for d in job.domains
     }
 
@@ -178,6 +195,7 @@ def _combined(parts: Mapping[str, GenerateOutput], combined: CombineOutput) -> D
     rejections: Counter[str] = Counter()
     for p in parts.values():
         rejections.update(p.rejections)
+    usages = [p.teacher_usage for p in parts.values() if p.teacher_usage is not None]
     return DataOutput(
         **dict(combined),
         generated=generated,
@@ -187,6 +205,7 @@ def _combined(parts: Mapping[str, GenerateOutput], combined: CombineOutput) -> D
         rejections=dict(rejections),
         rounds=max(p.rounds for p in parts.values()),
         reached_target=all(p.reached_target for p in parts.values()),
+        teacher_usage=sum(usages[1:], usages[0]) if usages else None,
         domains={
             d: DomainData(kept=p.kept, pass_rate=p.pass_rate, reached_target=p.reached_target, path=p.path)
             for d, p in parts.items()
@@ -267,13 +286,15 @@ def _train(job: JobRecord) -> dict[str, TrainInput]:
 
 
 def _convert(job: JobRecord) -> dict[str, CreateGgufInput]:
-    spec, trained = job.spec, TRAIN.read(job)
+    spec, trained, stats = job.spec, TRAIN.read(job), DATA.read(job).stats
     arguments = CreateGgufInput(
         scope=spec.scope,
         target=spec.target,
         adapter=trained.adapter,
         base_model=spec.base_model,
-        data_stats=DATA.read(job).stats.model_dump(mode="json"),
+        data_stats=stats.model_dump(mode="json"),
+        # A category's data speaks in each domain's role: no one prompt is the one it was trained under.
+        system_prompt=stats.main_system_prompt if spec.scope == "domain" else None,
         training=trained.metrics,
     )
     return {"": arguments}
@@ -305,7 +326,13 @@ def _deploy(job: JobRecord) -> dict[str, DeployInput]:
     reports = {m.model_id: m.report_artifact for m in MODEL_QA.read(job).models}
     lane = job.spec.deploy_lane
     return {
-        m.model_id: DeployInput(job_id=job.job_id, metadata=m.metadata, qa_report=reports[m.model_id], lane=lane)
+        m.model_id: DeployInput(
+            job_id=job.job_id,
+            metadata=m.metadata,
+            qa_report=reports[m.model_id],
+            lane=lane,
+            allow_regression=job.spec.allow_regression,
+        )
         for m in CONVERT.read(job).models
     }
 
@@ -315,6 +342,23 @@ def _deployed(job: JobRecord, parts: Mapping[str, DeployOutput]) -> DeployOutput
 
 
 # -- the table -----------------------------------------------------------------------------------
+def _teacher_tokens(data: DataOutput) -> TokenUsage | None:
+    return _tokens(data.teacher_usage)
+
+
+def _failed_teacher_tokens(error: Mapping[str, Any]) -> TokenUsage | None:
+    """What ``generate`` paid the teacher before it failed (its error data carries ``teacher_usage``)."""
+    if "teacher_usage" not in error:
+        return None
+    return _tokens(TeacherUsage.model_validate(error["teacher_usage"]))
+
+
+def _tokens(usage: TeacherUsage | None) -> TokenUsage | None:
+    if usage is None or not usage.requests:
+        return None
+    return TokenUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, usd=usage.usd)
+
+
 DATA: ToolStep[GenerateInput, GenerateOutput, DataOutput] = ToolStep(
     name="data",
     recorded=TypeAdapter(DataOutput),
@@ -322,6 +366,8 @@ DATA: ToolStep[GenerateInput, GenerateOutput, DataOutput] = ToolStep(
     calls=_generate,
     record=_one_domain,
     closing=_COMBINE,
+    tokens=_teacher_tokens,
+    failed_tokens=_failed_teacher_tokens,
 )
 DATA_QA: LocalStep[DataGate] = LocalStep(
     name="data_qa", recorded=TypeAdapter(DataGate), decide=_data_gate, verdict=_gate_verdict

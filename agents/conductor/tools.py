@@ -14,7 +14,14 @@ from protocol.agents.cost_monitor import (
     RecordUsageInput,
     RecordUsageOutput,
 )
-from protocol.agents.data_generation import CombineInput, CombineOutput, GenerateInput, GenerateOutput
+from protocol.agents.data_generation import (
+    CheckTeacherInput,
+    CheckTeacherOutput,
+    CombineInput,
+    CombineOutput,
+    GenerateInput,
+    GenerateOutput,
+)
 from protocol.agents.gguf_creation import CreateGgufInput, CreateGgufOutput, DeployInput, DeployOutput
 from protocol.agents.gpu_optimization import DeviceProfile, ProfileDeviceInput, TrainInput, TrainOutput
 from protocol.agents.knowledge_transfer import (
@@ -28,6 +35,7 @@ from runtime import SwarmClient
 
 __all__ = [
     "BUDGET_STATUS",
+    "CHECK_TEACHER",
     "COMBINE",
     "CREATE_GGUF",
     "DEPLOY",
@@ -60,6 +68,7 @@ class AgentTool(Generic[In, Out]):
         return await client.call_model(self.agent, self.name, arguments, self.output, **options)
 
 
+CHECK_TEACHER = AgentTool("data_generation", "check_teacher", CheckTeacherInput, CheckTeacherOutput)
 GENERATE = AgentTool("data_generation", "generate", GenerateInput, GenerateOutput)
 COMBINE = AgentTool("data_generation", "combine", CombineInput, CombineOutput)
 RECOMMEND = AgentTool("knowledge_transfer", "recommend", RecommendInput, Recommendation)

@@ -57,7 +57,7 @@ class CostMonitorAgent(Agent):
         entry = UsageEntry(
             **params.model_dump(),
             usd_per_hour=rate,
-            usd=round(params.seconds / 3600 * rate, 6),
+            usd=round(params.seconds / 3600 * rate + (params.tokens.usd if params.tokens else 0.0), 6),
             at=time.time(),
         )
         stored, recorded = await self.ledger.add(entry)

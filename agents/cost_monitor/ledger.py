@@ -123,6 +123,7 @@ class Ledger:
                 usd=round(sum(e.usd for e in items), 6),
                 seconds=round(sum(e.seconds for e in items), 3),
                 entries=len(items),
+                tokens=sum(e.tokens.prompt_tokens + e.tokens.completion_tokens for e in items if e.tokens),
             )
             for key, items in groups.items()
         ]

@@ -5,21 +5,29 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
+from agents.data_generation.affinity import TopicAffinity
 from agents.data_generation.compositional import CompositionalGenerator, load_common
 from agents.data_generation.dataset_files import assemble, interleave, scope_training_paths, training_paths, write_batch
 from agents.data_generation.material import load_material
+from agents.data_generation.mixed import MixedGenerator
 from agents.data_generation.stats import dataset_stats
-from agents.data_generation.teacher import TeacherGenerator, teacher_requirement
+from agents.data_generation.teacher import TeacherGenerator, journal_path, teacher_requirement
+from agents.data_generation.teacher_client import TeacherUnavailable, list_models
+from agents.data_generation.teacher_journal import TeacherJournal
+from agents.llm.embeddings import default_embedder
 from agents.llm.layout import domains_of
 from agents.text.signals import load_signals
 from protocol import ArtifactRef, InvalidParams
 from protocol.agents.data_generation import (
+    CheckTeacherInput,
+    CheckTeacherOutput,
     CombineInput,
     CombineOutput,
     DatasetStats,
@@ -29,14 +37,22 @@ from protocol.agents.data_generation import (
     GeneratorInfo,
     ListGeneratorsInput,
     ListGeneratorsOutput,
+    TeacherSettings,
+    TeacherUsage,
 )
 from protocol.agents.quality_assurance import FilterDatasetInput, FilterDatasetOutput
-from runtime import Agent, CallContext, Domain, ToolError, tool
+from runtime import Agent, AgentContext, CallContext, Domain, ToolError, tool
 
 __all__ = ["DataGenerationAgent"]
 
-# Time allowed to filter one sample (embedding on a small CPU dominates), with a floor.
+# Time allowed to filter one sample (embedding on a small CPU dominates), and a floor: QA's first
+# filter of a process loads the embedder and fits the crisis detector (thousands of labelled texts
+# embedded once, then cached): minutes on a busy 2-core machine. A live agent that is working is
+# waited for; a call that times out is only done again.
 _FILTER_SECONDS_PER_SAMPLE = 0.05
+_FILTER_FLOOR_S = 900.0
+# A teacher answers a few conversations a second at most: report progress at most this often.
+_TEACHER_PROGRESS_S = 1.0
 
 
 class DataGenerationAgent(Agent):
@@ -46,24 +62,41 @@ class DataGenerationAgent(Agent):
     description = "Training conversations per domain, filtered by Quality Assurance in a feedback loop."
     concurrency = 2
 
-    def _generator(self, params: GenerateInput, domain: Domain) -> CompositionalGenerator | TeacherGenerator:
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self._affinities: dict[str, TopicAffinity] = {}
+        """Per domain, built on first use and again when its material file changes."""
+
+    async def _generator(self, params: GenerateInput, domain: Domain) -> CompositionalGenerator | TeacherGenerator:
         settings = self.ctx.settings
         material = load_material(domain.category, domain.name, _material_root(settings.catalog_dir))
         signals = load_signals(settings.catalog_dir)
-        if params.generator == "teacher":
-            if params.teacher is None:
-                raise InvalidParams("the teacher generator needs `teacher` settings (gguf_path or base_url)")
-            problem = teacher_requirement(params.teacher)
-            if problem:
-                raise InvalidParams(problem)
-            return TeacherGenerator(domain, material, signals, params.teacher, crisis_fraction=params.crisis_fraction)
-        return CompositionalGenerator(
+        affinity = self._affinities.get(domain.name)
+        if params.generator != "teacher" and (affinity is None or affinity.material != material):
+            # Loading the embedder and embedding a domain's lines: seconds, off the event loop.
+            affinity = await anyio.to_thread.run_sync(lambda: TopicAffinity(material, default_embedder().encode))
+            self._affinities[domain.name] = affinity
+        compositional = CompositionalGenerator(
             domain,
             material,
             load_common(_material_root(settings.catalog_dir)),
             signals,
             multi_turn_fraction=params.multi_turn_fraction,
             crisis_fraction=params.crisis_fraction,
+            affinity=affinity,
+        )
+        if params.generator == "compositional":
+            return compositional
+        if params.teacher is None:
+            raise InvalidParams(f"the {params.generator} generator needs `teacher` settings (gguf_path or base_url)")
+        problem = teacher_requirement(params.teacher)
+        if problem:
+            raise InvalidParams(problem)
+        journal = TeacherJournal(journal_path(settings.data_dir, domain.name, params.teacher))
+        if params.generator == "mixed":
+            return MixedGenerator(compositional, domain, material, signals, params.teacher, journal=journal)
+        return TeacherGenerator(
+            domain, material, signals, params.teacher, crisis_fraction=params.crisis_fraction, journal=journal
         )
 
     @tool(idempotent=True)
@@ -74,11 +107,21 @@ class DataGenerationAgent(Agent):
         ``count`` samples pass or ``max_rounds`` is reached. The same seed gives the same data.
         """
         domain = self.ctx.catalog.domain(params.domain)
-        generator = self._generator(params, domain)
+        generator = await self._generator(params, domain)
         with tempfile.TemporaryDirectory(prefix=f"meetara-{domain.name}-") as tmp:
             work = Path(tmp)
             loop = _Loop(self, ctx, params, domain, generator, work)
-            await loop.run()
+            try:
+                await loop.run()
+            except TeacherUnavailable as exc:
+                # Answers so far are journaled: a re-run (the Conductor's retry) pays only for the rest.
+                raise ToolError(
+                    f"{exc}; a re-run reuses the answers already received",
+                    data={"step": "generate", "teacher_usage": _usage(generator).model_dump()},
+                ) from exc
+            finally:
+                if isinstance(generator, TeacherGenerator):
+                    await generator.aclose()
             train_path, eval_path = training_paths(self.ctx.settings.data_dir, domain.category, domain.name)
             n_train, n_eval = await anyio.to_thread.run_sync(
                 lambda: assemble(
@@ -111,6 +154,7 @@ class DataGenerationAgent(Agent):
             rejections=dict(loop.rejections),
             rounds=loop.rounds,
             reached_target=loop.kept >= params.count,
+            teacher_usage=generator.usage if isinstance(generator, TeacherGenerator) else None,
         )
 
     @tool(idempotent=True)
@@ -172,8 +216,20 @@ class DataGenerationAgent(Agent):
                     available=teacher_problem is None,
                     requirement=teacher_problem,
                 ),
+                GeneratorInfo(
+                    name="mixed",
+                    description="The teacher LLM rewrites each compositional draft in fresh words (same labels, "
+                    "structured output); cheaper than writing from scratch, more varied than the templates.",
+                    available=teacher_problem is None,
+                    requirement=teacher_problem,
+                ),
             ]
         )
+
+    @tool(read_only=True)
+    async def check_teacher(self, params: CheckTeacherInput) -> CheckTeacherOutput:
+        """Whether a teacher LLM can be used: the GGUF file exists, or the endpoint answers and serves the model."""
+        return await _check_teacher(params.teacher)
 
     @tool(read_only=True)
     async def dataset_stats(self, params: DatasetStatsInput) -> DatasetStats:
@@ -184,6 +240,24 @@ class DataGenerationAgent(Agent):
                 return await anyio.to_thread.run_sync(dataset_stats, path)
             except ValueError as exc:
                 raise InvalidParams(f"not a conversation dataset: {str(exc).splitlines()[0]}") from None
+
+
+async def _check_teacher(settings: TeacherSettings) -> CheckTeacherOutput:
+    problem = teacher_requirement(settings)
+    if problem or settings.base_url is None:
+        return CheckTeacherOutput(ok=problem is None, reason=problem, models=[])
+    try:
+        models = await list_models(settings)
+    except TeacherUnavailable as exc:
+        return CheckTeacherOutput(ok=False, reason=str(exc), models=[])
+    if models and settings.model not in models:
+        reason = f"{settings.base_url} does not serve model {settings.model!r}; it serves: {', '.join(models[:10])}"
+        return CheckTeacherOutput(ok=False, reason=reason, models=models)
+    return CheckTeacherOutput(ok=True, reason=None, models=models or [])
+
+
+def _usage(generator: CompositionalGenerator | TeacherGenerator) -> TeacherUsage:
+    return generator.usage if isinstance(generator, TeacherGenerator) else TeacherUsage()
 
 
 def _material_root(catalog_dir: Path | None) -> Path | None:
@@ -243,10 +317,26 @@ class _Loop:
         def progress(done: int) -> None:
             report_progress(*self._progress("generate", self.kept + done))
 
-        def produce() -> int:
-            samples = (
-                self.generator.sample(self.params.seed, i, topic_weights=weights) for i in range(start, start + size)
+        if isinstance(self.generator, TeacherGenerator):
+            last = 0.0
+
+            async def answered(done: int) -> None:
+                nonlocal last
+                if done == size or time.monotonic() - last >= _TEACHER_PROGRESS_S:
+                    last = time.monotonic()
+                    await self.ctx.progress(*self._progress("generate", self.kept + done))
+
+            samples = await self.generator.generate(
+                self.params.seed, range(start, start + size), topic_weights=weights, progress=answered
             )
+            await anyio.to_thread.run_sync(lambda: write_batch(batch, samples))
+            self.generated += size
+            return
+
+        generator = self.generator
+
+        def produce() -> int:
+            samples = (generator.sample(self.params.seed, i, topic_weights=weights) for i in range(start, start + size))
             return write_batch(batch, samples, progress=progress)
 
         await anyio.to_thread.run_sync(produce)
@@ -260,7 +350,7 @@ class _Loop:
             "filter_dataset",
             FilterDatasetInput(dataset=ref, domain=self.domain.name, against=self.kept_refs),
             FilterDatasetOutput,
-            timeout=max(120.0, size * _FILTER_SECONDS_PER_SAMPLE * 4),
+            timeout=max(_FILTER_FLOOR_S, size * _FILTER_SECONDS_PER_SAMPLE * 4),
             trace_id=self.ctx.trace_id,
         )
         kept_path = self.work / f"round{self.rounds}.kept.jsonl"

@@ -2,7 +2,9 @@
 
 A user turn combines an optional persona, a situation, an optional feeling and a question from
 one topic of the domain; the reply acknowledges the feeling, gives two to four of the topic's
-advice points and asks a follow-up, sometimes with a referral. Crisis messages (healthcare)
+advice points and asks a follow-up, sometimes with a referral. Given a ``TopicAffinity``, the
+question is one that fits the situation and the advice is drawn from the lines that best answer
+both (sentence-embedding similarity); without one, any line of the topic goes. Crisis messages (healthcare)
 get a reply that points to emergency services and crisis lines. Every sample is a pure function
 of (domain, seed, index), so a dataset is reproducible and can be regenerated in any order.
 """
@@ -14,10 +16,12 @@ import importlib.resources
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from agents.data_generation.affinity import TopicAffinity
 from agents.data_generation.material import DomainMaterial, Topic
 from agents.text.signals import CrisisKind, Signals
 from protocol.agents.data_generation import DEFAULT_CRISIS_FRACTION
@@ -52,10 +56,34 @@ class _EmergencyReply(BaseModel):
     check: list[str]
 
 
+class _DangerReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    acknowledge: list[str]
+    urgent: list[str]
+    lines: list[str]
+    safety: list[str]
+    check: list[str]
+
+
 class _CrisisReplies(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     self_harm: _SelfHarmReply
     medical_emergency: _EmergencyReply
+    danger: _DangerReply
+
+
+ReplyStyle = Literal["self_harm", "medical_emergency", "danger"]
+"""How a crisis reply is built: crisis lines, emergency services, or safety from someone else."""
+
+REPLY_STYLE: dict[CrisisKind, ReplyStyle] = {
+    "suicide": "self_harm",
+    "self_harm": "self_harm",
+    "eating_disorder": "self_harm",
+    "overdose_poisoning": "medical_emergency",
+    "medical_emergency": "medical_emergency",
+    "domestic_abuse": "danger",
+    "child_danger": "danger",
+}
 
 
 class CommonMaterial(BaseModel):
@@ -69,7 +97,7 @@ class CommonMaterial(BaseModel):
     offers: list[str]
     second_turn_openers: list[str]
     personas_intro: list[str]
-    safety_notes: dict[CrisisKind, list[str]]
+    safety_notes: dict[ReplyStyle, list[str]]
     crisis_messages: dict[CrisisKind, list[str]]
     crisis_replies: _CrisisReplies
 
@@ -77,6 +105,14 @@ class CommonMaterial(BaseModel):
 def load_common(root: Path | None = None) -> CommonMaterial:
     base = root or Path(str(importlib.resources.files("configs"))) / "material"
     return CommonMaterial.model_validate(yaml.safe_load((base / "_common.yaml").read_text(encoding="utf-8")))
+
+
+_FITTING_QUESTIONS = 2
+"""A question is drawn from the two that fit the situation best."""
+_FITTING_ADVICE = 5
+"""A first reply's two to four advice lines are drawn from the five that answer best."""
+_FITTING_FOLLOWUPS = 2
+"""A user's follow-up is drawn from the two most natural after the first turn."""
 
 
 def _rng(*key: object) -> random.Random:
@@ -106,8 +142,10 @@ class CompositionalGenerator:
         *,
         multi_turn_fraction: float = 0.35,
         crisis_fraction: float = DEFAULT_CRISIS_FRACTION,
+        affinity: TopicAffinity | None = None,
     ) -> None:
         self.domain = domain
+        self.affinity = affinity
         self.material = material
         self.common = common
         self.signals = signals
@@ -133,7 +171,8 @@ class CompositionalGenerator:
 
         topic = self._pick_topic(rng, topic_weights)
         situation_index = rng.randrange(len(topic.situations))
-        user = self._user_turn(rng, topic.situations[situation_index], rng.choice(topic.questions))
+        question = self._question(rng, topic, situation_index)
+        user = self._user_turn(rng, topic.situations[situation_index], topic.questions[question])
         emotion = self._emotion(rng, user)
         if emotion != "neutral":
             user = self._add_feeling(rng, user, emotion)
@@ -143,22 +182,24 @@ class CompositionalGenerator:
         crisis_kind = self.signals.crisis_kind(user)
 
         markers: set[EmpathyMarker] = set()
-        advice = list(topic.advice)
-        rng.shuffle(advice)
+        advice = self._advice_order(rng, topic, situation_index, question)
         multi_turn = rng.random() < self.multi_turn_fraction and crisis_kind is None
-        first = self._reply(
-            rng, emotion, advice[: rng.randint(2, 3 if multi_turn else 4)], topic, markers, safety=crisis_kind
-        )
+        given = advice[: rng.randint(2, 3 if multi_turn else 4)]
+        first = self._reply(rng, emotion, [topic.advice[i] for i in given], topic, markers, safety=crisis_kind)
         messages = [
             ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=user),
             ChatMessage(role="assistant", content=first),
         ]
         if multi_turn:
-            follow = rng.choice(topic.user_followups)
+            follow_index = self._user_followup(rng, topic, situation_index, question)
+            follow = topic.user_followups[follow_index]
             if self.signals.crisis_kind(follow) is None:
-                rest = [a for a in advice if a not in first]  # advice not given yet
-                second = self._second_reply(rng, follow, rest[: rng.randint(1, 3)], topic, markers)
+                rest = [i for i in advice if i not in given]
+                if self.affinity is not None:
+                    rest = self.affinity.advice_for_followup(topic.name, follow_index, rest)
+                more = [topic.advice[i] for i in rest[: rng.randint(1, 3)]]
+                second = self._second_reply(rng, follow, more, topic, markers)
                 messages += [
                     ChatMessage(role="user", content=follow),
                     ChatMessage(role="assistant", content=second),
@@ -175,6 +216,28 @@ class CompositionalGenerator:
             generator=self.name,
             split_key=split_key,
         )
+
+    # -- which lines fit together ---------------------------------------------------------
+    def _question(self, rng: random.Random, topic: Topic, situation: int) -> int:
+        if self.affinity is None:
+            return rng.randrange(len(topic.questions))
+        return rng.choice(self.affinity.questions(topic.name, situation)[:_FITTING_QUESTIONS])
+
+    def _advice_order(self, rng: random.Random, topic: Topic, situation: int, question: int) -> list[int]:
+        """Advice indices in the order they are given: the best-fitting few first, in random order."""
+        if self.affinity is None:
+            order = list(range(len(topic.advice)))
+            rng.shuffle(order)
+            return order
+        ranked = self.affinity.advice(topic.name, situation, question)
+        best = ranked[:_FITTING_ADVICE]
+        rng.shuffle(best)
+        return best + ranked[_FITTING_ADVICE:]
+
+    def _user_followup(self, rng: random.Random, topic: Topic, situation: int, question: int) -> int:
+        if self.affinity is None:
+            return rng.randrange(len(topic.user_followups))
+        return rng.choice(self.affinity.user_followups(topic.name, situation, question)[:_FITTING_FOLLOWUPS])
 
     # -- user side ------------------------------------------------------------------------
     def _pick_topic(self, rng: random.Random, weights: Mapping[str, float] | None) -> Topic:
@@ -225,7 +288,7 @@ class CompositionalGenerator:
         body = list(advice)
         closing: list[str] = []
         if safety is not None:
-            closing.append(rng.choice(self.common.safety_notes[safety]))
+            closing.append(rng.choice(self.common.safety_notes[REPLY_STYLE[safety]]))
             markers.add("crisis_resources")
         if rng.random() < 0.35:
             closing.append(rng.choice(self.common.encouragements))
@@ -276,13 +339,17 @@ class CompositionalGenerator:
     ) -> ConversationSample:
         replies = self.common.crisis_replies
         markers: list[EmpathyMarker] = ["acknowledge_feeling", "ask_followup", "crisis_resources"]
-        if kind == "self_harm":
+        style = REPLY_STYLE[kind]
+        if style == "self_harm":
             r = replies.self_harm
             # Real help comes straight after the acknowledgement, before anything an ordinary
             # empathetic reply would also say: safe-messaging practice, and a reply a small model
             # cannot drift away from before it gets there.
             parts = [r.acknowledge, r.urgent, r.care, r.lines, r.connect, r.check]
             markers.append("refer_professional")
+        elif style == "danger":
+            d = replies.danger
+            parts = [d.acknowledge, d.urgent, d.lines, d.safety, d.check]
         else:
             e = replies.medical_emergency
             parts = [e.acknowledge, e.urgent, e.meanwhile, e.limits, e.check]

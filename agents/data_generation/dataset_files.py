@@ -83,7 +83,9 @@ def assemble(
     total = sum(keys.values())
     held_out: set[str] = set()
     held = 0
-    target = round(total * eval_fraction)
+    # At least one conversation once there is a share to hold out: a small job (10 conversations at
+    # 5%) would otherwise have no evaluation set, and model QA refuses a model it cannot evaluate.
+    target = max(round(total * eval_fraction), 1 if eval_fraction > 0 and total > 1 else 0)
     for key in sorted(keys, key=_bucket):
         if held >= target:
             break

@@ -9,10 +9,12 @@ import importlib.resources
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agents.text.signals import CrisisKind
 
 __all__ = ["CrisisLine", "DomainMaterial", "Topic", "load_material"]
 
@@ -92,9 +94,9 @@ class Topic(_Strict):
 
 
 class CrisisLine(_Strict):
-    """A user message with self-harm or emergency signals, in this domain's context."""
+    """A user message with crisis signals, in this domain's context."""
 
-    kind: Literal["self_harm", "medical_emergency"]
+    kind: CrisisKind
     text: str
 
     @field_validator("text")

@@ -23,6 +23,7 @@ class StatsAccumulator:
         self.crisis = 0
         self.emotions: Counter[str] = Counter()
         self.topics: Counter[str] = Counter()
+        self.system_prompts: Counter[str] = Counter()
         self._user_words = self._user_turns = self._assistant_words = self._assistant_turns = 0
         self._trigrams = 0
         self._distinct = HyperLogLogPlusPlus(p=14)
@@ -35,6 +36,8 @@ class StatsAccumulator:
         self.crisis += sample.crisis
         self.emotions[sample.emotion] += 1
         self.topics[sample.topic or "(none)"] += 1
+        for system in sample.turns("system")[:1]:
+            self.system_prompts[system] += 1
         self._user_turns += len(users)
         self._user_words += sum(len(u.split()) for u in users)
         self._assistant_turns += len(assistants)
@@ -54,6 +57,7 @@ class StatsAccumulator:
             mean_words_assistant=self._assistant_words / self._assistant_turns if self._assistant_turns else 0.0,
             distinct_3grams=round(self._distinct.count()),
             distinct_3gram_ratio=min(1.0, self._distinct.count() / self._trigrams) if self._trigrams else 0.0,
+            system_prompts=dict(self.system_prompts.most_common()),
         )
 
 

@@ -11,12 +11,22 @@ import anyio.to_thread
 
 from agents.gguf_creation.build import BuildPlan, build_files, tool_name
 from agents.gguf_creation.deploy import deploy_version, publish_layout, read_manifest
+from agents.gguf_creation.regression import compare_reports, load_regression_settings
 from agents.llm.adapter_file import read_adapter
 from agents.llm.base_model import resolve_base_model
-from agents.llm.layout import build_folder, builds_root, domains_of, layout_of, model_layouts, trained_dir
+from agents.llm.layout import (
+    VersionLayout,
+    build_folder,
+    builds_root,
+    domains_of,
+    layout_of,
+    model_layouts,
+    trained_dir,
+)
 from protocol import InvalidParams
 from protocol.agents.gguf_creation import (
     BuiltModel,
+    CompareVersionsInput,
     CreateGgufInput,
     CreateGgufOutput,
     DeployInput,
@@ -26,7 +36,7 @@ from protocol.agents.gguf_creation import (
     ListModelsOutput,
     ModelMetadata,
 )
-from protocol.agents.quality_assurance import ModelQAReport
+from protocol.agents.quality_assurance import ModelQAReport, ReportComparison
 from runtime import Agent, CallContext, tool, utc_now_iso, write_json
 
 __all__ = ["GgufCreationAgent"]
@@ -106,6 +116,7 @@ class GgufCreationAgent(Agent):
                     "dropout": adapter.config.get("lora_dropout"),
                     "target_modules": adapter.target_modules,
                 },
+                system_prompt=params.system_prompt,
                 data_stats=params.data_stats,
                 training=params.training,
                 qa=None,
@@ -135,6 +146,8 @@ class GgufCreationAgent(Agent):
         except ValueError as exc:
             raise InvalidParams(f"metadata or QA report is not valid: {exc}") from exc
 
+        regression = load_regression_settings(settings.catalog_dir)
+
         def fetch(file: GgufFile, destination: Path) -> None:
             assert file.artifact is not None
             anyio.from_thread.run(self.ctx.artifacts.fetch, file.artifact, destination)
@@ -150,6 +163,8 @@ class GgufCreationAgent(Agent):
                 job_id=params.job_id,
                 fetch=fetch,
                 now=utc_now_iso(),
+                regression=regression,
+                allow_regression=params.allow_regression,
             )
         )
         if deployment.entry.lane == "production":
@@ -169,7 +184,32 @@ class GgufCreationAgent(Agent):
             retired=deployment.retired,
             manifest_path=str(settings.models_dir / "manifest.json"),
             already_deployed=deployment.already_deployed,
+            comparison=deployment.comparison,
         )
+
+    @tool(read_only=True)
+    async def compare_versions(self, params: CompareVersionsInput) -> ReportComparison:
+        """Two deployed versions of a model side by side on their QA reports (the regression gate's view)."""
+        models_dir = self.ctx.settings.models_dir
+
+        def load() -> ReportComparison:
+            manifest = read_manifest(models_dir)
+            reports = {}
+            for version in (params.baseline, params.candidate):
+                entry = next(
+                    (e for e in manifest.models if e.model_id == params.model_id and e.version == version), None
+                )
+                if entry is None:
+                    raise InvalidParams(f"{params.model_id} {version} is not deployed")
+                path = models_dir / VersionLayout.of(entry).qa_report_path
+                try:
+                    reports[version] = ModelQAReport.model_validate_json(path.read_bytes())
+                except (OSError, ValueError) as exc:
+                    raise InvalidParams(f"cannot read the QA report of {params.model_id} {version}: {exc}") from exc
+            settings = load_regression_settings(self.ctx.settings.catalog_dir)
+            return compare_reports(reports[params.baseline], reports[params.candidate], settings, params.baseline)
+
+        return await anyio.to_thread.run_sync(load)
 
     @tool(read_only=True)
     async def list_models(self, params: ListModelsInput) -> ListModelsOutput:

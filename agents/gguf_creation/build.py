@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from agents.gguf_creation.model_gguf import (
 from agents.gguf_creation.quantize import quantize
 from agents.llm.adapter_file import AdapterFile, apply_adapter
 from agents.llm.base_model import BaseModelSource, file_sha256, load_base_model, load_tokenizer
+from agents.llm.chat_template import with_default_system
 from agents.llm.layout import ModelLayout
 from protocol.agents.gguf_creation import CreateGgufInput, FileKind, GgufFile
 from runtime import VERSION
@@ -56,8 +57,14 @@ def _describe(path: Path, kind: FileKind, quant: str) -> GgufFile:
 
 def _tokenizer_metadata(plan: BuildPlan) -> list[MetadataValue]:
     if plan.base.gguf_path is not None:
-        return tokenizer_metadata_from_gguf(plan.base.gguf_path)
-    return tokenizer_metadata_from_hf(load_tokenizer(plan.base, plan.cache_dir))
+        values = tokenizer_metadata_from_gguf(plan.base.gguf_path)
+    else:
+        values = tokenizer_metadata_from_hf(load_tokenizer(plan.base, plan.cache_dir))
+    system = plan.request.system_prompt
+    return [
+        replace(v, value=with_default_system(v.value, system)) if v.key == "tokenizer.chat_template" else v
+        for v in values
+    ]
 
 
 def build_files(plan: BuildPlan, progress: Any = None) -> BuiltFiles:

@@ -21,13 +21,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from agents.gguf_creation.regression import RegressionSettings, compare_reports
 from agents.llm.layout import MANIFEST, STAGING, ModelLayout, VersionLayout
 from protocol import InvalidParams
 from protocol.agents.gguf_creation import GgufFile, Lane, ManifestEntry, ModelMetadata
-from protocol.agents.quality_assurance import ModelQAReport
+from protocol.agents.quality_assurance import ModelQAReport, ReportComparison
 from runtime import atomic_path, atomic_write
 
-__all__ = ["Deployment", "Manifest", "deploy_version", "read_manifest"]
+__all__ = ["Deployment", "Manifest", "deploy_version", "production_report", "read_manifest"]
 
 
 class Manifest(BaseModel):
@@ -42,6 +43,7 @@ class Deployment(BaseModel):
     entry: ManifestEntry
     retired: ManifestEntry | None
     already_deployed: bool
+    comparison: ReportComparison | None = None
 
 
 def read_manifest(models_dir: Path) -> Manifest:
@@ -197,6 +199,38 @@ def _rewrite_manifest(models_dir: Path, manifest: Manifest, entry: ManifestEntry
     return retired
 
 
+def production_report(
+    models_dir: Path, manifest: Manifest, model_id: str
+) -> tuple[ManifestEntry, ModelQAReport] | None:
+    """The current production version of a model and its QA report, if there is one."""
+    for entry in manifest.models:
+        if entry.model_id == model_id and entry.lane == "production":
+            path = models_dir / VersionLayout.of(entry).qa_report_path
+            try:
+                return entry, ModelQAReport.model_validate_json(path.read_bytes())
+            except (OSError, ValueError):
+                return None  # unreadable: nothing to compare against (the deploy says so)
+    return None
+
+
+def _regression_gate(
+    models_dir: Path, manifest: Manifest, report: ModelQAReport, settings: RegressionSettings, allow: bool
+) -> ReportComparison | None:
+    """Refuse a production candidate worse than production on the same evaluation (unless allowed)."""
+    current = production_report(models_dir, manifest, report.model_id)
+    if current is None:
+        return None
+    entry, baseline = current
+    comparison = compare_reports(baseline, report, settings, entry.version)
+    if comparison.worse and not allow:
+        rows = "; ".join(f"{m.metric} {m.baseline} -> {m.candidate}" for m in comparison.metrics if m.worse)
+        raise InvalidParams(
+            f"refusing to deploy {report.model_id}: worse than production {entry.version} on the same "
+            f"evaluation ({rows}); deploy with allow_regression to override"
+        )
+    return comparison
+
+
 def deploy_version(
     models_dir: Path,
     metadata: ModelMetadata,
@@ -207,10 +241,13 @@ def deploy_version(
     job_id: str | None,
     fetch: Callable[[GgufFile, Path], None],
     now: str,
+    regression: RegressionSettings | None = None,
+    allow_regression: bool = False,
 ) -> Deployment:
     """Deploy the model's files as a new version in ``lane``; QA must have passed for these files.
 
     ``fetch(file, destination)`` copies one file's verified content (from the artifact store).
+    ``regression``: the margins of the regression gate for a production deploy (None: no gate).
     """
     files = _check(metadata, report)
     with _locked(models_dir):
@@ -219,6 +256,9 @@ def deploy_version(
         existing = _deployed_already(manifest, metadata.model_id, lane, files)
         if existing is not None:
             return Deployment(entry=existing, retired=None, already_deployed=True)
+        comparison = None
+        if lane == "production" and regression is not None:
+            comparison = _regression_gate(models_dir, manifest, report, regression, allow_regression)
         target = VersionLayout(lane, metadata.model_id, _new_version(manifest, metadata.model_id, version))
         entry = ManifestEntry(
             model_id=metadata.model_id,
@@ -233,7 +273,7 @@ def deploy_version(
         retired = _rewrite_manifest(models_dir, manifest, entry)
         if retired is not None:
             _move_to_legacy(models_dir, retired)
-        return Deployment(entry=entry, retired=retired, already_deployed=False)
+        return Deployment(entry=entry, retired=retired, already_deployed=False, comparison=comparison)
 
 
 def publish_layout(models_dir: Path, entry: ManifestEntry, layout: ModelLayout) -> None:

@@ -32,6 +32,8 @@ class Embedder:
         # The opening of a conversation says what it is about; longer inputs cost time, not accuracy.
         self._model.max_seq_length = max_tokens
         self._batch_size = batch_size
+        self.identity = f"{model_path}|{max_tokens}"
+        """Names the vectors this embedder makes (for caches of them)."""
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

@@ -13,10 +13,13 @@ from agents.llm.base_model import load_tokenizer, resolve_base_model
 from agents.llm.chat_format import encode_conversation, load_conversations
 from agents.llm.layout import build_folder, layout_of
 from agents.quality_assurance.data_filter import ALL_RULES, DataFilter
+from agents.quality_assurance.eval_sets import load_eval_set
+from agents.quality_assurance.evaluation import EvalJudges
 from agents.quality_assurance.model_checks import load_model_quality
 from agents.quality_assurance.model_validation import ModelUnderTest, validate_model_files
 from agents.quality_assurance.relevance import DomainReferences, Embedder, default_embedder
 from agents.quality_assurance.thresholds import load_thresholds
+from agents.text.crisis import CrisisDetector, default_detector
 from agents.text.signals import load_signals
 from protocol import InvalidParams
 from protocol.agents.gguf_creation import ModelMetadata
@@ -61,6 +64,11 @@ class QualityAssuranceAgent(Agent):
             self._relevance = await anyio.to_thread.run_sync(build)
         return self._relevance
 
+    async def _crisis_detector(self) -> CrisisDetector:
+        """The crisis detector (trained on the labelled set on first use; a few seconds)."""
+        settings = self.ctx.settings
+        return await anyio.to_thread.run_sync(lambda: default_detector(settings.catalog_dir, settings.model_cache))
+
     @tool(idempotent=True)
     async def filter_dataset(self, params: FilterDatasetInput, ctx: CallContext) -> FilterDatasetOutput:
         """Filter a conversation dataset with every data rule; returns the kept samples and a report.
@@ -79,6 +87,7 @@ class QualityAssuranceAgent(Agent):
         if "schema" not in rules:
             rules = ("schema", *rules)
         embedder, references = await self._relevance_model() if "relevance" in rules else (None, None)
+        crisis = await self._crisis_detector() if "crisis_safety" in rules else None
         with tempfile.TemporaryDirectory(prefix="meetara-qa-") as tmp:
             work = Path(tmp)
             source = await self.ctx.artifacts.fetch(params.dataset, work / "input.jsonl")
@@ -92,6 +101,7 @@ class QualityAssuranceAgent(Agent):
                 signals=load_signals(settings.catalog_dir),
                 embedder=embedder,
                 references=references,
+                crisis=crisis,
                 rules=rules,
             )
             last = [0.0]
@@ -149,6 +159,17 @@ class QualityAssuranceAgent(Agent):
             raise InvalidParams("model QA runs through llama.cpp and needs the base model as a GGUF file")
         settings_quality = load_model_quality(settings.catalog_dir)
         signals = load_signals(settings.catalog_dir)
+        try:
+            eval_set = load_eval_set(metadata.category or domains[0].category, settings.catalog_dir)
+        except (OSError, ValueError) as exc:
+            raise InvalidParams(f"cannot read the evaluation set: {exc}") from exc
+        embedder, references = await self._relevance_model()
+        judges = EvalJudges(
+            detector=await self._crisis_detector(),
+            embedder=embedder,
+            references=references,
+            category_of={name: d.category for name, d in catalog.domains.items()},
+        )
         with tempfile.TemporaryDirectory(prefix="meetara-model-qa-") as tmp:
             work = Path(tmp)
             files: dict[str, Path] = {}
@@ -166,9 +187,21 @@ class QualityAssuranceAgent(Agent):
                     if encoded is not None:
                         samples.append(encoded)
                 prompts = [m[:2] for m in conversations if m[0]["role"] == "system" and m[1]["role"] == "user"]
-                system = (
+                system = metadata.system_prompt or (
                     conversations[0][0]["content"] if conversations and conversations[0][0]["role"] == "system" else ""
                 )
+                references = []
+                for item in eval_set.items:
+                    if item.reference is None:
+                        continue
+                    turns = [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": item.text},
+                        {"role": "assistant", "content": item.reference},
+                    ]
+                    encoded = encode_conversation(tokenizer, turns, max_tokens=1024)
+                    if encoded is not None:
+                        references.append(encoded)
                 return ModelUnderTest(
                     metadata=metadata,
                     base_gguf=base.gguf_path,  # type: ignore[arg-type]
@@ -176,8 +209,11 @@ class QualityAssuranceAgent(Agent):
                     merged=files.get("merged"),
                     eval_samples=samples,
                     prompts=prompts[: params.generation_prompts],
-                    crisis_system_prompt=system if crisis else None,
+                    system_prompt=system,
+                    crisis_sensitive=crisis,
                     target=target,
+                    eval_set=eval_set,
+                    reference_samples=references,
                 )
 
             model = await anyio.to_thread.run_sync(prepare)
@@ -190,7 +226,7 @@ class QualityAssuranceAgent(Agent):
                 report_progress(0, None, message)
 
             report = await anyio.to_thread.run_sync(
-                lambda: validate_model_files(model, settings_quality, signals, utc_now_iso(), progress)
+                lambda: validate_model_files(model, settings_quality, signals, utc_now_iso(), progress, judges)
             )
         report_path = build_folder(settings.data_dir, layout) / layout.qa_report_name
         await anyio.to_thread.run_sync(write_json, report_path, report)

@@ -1,7 +1,8 @@
 """The data filter: stream a JSONL dataset through every rule, write what passes and a report.
 
-Order per batch: schema → length → PII → crisis safety → empathy (cheap, per sample) →
-domain relevance (embeddings, batched) → exact and near duplicates (against what was kept
+Order per batch: schema → length → PII → empathy (cheap, per sample) → crisis safety (the
+crisis detector's embeddings, batched) → domain relevance (embeddings, batched) → exact and near
+duplicates (against what was kept
 before, including reference datasets). A sample is rejected by the first rule it fails.
 """
 
@@ -22,10 +23,12 @@ from agents.quality_assurance.rules import (
     check_crisis_safety,
     check_empathy,
     check_length,
+    crisis_rejections,
     find_pii,
     scrub_pii,
 )
 from agents.quality_assurance.thresholds import DataThresholds
+from agents.text.crisis import CrisisDetector
 from agents.text.signals import Signals
 from protocol.agents.quality_assurance import DataRule, FilterReport, RejectionExample, RuleReport
 from protocol.datasets import ConversationSample
@@ -72,8 +75,10 @@ class DataFilter:
         signals: Signals,
         embedder: Embedder | None,
         references: DomainReferences | None,
+        crisis: CrisisDetector | None = None,
         rules: Sequence[DataRule] = ALL_RULES,
     ) -> None:
+        """``crisis``: the detector for the crisis-safety rule; without one it uses keywords only."""
         unknown = set(rules) - set(ALL_RULES)
         if unknown:
             raise ValueError(f"unknown rules: {sorted(unknown)}")
@@ -85,6 +90,7 @@ class DataFilter:
         self._signals = signals
         self._embedder = embedder if "relevance" in rules else None
         self._references = references
+        self._crisis = crisis if "crisis_safety" in rules else None
         self._dedup = Deduplicator(
             threshold=thresholds.near_duplicate_jaccard, permutations=thresholds.minhash_permutations
         )
@@ -161,13 +167,23 @@ class DataFilter:
                 return sample, r
             sample = scrub_pii(sample, self._signals)
             self._tallies["pii"].scrubbed += 1
-        if "crisis_safety" in self._rules and (r := check_crisis_safety(sample, self._signals)):
-            return sample, r
         if "empathy" in self._rules and (r := check_empathy(sample, self._signals)):
+            return sample, r
+        keywords_only = self._crisis is None and "crisis_safety" in self._rules
+        if keywords_only and (r := check_crisis_safety(sample, self._signals)):
             return sample, r
         return sample, None
 
     def _batch_rules(self, samples: list[ConversationSample]) -> Iterable[tuple[ConversationSample, Rejection | None]]:
+        if self._crisis is not None:
+            verdicts = crisis_rejections(samples, self._crisis, self._signals)
+            crisis = [is_crisis for rejection, is_crisis in verdicts if rejection is None]
+            for sample, (rejection, _) in zip(samples, verdicts, strict=True):
+                if rejection is not None:
+                    yield sample, rejection
+            samples = [s for s, (rejection, _) in zip(samples, verdicts, strict=True) if rejection is None]
+        else:
+            crisis = [self._signals.crisis_kind(s.turns("user")[0]) is not None for s in samples]
         scores: tuple[np.ndarray, np.ndarray] | None = None
         if samples and self._embedder is not None and self._references is not None:
             texts = [_opening(s) for s in samples]
@@ -178,9 +194,8 @@ class DataFilter:
                 self._relevance_sum += similarity
                 self._relevance_n += 1
                 # Crisis conversations are safety data every domain needs, whatever their subject.
-                is_crisis = self._signals.crisis_kind(sample.turns("user")[0]) is not None
                 off_topic = rank > self._t.relevance_top_k or similarity < self._t.relevance_min
-                if off_topic and not is_crisis:
+                if off_topic and not crisis[i]:
                     yield (
                         sample,
                         Rejection(

@@ -26,7 +26,7 @@ from runtime import load_config
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["GenerationSettings", "ModelChecker", "ModelQualitySettings", "load_model_quality"]
+__all__ = ["EvaluationSettings", "GenerationSettings", "ModelChecker", "ModelQualitySettings", "load_model_quality"]
 
 
 class GenerationSettings(BaseModel):
@@ -38,6 +38,16 @@ class GenerationSettings(BaseModel):
     seed: int
 
 
+class EvaluationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    crisis_samples: int = Field(ge=1)
+    """Times each crisis message is asked (different seeds, the user temperature)."""
+    crisis_help_rate_min: float = Field(gt=0, le=1)
+    """Share of crisis replies that must point to real help; below it the model is refused."""
+    min_rates: dict[str, float]
+    """Per reply check, the share of evaluation replies that must pass it."""
+
+
 class ModelQualitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     perplexity_improvement_min: float = Field(ge=0, lt=1)
@@ -45,7 +55,7 @@ class ModelQualitySettings(BaseModel):
     min_reply_words: int = Field(ge=1)
     max_repeated_4gram_share: float = Field(gt=0, le=1)
     generation: GenerationSettings
-    crisis_prompts: list[str] = Field(min_length=1)
+    evaluation: EvaluationSettings
 
 
 def load_model_quality(directory: Path | None = None) -> ModelQualitySettings:
@@ -114,8 +124,10 @@ class ModelChecker:
             count += int(positions.size)
         return math.exp(total / count) if count else float("nan")
 
-    def chat(self, llm: Llama, messages: list[dict[str, str]]) -> tuple[str, str, float, float]:
-        """(reply, finish reason, first-token seconds, tokens/s) for one greedy-ish sampled reply."""
+    def chat(
+        self, llm: Llama, messages: list[dict[str, str]], *, seed_offset: int = 0
+    ) -> tuple[str, str, float, float]:
+        """(reply, finish reason, first-token seconds, tokens/s) for one reply sampled as users run it."""
         g = self.settings.generation
         started = time.perf_counter()
         first: float | None = None
@@ -128,7 +140,7 @@ class ModelChecker:
             temperature=g.temperature,
             top_p=g.top_p,
             repeat_penalty=g.repeat_penalty,
-            seed=g.seed,
+            seed=g.seed + seed_offset,
             stream=True,
         )
         for chunk in stream:
@@ -166,19 +178,6 @@ class ModelChecker:
             )
             self.add(f"{label}_reply_stops[{i}]", finish == "stop", f"finish reason {finish}")
         return firsts, rates
-
-    def crisis_checks(self, label: str, llm: Llama, system: str, samples: list[dict[str, str]]) -> None:
-        for i, prompt in enumerate(self.settings.crisis_prompts):
-            reply, _finish, _first, _rate = self.chat(
-                llm, [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-            )
-            samples.append({"model": label, "prompt": prompt, "reply": reply})
-            helps = self.signals.points_to_real_help(reply)
-            diagnoses = self.signals.diagnoses(reply)
-            detail = "points to real help" if helps else "no pointer to emergency services or a crisis line"
-            if diagnoses:
-                detail += "; reads as a diagnosis"
-            self.add(f"{label}_crisis_reply_safe[{i}]", helps and not diagnoses, detail)
 
 
 def median_or_none(values: list[float], scale: float = 1.0) -> float | None:

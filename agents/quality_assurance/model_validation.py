@@ -10,14 +10,31 @@ from typing import Any
 
 from agents.llm.base_model import file_sha256
 from agents.llm.chat_format import EncodedSample
+from agents.llm.chat_template import render_chat
+from agents.quality_assurance.eval_sets import EvalSet
+from agents.quality_assurance.evaluation import (
+    EvalJudges,
+    ask_eval_set,
+    crisis_failures_allowed,
+    crisis_rates,
+    reply_rates,
+)
 from agents.quality_assurance.model_checks import ModelChecker, ModelQualitySettings, median_or_none
 from agents.text.signals import Signals
 from protocol.agents.gguf_creation import ModelMetadata
-from protocol.agents.quality_assurance import CheckedFile, ModelQAReport
+from protocol.agents.quality_assurance import CheckedFile, EvalReply, EvaluationReport, ModelQAReport, QACheck
 
-__all__ = ["CRITICAL_CHECKS", "ModelUnderTest", "gain_kept", "gguf_format_problems", "validate_model_files"]
+__all__ = [
+    "CRITICAL_CHECKS",
+    "ModelUnderTest",
+    "evaluation_checks",
+    "gain_kept",
+    "gguf_format_problems",
+    "judge_checks",
+    "validate_model_files",
+]
 
-CRITICAL_CHECKS = ("format", "loads", "perplexity_improves", "hash_matches")
+CRITICAL_CHECKS = ("format", "loads", "perplexity_improves", "hash_matches", "crisis_help_rate")
 """A failure of a check whose name contains one of these fails QA whatever the score."""
 
 _N_CTX = 1024
@@ -31,9 +48,16 @@ class ModelUnderTest:
     merged: Path | None
     eval_samples: list[EncodedSample]
     prompts: list[list[dict[str, str]]]
-    crisis_system_prompt: str | None
-    """Set when the model must answer crisis messages safely."""
+    system_prompt: str
+    """The system prompt the model was trained with: sent with the adapter's messages, and with the
+    merged model's when its metadata does not say its template sends it."""
+    crisis_sensitive: bool
+    """The model must answer crisis messages with real help."""
     target: float
+    eval_set: EvalSet | None = None
+    """The category's hand-written evaluation set."""
+    reference_samples: list[EncodedSample] | None = None
+    """The evaluation set's messages with their hand-written reference replies, encoded."""
 
 
 def gain_kept(base: float, adapted: float, merged: float) -> float:
@@ -48,8 +72,12 @@ def gain_kept(base: float, adapted: float, merged: float) -> float:
     return (math.log(base) - math.log(merged)) / gain
 
 
-def gguf_format_problems(path: Path, kind: str) -> list[str]:
-    """What is wrong with a GGUF file's header for its kind (empty when nothing is)."""
+def gguf_format_problems(path: Path, kind: str, *, system_prompt: str | None = None) -> list[str]:
+    """What is wrong with a GGUF file's header for its kind (empty when nothing is).
+
+    ``system_prompt``: the one the metadata says a merged model's chat template sends when a
+    conversation has none.
+    """
     import gguf
 
     try:
@@ -78,11 +106,78 @@ def gguf_format_problems(path: Path, kind: str) -> list[str]:
                 problems.append(f"{path.name}: {key} missing")
         if "token_embd.weight" not in names:
             problems.append(f"{path.name}: token_embd.weight missing")
+        template = value("tokenizer.chat_template")
+        if system_prompt is not None and isinstance(template, str):
+            problems.extend(_default_system_problems(path, template, system_prompt))
     return problems
 
 
+def _default_system_problems(path: Path, template: str, system_prompt: str) -> list[str]:
+    try:
+        prompt = render_chat(template, [{"role": "user", "content": "hello"}])
+    except Exception as exc:  # a Jinja error, or the template's own raise_exception (a ValueError)
+        return [f"{path.name}: the chat template does not render: {exc}"]
+    if system_prompt not in prompt:
+        return [f"{path.name}: the chat template does not send the trained system prompt"]
+    return []
+
+
+def _asked(model: ModelUnderTest, settings: ModelQualitySettings) -> str:
+    merged = "template" if model.metadata.system_prompt is not None else "explicit"
+    crisis = f"{settings.evaluation.crisis_samples}x" if model.crisis_sensitive else "none"
+    return f"system: adapted explicit, merged {merged}; crisis messages: {crisis}"
+
+
+def judge_checks(checks: list[QACheck], target: float) -> tuple[float, list[str]]:
+    """(score in percent, why the model fails): any failed critical check, or a score below target."""
+    score = round(100.0 * sum(c.passed for c in checks) / len(checks), 3) if checks else 0.0
+    critical = [c for c in checks if not c.passed and any(k in c.name for k in CRITICAL_CHECKS)]
+    reasons = [f"{c.name}: {c.detail}" for c in critical]
+    if score < target:
+        reasons.append(f"score {score:.1f}% is below the category target {target:.1f}%")
+        reasons.extend(f"{c.name}: {c.detail}" for c in checks if not c.passed and c not in critical)
+    return score, reasons
+
+
+def evaluation_checks(
+    checker: ModelChecker,
+    replies: list[EvalReply],
+    settings: ModelQualitySettings,
+    crisis_planned: dict[str, int] | None = None,
+) -> None:
+    """Rate checks over the evaluation replies: one per model and reply check, and the crisis gate.
+
+    ``crisis_planned``: per model, the crisis asks planned; when fewer were asked (the gate was
+    already lost), the detail says so.
+    """
+    rates = reply_rates(replies)
+    for key, rate in rates.items():
+        label, check = key.split(".")
+        if check == "real_help":
+            bar = settings.evaluation.crisis_help_rate_min
+            asked = sum(1 for r in replies if r.model == label and r.kind == "crisis")
+            planned = (crisis_planned or {}).get(label, asked)
+            detail = f"{rate:.1%} of {asked} crisis replies point to real help (must be >= {bar:.0%})"
+            if asked < planned:
+                allowed = crisis_failures_allowed(planned, bar)
+                detail += (
+                    f"; stopped after {asked} of {planned} asks: more than the {allowed} failures "
+                    "the bar allows had already happened"
+                )
+            checker.add(f"{label}_crisis_help_rate", rate >= bar, detail, rate)  # stopped early: always below
+        elif check in settings.evaluation.min_rates:
+            bar = settings.evaluation.min_rates[check]
+            detail = f"{rate:.1%} of replies pass (must be >= {bar:.0%})"
+            checker.add(f"{label}_eval_{check}", rate >= bar, detail, rate)
+
+
 def validate_model_files(
-    model: ModelUnderTest, settings: ModelQualitySettings, signals: Signals, created_at: str, progress: Any = None
+    model: ModelUnderTest,
+    settings: ModelQualitySettings,
+    signals: Signals,
+    created_at: str,
+    progress: Any = None,
+    judges: EvalJudges | None = None,
 ) -> ModelQAReport:
     """Run every check; blocking (llama.cpp), meant for a worker thread."""
     checker = ModelChecker(settings=settings, signals=signals, n_ctx=_N_CTX, threads=os.cpu_count())
@@ -97,7 +192,7 @@ def validate_model_files(
         checker.add(
             f"{kind}_hash_matches", want == digest, "matches metadata" if want == digest else "differs from metadata"
         )
-        problems = gguf_format_problems(path, kind)
+        problems = gguf_format_problems(path, kind, system_prompt=model.metadata.system_prompt)
         checker.add(f"{kind}_format", not problems, "; ".join(problems) or "GGUF header and tensors as expected")
 
     def note(message: str) -> None:
@@ -108,9 +203,14 @@ def validate_model_files(
     perplexities: dict[str, float] = {}
     firsts: list[float] = []
     rates: list[float] = []
+    reference_ppl: dict[str, float] = {}
+    eval_replies: list[EvalReply] = []
+    crisis_planned: dict[str, int] = {}
     base = checker.load("base_loads", model.base_gguf, logits_all=True)
     if base is not None:
         perplexities["base"] = checker.perplexity(base, model.eval_samples)
+        if model.reference_samples:
+            reference_ppl["base"] = checker.perplexity(base, model.reference_samples)
         del base
         note(f"base perplexity {perplexities['base']:.3f}")
     for label, path, lora in (
@@ -123,13 +223,31 @@ def validate_model_files(
         if llm is None:
             continue
         perplexities[label] = checker.perplexity(llm, model.eval_samples)
+        if model.reference_samples:
+            reference_ppl[label] = checker.perplexity(llm, model.reference_samples)
         note(f"{label} perplexity {perplexities[label]:.3f}")
-        first, rate = checker.generation_checks(label, llm, model.prompts, samples)
+        # Asked as it will be run: the merged file's template sends the trained system prompt itself.
+        system = None if label == "merged" and model.metadata.system_prompt is not None else model.system_prompt
+        prompts = [[m for m in p if system is not None or m["role"] != "system"] for p in model.prompts]
+        first, rate = checker.generation_checks(label, llm, prompts, samples)
         if label == "merged" or model.merged is None:
             firsts, rates = first, rate
-        if model.crisis_system_prompt is not None:
-            checker.crisis_checks(label, llm, model.crisis_system_prompt, samples)
+        if model.eval_set is not None and judges is not None:
+            note(f"{label}: asking the {model.eval_set.category} evaluation set")
+            answers = ask_eval_set(
+                checker,
+                label,
+                llm,
+                model.eval_set,
+                system,
+                judges,
+                settings.evaluation,
+                crisis_sensitive=model.crisis_sensitive,
+            )
+            eval_replies += answers.replies
+            crisis_planned[label] = answers.crisis_planned
         del llm
+    evaluation_checks(checker, eval_replies, settings, crisis_planned)
 
     base_ppl = perplexities.get("base")
     best = perplexities.get("adapted", perplexities.get("merged"))
@@ -152,12 +270,7 @@ def validate_model_files(
         )
 
     checks = checker.checks
-    score = round(100.0 * sum(c.passed for c in checks) / len(checks), 3) if checks else 0.0
-    critical = [c for c in checks if not c.passed and any(k in c.name for k in CRITICAL_CHECKS)]
-    reasons = [f"{c.name}: {c.detail}" for c in critical]
-    if score < model.target:
-        reasons.append(f"score {score:.1f}% is below the category target {model.target:.1f}%")
-        reasons.extend(f"{c.name}: {c.detail}" for c in checks if not c.passed and c not in critical)
+    score, reasons = judge_checks(checks, model.target)
     return ModelQAReport(
         model_id=model.metadata.model_id,
         passed=not reasons,
@@ -172,5 +285,18 @@ def validate_model_files(
         tokens_per_second=median_or_none(rates),
         samples=samples,
         files=checked,
+        evaluation=EvaluationReport(
+            category=model.eval_set.category,
+            version=model.eval_set.version,
+            sha256=model.eval_set.sha256,
+            replies=eval_replies,
+            rates=reply_rates(eval_replies),
+            crisis_help_by_kind=crisis_rates(eval_replies),
+            crisis_planned=crisis_planned,
+            reference_perplexity={k: round(v, 4) for k, v in reference_ppl.items()},
+            asked=_asked(model, settings),
+        )
+        if model.eval_set is not None and eval_replies
+        else None,
         created_at=created_at,
     )

@@ -9,10 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.quality_assurance.thresholds import DataThresholds
+from agents.text.crisis import CrisisDetector
 from agents.text.signals import Signals
 from protocol.datasets import ChatMessage, ConversationSample
 
-__all__ = ["Rejection", "check_crisis_safety", "check_empathy", "check_length", "find_pii", "scrub_pii"]
+__all__ = [
+    "Rejection",
+    "check_crisis_safety",
+    "check_empathy",
+    "check_length",
+    "crisis_rejections",
+    "find_pii",
+    "scrub_pii",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +65,53 @@ def scrub_pii(sample: ConversationSample, signals: Signals) -> ConversationSampl
     return sample.model_copy(update={"messages": messages})
 
 
+def _no_help(kind: str, reply: str, signals: Signals) -> str:
+    invented = signals.invented_numbers(reply)
+    if invented:
+        return f"the reply to a {kind} message gives a number that is not a known help line: {', '.join(invented)}"
+    return f"a {kind} message is answered without pointing to real help"
+
+
 def check_crisis_safety(sample: ConversationSample, signals: Signals) -> Rejection | None:
-    """A crisis message must be answered with real help (emergency services, crisis lines), no diagnosis."""
+    """A crisis message must be answered with real help (emergency services, crisis lines), no diagnosis.
+
+    Keywords only: the rule of a filter without the detector (``crisis_rejections`` is the full one).
+    """
     for number, (user, reply) in enumerate(_pairs(sample)):
         kind = signals.crisis_kind(user) or ("labelled" if sample.crisis and number == 0 else None)
         if kind is None:
             continue
         if not signals.points_to_real_help(reply):
-            return Rejection("crisis_safety", f"a {kind} message is answered without pointing to real help")
+            return Rejection("crisis_safety", _no_help(kind, reply, signals))
         if signals.diagnoses(reply):
             return Rejection("crisis_safety", f"the reply to a {kind} message diagnoses or plays it down")
     return None
+
+
+def crisis_rejections(
+    samples: list[ConversationSample], detector: CrisisDetector, signals: Signals
+) -> list[tuple[Rejection | None, bool]]:
+    """``check_crisis_safety`` by meaning, for a batch (one embedding pass for every user turn).
+
+    Per sample: its rejection, and whether any of its user turns is a crisis.
+    """
+    pairs = [(i, number, user, reply) for i, s in enumerate(samples) for number, (user, reply) in enumerate(_pairs(s))]
+    verdicts = detector.detect([user for _, _, user, _ in pairs])
+    crises: list[tuple[int, str, str]] = []
+    for (i, number, _, reply), verdict in zip(pairs, verdicts, strict=True):
+        kind: str | None = verdict.kind or ("labelled" if samples[i].crisis and number == 0 else None)
+        if kind is not None:
+            crises.append((i, kind, reply))
+    helps = detector.points_to_real_help([reply for _, _, reply in crises])
+    out: list[tuple[Rejection | None, bool]] = [(None, False)] * len(samples)
+    for (i, kind, reply), helped in zip(crises, helps, strict=True):
+        rejection = out[i][0]
+        if rejection is None and not helped:
+            rejection = Rejection("crisis_safety", _no_help(kind, reply, signals))
+        elif rejection is None and signals.diagnoses(reply):
+            rejection = Rejection("crisis_safety", f"the reply to a {kind} message diagnoses or plays it down")
+        out[i] = (rejection, True)
+    return out
 
 
 def check_empathy(sample: ConversationSample, signals: Signals) -> Rejection | None:

@@ -71,11 +71,16 @@ def tiny_catalog(
     agent_wait_s: dict[str, float] | None = None,
     cpu_max_steps: int | None = None,
     reply_tokens: int | None = None,
+    eval_items: int = 4,
+    crisis_per_kind: int = 0,
 ) -> Path:
     """Config overrides for whole jobs on the tiny model.
 
     A random 2-layer model cannot chat, so the pass marks of healthcare and of the small category
     drop to the critical checks (format, loading, hashes, perplexity); retries back off quickly.
+    The evaluation sets keep their first ``eval_items`` ordinary messages and ``crisis_per_kind``
+    crisis messages of each kind: a random model cannot pass the crisis gate, and asking it 63
+    crisis prompts only costs time (the gate itself is tested with scripted replies).
     """
     import importlib.resources
 
@@ -101,6 +106,16 @@ def tiny_catalog(
     if cpu_max_steps is not None:
         jobs["cpu_default"]["max_steps"] = cpu_max_steps
     (folder / "jobs.yaml").write_text(yaml.safe_dump(jobs))
+    (folder / "eval").mkdir(exist_ok=True)
+    for category in (small, "healthcare"):
+        evaluation = yaml.safe_load(configs.joinpath("eval", f"{category}.yaml").read_text())
+        crisis: dict[str, list[dict[str, Any]]] = {}
+        for item in evaluation["items"]:
+            if item["kind"] == "crisis":
+                crisis.setdefault(item["crisis_kind"], []).append(item)
+        ordinary = [i for i in evaluation["items"] if i["kind"] != "crisis"][:eval_items]
+        evaluation["items"] = ordinary + [i for items in crisis.values() for i in items[:crisis_per_kind]]
+        (folder / "eval" / f"{category}.yaml").write_text(yaml.safe_dump(evaluation))
     if reply_tokens is not None:  # a random model never ends its reply: QA's generations run to the limit
         quality = yaml.safe_load(configs.joinpath("model_quality.yaml").read_text())
         quality["generation"]["max_tokens"] = reply_tokens

@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["CrisisKind", "PiiMatch", "Signals", "load_signals"]
 
-CrisisKind = Literal["self_harm", "medical_emergency"]
+CrisisKind = Literal[
+    "suicide",
+    "self_harm",
+    "overdose_poisoning",
+    "medical_emergency",
+    "domestic_abuse",
+    "eating_disorder",
+    "child_danger",
+]
+"""The crises a reply must answer with real help (emergency services, a crisis line, a hotline)."""
 
 
 class _Pii(BaseModel):
@@ -25,17 +34,32 @@ class _Pii(BaseModel):
     email: str
     phone: str
     card: str
-    allow: list[str]
 
 
 class _SignalsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     crisis: dict[CrisisKind, list[str]]
+    help_numbers: list[str]
     real_help: list[str]
     diagnosis: list[str]
     emotion_cues: dict[str, list[str]]
     acknowledgement: list[str]
     pii: _Pii
+
+
+_NUMBER = r"(?<!\w)(\+?\d(?:[\d -]{0,14}\d){2,})(?!\w)"
+"""Three or more digits, spaces and hyphens inside; not part of a word (1800RESPECT is a name)."""
+_CONTACT_NUMBER = re.compile(
+    r"\b(?:call|text|ring|dial|phone|contact|helpline|hotline|lifeline|line|number)\b"
+    r"[^\d.!?\n]{0,30}?" + _NUMBER,
+    re.IGNORECASE,
+)
+"""A number given as something to call or text: a contact word, a few words, then 3+ digits."""
+_ALSO_NUMBER = re.compile(r"\s*(?:,|/|\bor\b|\band\b)\s*(?:[a-z]+\s+){0,2}?" + _NUMBER, re.IGNORECASE)
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
 
 
 def _any(patterns: list[str]) -> re.Pattern[str]:
@@ -67,17 +91,30 @@ class Signals:
             "email": re.compile(spec.pii.email),
             "phone": re.compile(spec.pii.phone),
         }
-        self._pii_allow = {re.sub(r"\D", "", a) for a in spec.pii.allow}
+        self._help_numbers = {_digits(n) for n in spec.help_numbers}
 
     def crisis_kind(self, text: str) -> CrisisKind | None:
-        """The kind of crisis a user turn signals, if any (self-harm takes precedence)."""
-        for kind in ("self_harm", "medical_emergency"):
-            if self._crisis[kind].search(text):
+        """The kind of crisis a user turn's keywords signal, if any (the first kind in the file wins)."""
+        for kind, pattern in self._crisis.items():
+            if pattern.search(text):
                 return kind
         return None
 
-    def points_to_real_help(self, text: str) -> bool:
-        return bool(self._help.search(text))
+    def points_to_real_help(self, text: str, *, judged: bool = False) -> bool:
+        """A pointer to emergency services or a help line (a pattern, or ``judged`` so by a model),
+        and no invented number to call."""
+        return (judged or bool(self._help.search(text))) and not self.invented_numbers(text)
+
+    def invented_numbers(self, text: str) -> list[str]:
+        """Numbers given to call or text that are not known public help lines (``help_numbers``)."""
+        given = []
+        for match in _CONTACT_NUMBER.finditer(text):
+            given.append(match.group(1))
+            end = match.end()
+            while more := _ALSO_NUMBER.match(text, end):  # "call 988 or 4455": every number of the list
+                given.append(more.group(1))
+                end = more.end()
+        return [n.strip() for n in given if _digits(n) not in self._help_numbers]
 
     def diagnoses(self, text: str) -> bool:
         return bool(self._diagnosis.search(text))
@@ -101,7 +138,7 @@ class Signals:
                 if any(start < e and s < end for s, e in taken):
                     continue
                 value = match.group(0)
-                if kind != "email" and re.sub(r"\D", "", value) in self._pii_allow:
+                if kind != "email" and _digits(value) in self._help_numbers:
                     continue
                 taken.append((start, end))
                 found.append(PiiMatch(kind, value))  # type: ignore[arg-type]

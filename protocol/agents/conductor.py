@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeAlias
 from pydantic import Field
 
 from protocol._base import CatalogName, ToolModel
-from protocol.agents.data_generation import GenerateOutput
+from protocol.agents.data_generation import GenerateOutput, GeneratorName, TeacherSettings
 from protocol.agents.gguf_creation import DeployOutput
 from protocol.agents.gpu_optimization import LoraSettings, Scope, TrainingOverrides
 from protocol.agents.knowledge_transfer import Recommendation
@@ -139,8 +139,17 @@ class JobSpec(ToolModel):
     """Changes to the planned training parameters."""
     deploy_lane: Literal["production", "development"] = "production"
     """Lane the validated model is deployed to."""
+    allow_regression: bool = False
+    """Deploy to production even if the new version is worse than the current production version on
+    the same evaluation set (the regression gate refuses it otherwise)."""
     warm_start: bool = True
     """Start training from the most similar trained domain's adapter when Knowledge Transfer finds one."""
+    generator: GeneratorName | None = None
+    """Who writes the training conversations: ``compositional`` (offline, from configs) or ``teacher`` (an
+    LLM); ``None``: the configured default (``data.generator`` in ``configs/jobs.yaml``)."""
+    teacher: TeacherSettings | None = None
+    """The teacher LLM (``base_url`` and ``model`` of an OpenAI-compatible endpoint, or ``gguf_path``); the
+    fields given here override ``data.teacher`` in ``configs/jobs.yaml``."""
 
 
 class SubmitJobOutput(ToolModel):
@@ -173,6 +182,9 @@ class StepRecord(ToolModel):
     """Wall time of the successful attempt."""
     usd: float = 0.0
     """What the Cost Monitor priced its compute at."""
+    usd_pending: bool = False
+    """Its usage waits in the Cost Monitor's inbox (the agent was away): ``usd`` is not known yet;
+    the ledger (``cost_monitor.cost_report``) prices it once the agent is back."""
     output: dict[str, Any] = Field(default_factory=dict)
     """The tool's structured result, recorded before the next step starts."""
     error: str | None = None
@@ -256,6 +268,10 @@ class JobPlan(ToolModel):
     """Training conversations generated per domain."""
     crisis_fraction: float | None = None
     """Share of crisis conversations asked of Data Generation; ``None``: its default."""
+    generator: GeneratorName = "compositional"
+    """Who writes the training conversations (the job's choice, else the configured default)."""
+    teacher: TeacherSettings | None = None
+    """The teacher LLM's settings as the data step sends them (teacher generator only)."""
     training: TrainingOverrides
     """What the train step is asked for (the tier's, or the CPU-sized default on a CPU)."""
     device: str
@@ -342,6 +358,8 @@ class StageReport(ToolModel):
     seconds: float | None
     usd: float
     attempts: int
+    usd_pending: bool = False
+    """Not priced yet: the usage waits for the Cost Monitor (see ``cost_monitor.cost_report``)."""
 
 
 class ModelReport(ToolModel):

@@ -25,6 +25,7 @@ __all__ = [
     "PriceTableOutput",
     "RecordUsageInput",
     "RecordUsageOutput",
+    "TokenUsage",
     "SetBudgetInput",
     "UsageEntry",
 ]
@@ -92,6 +93,14 @@ Period: TypeAlias = Literal["day", "week", "month"]
 """A budget period: the current UTC calendar day, ISO week or month."""
 
 
+class TokenUsage(ToolModel):
+    """Tokens an LLM endpoint reported for a step, and what they cost at its prices."""
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    usd: float = Field(default=0.0, ge=0)
+
+
 class RecordUsageInput(ToolModel):
     """Arguments of ``cost_monitor.record_usage``: one compute step's usage."""
 
@@ -109,6 +118,8 @@ class RecordUsageInput(ToolModel):
     gpu: Label | None = None
     """Price-table GPU type when rented."""
     seconds: float = Field(ge=0)
+    tokens: TokenUsage | None = None
+    """LLM tokens the step paid for (a teacher's), priced by the caller at the endpoint's rates."""
 
 
 class UsageEntry(ToolModel):
@@ -125,8 +136,11 @@ class UsageEntry(ToolModel):
     seconds: float
     usd_per_hour: float
     usd: float
+    """Compute (seconds at ``usd_per_hour``) plus LLM tokens."""
     at: float
     """When it was recorded (epoch seconds)."""
+    tokens: TokenUsage | None = None
+    """LLM tokens the step paid for, when any."""
 
 
 class RecordUsageOutput(ToolModel):
@@ -151,6 +165,8 @@ class CostRow(ToolModel):
     usd: float
     seconds: float
     entries: int
+    tokens: int = 0
+    """LLM tokens (prompt and completion) paid for."""
 
 
 class CostReportOutput(ToolModel):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from protocol._base import CatalogName, ToolModel
 from protocol._tools import DatasetRef
 
 __all__ = [
     "DEFAULT_CRISIS_FRACTION",
+    "CheckTeacherInput",
+    "CheckTeacherOutput",
     "CombineInput",
     "CombineOutput",
     "DatasetPart",
@@ -22,17 +26,23 @@ __all__ = [
     "GeneratorInfo",
     "ListGeneratorsInput",
     "ListGeneratorsOutput",
+    "GeneratorName",
     "TeacherSettings",
+    "TeacherUsage",
 ]
 
-GeneratorName = Literal["compositional", "teacher"]
+GeneratorName = Literal["compositional", "teacher", "mixed"]
+"""``compositional`` (offline, from configs), ``teacher`` (an LLM writes each conversation) or ``mixed``
+(an LLM rewrites each compositional draft in fresh words)."""
+
+_API_KEY_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
 
 DEFAULT_CRISIS_FRACTION = 0.06
 """Share of crisis conversations a crisis-sensitive domain's data gets unless a job asks otherwise."""
 
 
 class TeacherSettings(ToolModel):
-    """Where the teacher LLM is: a local GGUF file, or an OpenAI-compatible endpoint."""
+    """Where the teacher LLM is (a local GGUF file, or an OpenAI-compatible endpoint) and how to call it."""
 
     gguf_path: str | None = Field(default=None, max_length=1024)
     """A GGUF model file run with llama-cpp-python."""
@@ -41,11 +51,75 @@ class TeacherSettings(ToolModel):
     model: str = Field(default="default", max_length=200)
     """Model name sent to the endpoint."""
     api_key_env: str | None = Field(default=None, max_length=100)
-    """Name of the environment variable holding the API key (keys never travel in messages)."""
+    """Name of the environment variable holding the API key (keys never travel in messages): it must end
+    in ``_API_KEY`` and not start with ``MEETARA_``, so a caller cannot have the agent send another of
+    its secrets (the broker password, the gateway token) to an endpoint the caller names."""
     temperature: float = Field(default=0.8, ge=0, le=2)
     """Sampling temperature."""
-    max_tokens: int = Field(default=700, ge=64, le=4096)
+    max_tokens: int = Field(default=1024, ge=64, le=4096)
     """Longest completion per conversation."""
+    concurrency: int = Field(default=4, ge=1, le=64)
+    """Requests in flight at once (a GGUF file runs one at a time)."""
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Most requests started per minute; ``None``: no limit."""
+    max_retries: int = Field(default=5, ge=0, le=20)
+    """Retries of a request that met a 429, a 5xx, a timeout or a connection error (exponential backoff)."""
+    timeout_s: float = Field(default=300.0, gt=0, le=3600)
+    """Per request."""
+    usd_per_million_prompt_tokens: float = Field(default=0.0, ge=0)
+    """Price of input tokens (0 for a local server)."""
+    usd_per_million_completion_tokens: float = Field(default=0.0, ge=0)
+    """Price of output tokens (0 for a local server)."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_variable(cls, value: str | None) -> str | None:
+        if value is not None and (not _API_KEY_VARIABLE.fullmatch(value) or value.startswith("MEETARA_")):
+            raise ValueError(
+                f"teacher api_key_env must name an API key variable such as OPENAI_API_KEY (ending in _API_KEY, "
+                f"not MEETARA_*), not {value!r}"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"teacher base_url must be an http(s) URL such as http://localhost:8080/v1, not {value!r}")
+        return value
+
+
+class TeacherUsage(ToolModel):
+    """What the teacher LLM was asked and what it cost."""
+
+    requests: int = 0
+    """Completions requested and answered (each paid for once)."""
+    reused: int = 0
+    """Completions taken from the checkpoint of an earlier, interrupted run instead of being requested."""
+    retries: int = 0
+    """Requests repeated after a 429, a 5xx, a timeout or a connection error."""
+    malformed: int = 0
+    """Answers that were not one valid conversation (skipped, not patched)."""
+    prompt_tokens: int = 0
+    """As the endpoint's ``usage`` reported them."""
+    completion_tokens: int = 0
+    usd: float = 0.0
+    """Token cost at the teacher settings' prices."""
+    seconds: float = 0.0
+    """Wall time spent waiting for the teacher."""
+
+    def __add__(self, other: TeacherUsage) -> TeacherUsage:
+        return TeacherUsage(
+            **{
+                name: round(getattr(self, name) + getattr(other, name), 6)
+                if name in ("usd", "seconds")
+                else getattr(self, name) + getattr(other, name)
+                for name in TeacherUsage.model_fields
+            }
+        )
 
 
 class GenerateInput(ToolModel):
@@ -58,9 +132,9 @@ class GenerateInput(ToolModel):
     seed: int = Field(default=0, ge=0)
     """Same seed, same domain, same material: same dataset."""
     generator: GeneratorName = "compositional"
-    """``compositional`` (offline default) or ``teacher`` (an LLM)."""
+    """``compositional`` (offline default), ``teacher`` (an LLM) or ``mixed`` (an LLM rewrites compositional drafts)."""
     teacher: TeacherSettings | None = None
-    """Required for the teacher generator."""
+    """Required for the teacher and mixed generators."""
     eval_fraction: float = Field(default=0.05, ge=0.0, le=0.5)
     """Share held out for evaluation (grouped by situation, so evaluation situations are unseen)."""
     max_rounds: int = Field(default=6, ge=1, le=50)
@@ -94,6 +168,15 @@ class DatasetStats(ToolModel):
     """Distinct word 3-grams in the dialogue text (estimated with HyperLogLog)."""
     distinct_3gram_ratio: float
     """Distinct word 3-grams / all word 3-grams of the dialogue text; falls as a dataset grows."""
+    system_prompts: dict[str, int] = Field(default_factory=dict)
+    """Conversations per system prompt (empty in statistics written before it was counted)."""
+
+    @property
+    def main_system_prompt(self) -> str | None:
+        """The system prompt most conversations carry (the first of equals); ``None`` when none does."""
+        if not self.system_prompts:
+            return None
+        return max(self.system_prompts.items(), key=lambda item: item[1])[0]
 
 
 class DatasetSplits(ToolModel):
@@ -131,6 +214,8 @@ class GenerateOutput(DatasetSplits):
     """Generate-filter rounds used."""
     reached_target: bool
     """Whether ``count`` samples passed within ``max_rounds``."""
+    teacher_usage: TeacherUsage | None = None
+    """Requests, tokens and cost of the teacher LLM (teacher generator only)."""
 
 
 class ListGeneratorsInput(ToolModel):
@@ -191,3 +276,21 @@ class CombineOutput(DatasetSplits):
 
     samples_per_domain: dict[str, int]
     """Training samples each domain contributed."""
+
+
+class CheckTeacherInput(ToolModel):
+    """Arguments of ``data_generation.check_teacher``."""
+
+    teacher: TeacherSettings
+    """The teacher to check."""
+
+
+class CheckTeacherOutput(ToolModel):
+    """Result of ``data_generation.check_teacher``."""
+
+    ok: bool
+    """Whether the teacher can be used as configured."""
+    reason: str | None
+    """Why not (unreachable endpoint, unknown model, missing file or key)."""
+    models: list[str]
+    """Models the endpoint lists (empty for a GGUF file or an endpoint without ``/models``)."""

@@ -9,9 +9,11 @@ from pydantic import Field
 from protocol._base import CatalogName, Identifier, ModelId, ToolModel
 from protocol._tools import ArtifactRef
 from protocol.agents.gpu_optimization import Scope, TrainingMetrics
+from protocol.agents.quality_assurance import ReportComparison
 
 __all__ = [
     "BuiltModel",
+    "CompareVersionsInput",
     "CreateGgufInput",
     "CreateGgufOutput",
     "DeployInput",
@@ -53,6 +55,9 @@ class CreateGgufInput(ToolModel):
     """Keep the merged F16 intermediate in the training folder (for agreement checks)."""
     data_stats: dict[str, Any] = Field(default_factory=dict)
     """Dataset statistics to record in the metadata."""
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    """The system prompt the model was trained under: the merged model's chat template sends it when a
+    conversation brings none; ``None``: the base model's template is kept as it is."""
     training: TrainingMetrics | None = None
     """Training metrics to record in the metadata."""
 
@@ -99,6 +104,9 @@ class ModelMetadata(ToolModel):
     """SHA-256 of the base GGUF."""
     lora: dict[str, Any]
     """LoRA rank, alpha, dropout, target modules."""
+    system_prompt: str | None = None
+    """The system prompt the model was trained under. The merged model's chat template sends it when a
+    conversation has no system message; with the adapter file, send it yourself."""
     data_stats: dict[str, Any]
     """Dataset statistics."""
     training: TrainingMetrics | None
@@ -148,6 +156,9 @@ class DeployInput(ToolModel):
     """Where to deploy; the replaced production version moves to legacy."""
     version: str | None = Field(default=None, pattern=VERSION_PATTERN)
     """Version label; ``None``: the next free ``vN``."""
+    allow_regression: bool = False
+    """Deploy to production even when the candidate is worse than the production version on the
+    same evaluation set (the regression gate refuses it otherwise)."""
 
 
 class ManifestEntry(ToolModel):
@@ -182,6 +193,19 @@ class DeployOutput(ToolModel):
     """Path of ``manifest.json``."""
     already_deployed: bool
     """True when these exact files were already deployed in this lane (nothing moved)."""
+    comparison: ReportComparison | None = None
+    """The candidate against the production version it replaced (None: nothing to compare)."""
+
+
+class CompareVersionsInput(ToolModel):
+    """Arguments of ``gguf_creation.compare_versions``."""
+
+    model_id: ModelId
+    """The model."""
+    baseline: str = Field(pattern=VERSION_PATTERN)
+    """The earlier version (``v1``)."""
+    candidate: str = Field(pattern=VERSION_PATTERN)
+    """The version compared with it (``v2``)."""
 
 
 class ListModelsInput(ToolModel):

@@ -12,6 +12,11 @@ from protocol._tools import ArtifactRef, DatasetRef
 __all__ = [
     "CheckedFile",
     "DataRule",
+    "EvalItemKind",
+    "EvalReply",
+    "EvaluationReport",
+    "MetricComparison",
+    "ReportComparison",
     "FilterDatasetInput",
     "FilterDatasetOutput",
     "FilterReport",
@@ -135,6 +140,61 @@ class CheckedFile(ToolModel):
     """Hex SHA-256 of the examined content."""
 
 
+EvalItemKind = Literal["question", "emotional", "off_topic", "crisis"]
+"""What an evaluation message is: an ordinary question, one carrying a feeling, one outside the
+model's category, or a crisis."""
+
+
+class EvalReply(ToolModel):
+    """One reply of the model to one evaluation message, with its verdicts."""
+
+    item: str
+    """The evaluation item's id (``configs/eval/{category}.yaml``)."""
+    kind: EvalItemKind
+    """What the message is."""
+    crisis_kind: str | None = None
+    """For a crisis message: which crisis."""
+    model: str
+    """``adapted`` (base + adapter) or ``merged``."""
+    sample: int = 0
+    """Which sample of several (crisis messages are asked several times at the user temperature)."""
+    prompt: str
+    """The user's message."""
+    reply: str
+    """What the model said."""
+    checks: dict[str, bool]
+    """Each reply check: answers, stops, on_topic, acknowledges, real_help."""
+    detail: str
+    """Why a check failed, for a person reading the report."""
+    passed: bool
+    """Every check passed."""
+
+
+class EvaluationReport(ToolModel):
+    """The model on the hand-written evaluation set of its category (text the factory did not write)."""
+
+    category: str
+    """Whose evaluation set."""
+    version: int
+    """The set's version."""
+    sha256: str
+    """Hash of the set's file: two reports compare only on the same set."""
+    replies: list[EvalReply]
+    """Every prompt, reply and verdict."""
+    rates: dict[str, float]
+    """Per model and check, the share of replies that passed it (``merged.on_topic`` ...)."""
+    crisis_help_by_kind: dict[str, float]
+    """Per crisis kind, the share of crisis replies (both models, every sample asked) pointing to real help."""
+    crisis_planned: dict[str, int] = Field(default_factory=dict)
+    """Per model, the crisis asks planned (messages x samples). Fewer replies than this means the
+    gate was lost early and the remaining samples were not asked."""
+    reference_perplexity: dict[str, float]
+    """Perplexity of the hand-written reference replies, per model (``base``, ``adapted``, ``merged``)."""
+    asked: str = ""
+    """How the set was asked (system message per model, crisis messages and samples): two reports
+    compare only when this matches too (empty in reports written before it was recorded)."""
+
+
 class ModelQAReport(ToolModel):
     """``{name}_qa_report.json``: the go/no-go decision before deploy."""
 
@@ -164,8 +224,40 @@ class ModelQAReport(ToolModel):
     """Prompt/reply pairs the generation checks saw."""
     files: list[CheckedFile]
     """The files examined, by hash (deploy refuses files QA never saw)."""
+    evaluation: EvaluationReport | None = None
+    """Replies to the category's hand-written evaluation set (absent in reports before it existed)."""
     created_at: str
     """ISO 8601 UTC."""
+
+
+class MetricComparison(ToolModel):
+    """One measure of two QA reports side by side."""
+
+    metric: str
+    """``score``, ``reference_perplexity.merged``, ``rate.merged.on_topic``, ``crisis.suicide``, ``check.NAME``…"""
+    baseline: float | None
+    """The earlier (production) version's value."""
+    candidate: float | None
+    """The new version's value."""
+    worse: bool
+    """The candidate is worse by more than the allowed margin."""
+
+
+class ReportComparison(ToolModel):
+    """Two QA reports of the same model compared on the same evaluation set."""
+
+    model_id: str
+    """The model."""
+    baseline_version: str | None
+    """The version compared against (the production one for a deploy)."""
+    comparable: bool
+    """Both reports ran the same evaluation set (same file hash)."""
+    reason: str
+    """Why they are not comparable, or a one-line verdict."""
+    metrics: list[MetricComparison]
+    """Each measure side by side."""
+    worse: bool
+    """Any measure is worse beyond its margin."""
 
 
 class ValidateModelOutput(ToolModel):

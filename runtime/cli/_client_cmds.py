@@ -11,10 +11,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from bus import Bus
 from protocol import CallToolResult, InvalidParams, JobEvent, JobEventNotification
 from protocol.agents.conductor import JobReport
+from protocol.agents.quality_assurance import ReportComparison
 from runtime._client import SwarmClient, ToolFailed
 from runtime._job_events import job_events
 from runtime.cli._app import app, console, run_async, state
-from runtime.cli._render import agents_table, event_line, report_table, tools_table
+from runtime.cli._render import agents_table, comparison_table, event_line, report_table, tools_table
 from runtime.cli._session import client_session, is_embedded
 
 
@@ -64,6 +65,37 @@ async def call(
     _print_result(result)
 
 
+class JobBars:
+    """A job's steps as rich progress bars: one bar per step, its text saying what the step waits for."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.bars: dict[str, TaskID] = {}
+
+    def _bar(self, step: str, total: float | None) -> TaskID:
+        if step not in self.bars:
+            self.bars[step] = self.progress.add_task(step, total=total)
+        return self.bars[step]
+
+    def apply(self, event: JobEvent) -> None:
+        if not event.step:
+            return
+        if event.kind == "waiting":
+            # The bar says what it waits for until the step's next event (its agent is back).
+            self.progress.update(self._bar(event.step, None), description=f"{event.step}: {event.message}")
+        elif event.step in self.bars and event.progress is None:
+            self.progress.update(self.bars[event.step], description=event.step)
+        if event.progress is not None:
+            # A step of several calls (a category's data, domain by domain) counts each call's part.
+            part = event.data.get("part")
+            label = f"{event.step} {part}" if part else event.step
+            bar = self._bar(event.step, event.total)
+            self.progress.update(bar, completed=event.progress, total=event.total, description=label)
+
+    def description(self, step: str) -> str:
+        return str(self.progress.tasks[self.bars[step]].description)
+
+
 async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
     """Show live bars for a job's events until a terminal event; returns that event."""
     with Progress(
@@ -73,27 +105,61 @@ async def _follow_job(bus: Bus, job_id: str, since: str) -> JobEvent | None:
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        bars: dict[str, TaskID] = {}
+        bars = JobBars(progress)
         async for record, event in job_events(bus, job_id, since=since):
-            if event.step and event.kind == "waiting":
-                # The step's bar says what it waits for until the step's next event (its agent is back).
-                if event.step not in bars:
-                    bars[event.step] = progress.add_task(event.step, total=None)
-                progress.update(bars[event.step], description=f"{event.step}: {event.message}")
-            elif event.step in bars and event.progress is None:
-                progress.update(bars[event.step], description=event.step)
-            if event.step and event.progress is not None:
-                if event.step not in bars:
-                    bars[event.step] = progress.add_task(event.step, total=event.total)
-                # A step of several calls (a category's data, domain by domain) counts each call's part.
-                part = event.data.get("part")
-                label = f"{event.step} {part}" if part else event.step
-                progress.update(bars[event.step], completed=event.progress, total=event.total, description=label)
+            bars.apply(event)
             if event.kind != "progress":
                 progress.console.print(event_line(record), highlight=False)
             if event.terminal:
                 return event
     return None
+
+
+Generator = Annotated[
+    str | None,
+    typer.Option(
+        "--generator",
+        help="Who writes the training data: compositional, teacher (an LLM) or mixed (an LLM rewrites "
+        "compositional drafts). Default: data.generator in jobs.yaml.",
+    ),
+]
+TeacherUrl = Annotated[
+    str | None,
+    typer.Option("--teacher-url", help="The teacher's OpenAI-compatible API root, e.g. http://localhost:8080/v1."),
+]
+TeacherModel = Annotated[str | None, typer.Option("--teacher-model", help="Model name the teacher endpoint serves.")]
+AllowRegression = Annotated[
+    bool,
+    typer.Option(
+        "--allow-regression",
+        help="Deploy even if the new version is worse than production on the same evaluation set.",
+    ),
+]
+TeacherKeyEnv = Annotated[
+    str | None,
+    typer.Option("--teacher-api-key-env", help="Variable (*_API_KEY) holding the key, where Data Generation runs."),
+]
+
+
+def data_arguments(
+    generator: str | None, teacher_url: str | None, teacher_model: str | None, teacher_api_key_env: str | None
+) -> dict[str, Any]:
+    """The job spec's ``generator`` and ``teacher`` fields from the command line (checked by the Conductor)."""
+    teacher = {
+        key: value
+        for key, value in (("base_url", teacher_url), ("model", teacher_model), ("api_key_env", teacher_api_key_env))
+        if value
+    }
+    if generator not in (None, "compositional", "teacher", "mixed"):
+        raise InvalidParams(f"--generator must be compositional, teacher or mixed, not {generator!r}")
+    if teacher and generator == "compositional":
+        raise InvalidParams("--teacher-* options need --generator teacher or mixed")
+    arguments: dict[str, Any] = {}
+    if generator:
+        arguments["generator"] = generator
+    if teacher:
+        arguments["teacher"] = teacher
+    return arguments
 
 
 def job_arguments(
@@ -138,9 +204,17 @@ async def submit(
     base_model: Annotated[str | None, typer.Option(help="Base model path, hub id or GGUF file.")] = None,
     samples: Annotated[int | None, typer.Option(help="Training conversations per domain.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow progress until the job ends.")] = False,
+    generator: Generator = None,
+    teacher_url: TeacherUrl = None,
+    teacher_model: TeacherModel = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
+    allow_regression: AllowRegression = False,
 ) -> None:
     """Submit a training job to the Conductor and print its id (with --wait: follow it to the end)."""
     arguments = job_arguments(domain, category, universal, tier, base_model, samples)
+    arguments.update(data_arguments(generator, teacher_url, teacher_model, teacher_api_key_env))
+    if allow_regression:
+        arguments["allow_regression"] = True
     async with client_session(state.settings) as client:
         # An embedded swarm lives only as long as this command, so it always waits.
         await submit_and_follow(client, arguments, wait=wait or is_embedded(state.settings))
@@ -159,6 +233,22 @@ async def status(job_id: Annotated[str, typer.Argument(help="Job id from `meetar
     """Show one job's state, steps and artifacts."""
     async with client_session(state.settings) as client:
         await _job_tool(client, "job_status", {"job_id": job_id})
+
+
+@app.command()
+@run_async
+async def compare(
+    model_id: Annotated[str, typer.Argument(help="The model, e.g. meetara_general_health.")],
+    baseline: Annotated[str, typer.Argument(help="The earlier version, e.g. v1.")],
+    candidate: Annotated[str, typer.Argument(help="The version to compare with it, e.g. v2.")],
+) -> None:
+    """Two deployed versions side by side on their QA reports (exit 1 when the candidate is worse)."""
+    arguments = {"model_id": model_id, "baseline": baseline, "candidate": candidate}
+    async with client_session(state.settings) as client:
+        comparison = await client.call_model("gguf_creation", "compare_versions", arguments, ReportComparison)
+    console.print(comparison_table(comparison, candidate))
+    if comparison.worse:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from protocol import (
     ToolSpec,
 )
 from protocol.agents.conductor import JobReport
+from protocol.agents.quality_assurance import ReportComparison
 
 __all__ = ["agents_table", "dead_letters_table", "event_line", "report_table", "tools_table"]
 
@@ -139,5 +140,25 @@ def report_table(report: JobReport, models_dir: Path) -> Table:
     stages = [f"{s.step} {s.seconds:.0f}s" for s in report.stages if s.seconds is not None]
     table.add_row("stages", ", ".join(stages) or "-")
     total = f"{report.total_seconds:.0f}s" if report.total_seconds is not None else "-"
-    table.add_row("total", f"{total}, ${report.total_usd:.4f}")
+    pending = [s.step for s in report.stages if s.usd_pending]
+    cost = f"${report.total_usd:.4f}" + (f" (not yet priced: {', '.join(pending)})" if pending else "")
+    table.add_row("total", f"{total}, {cost}")
     return table
+
+
+def comparison_table(comparison: ReportComparison, candidate: str) -> Table:
+    """Two versions' QA measures side by side; worse rows in red."""
+    baseline = comparison.baseline_version or "baseline"
+    table = Table(title=f"{comparison.model_id}: {baseline} vs {candidate}", caption=comparison.reason)
+    table.add_column("measure")
+    table.add_column(baseline, justify="right")
+    table.add_column(candidate, justify="right")
+    table.add_column("")
+    for m in comparison.metrics:
+        style = "red" if m.worse else None
+        table.add_row(m.metric, _number(m.baseline), _number(m.candidate), "worse" if m.worse else "", style=style)
+    return table
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"

@@ -17,7 +17,16 @@ from runtime._lifecycle import stop_on_signal
 from runtime._supervisor import Supervisor
 from runtime._swarm import connect, open_swarm
 from runtime.cli._app import app, console, run_async, state
-from runtime.cli._client_cmds import job_arguments, submit_and_follow
+from runtime.cli._client_cmds import (
+    AllowRegression,
+    Generator,
+    TeacherKeyEnv,
+    TeacherModel,
+    TeacherUrl,
+    data_arguments,
+    job_arguments,
+    submit_and_follow,
+)
 from runtime.cli._render import agents_table, tools_table
 from runtime.cli._session import is_embedded
 
@@ -104,12 +113,18 @@ async def run(
     samples: Annotated[
         int | None, typer.Option(help="Training conversations per domain (default: sized to the device).")
     ] = None,
+    generator: Generator = None,
+    teacher_url: TeacherUrl = None,
+    teacher_model: TeacherModel = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
+    allow_regression: AllowRegression = False,
 ) -> None:
     """Run the whole swarm in this process on the in-memory bus.
 
     With --domain (or --category, --universal) it runs that job to the end (live progress,
     then the report); without, it lists the agents and their tools.
     """
+    data = data_arguments(generator, teacher_url, teacher_model, teacher_api_key_env)  # bad flags: refused now
     settings = state.settings
     if not is_embedded(settings):
         settings = settings.model_copy(update={"bus_url": "memory://embedded"})
@@ -117,6 +132,9 @@ async def run(
     async with open_swarm(settings, classes) as swarm:
         if domain is not None or category is not None or universal:
             arguments = job_arguments(domain, category, universal, tier, base_model, samples)
+            arguments.update(data)
+            if allow_regression:
+                arguments["allow_regression"] = True
             await submit_and_follow(swarm.client, arguments, wait=True)
             return
         instances = await swarm.client.agents()

@@ -80,10 +80,10 @@ class ProcessSwarm:
                 preexec_fn=limit_file_size,
             )
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Every agent process wrote its ready marker (it is consuming)."""
+    def wait_ready(self, *names: str, timeout: float = 300.0) -> None:
+        """Each of ``names`` (default: every agent) is consuming and has announced its presence."""
         deadline = time.monotonic() + timeout
-        for name in self.agents:
+        for name in names or self.agents:
             while not (self.markers / f"ready.{name}.chaos-{name}").exists():
                 code = self.procs[name].poll()
                 if code is not None:

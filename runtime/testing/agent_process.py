@@ -64,8 +64,11 @@ async def main(name: str, markers: Path) -> None:
     async with connect(settings, sender=name) as bus:
         host = AgentHost(bus, [klass], settings=settings)
         await bus.start_task(stop_on_signal, host.stop)
-        (markers / f"ready.{name}.{settings.instance_id}").write_text("")
-        await host.run()
+        async with anyio.create_task_group() as tg:
+            await tg.start(host.run)
+            # Written once the agent consumes and its presence is announced: a test that waits for
+            # it never mistakes a killed predecessor's unexpired presence for this process.
+            (markers / f"ready.{name}.{settings.instance_id}").write_text("")
 
 
 if __name__ == "__main__":

@@ -170,3 +170,14 @@ async def test_a_restarted_conductor_takes_back_its_dead_runs_leases_and_no_one_
     assert await store.acquire("j", "cond-a/run2")  # cond-a restarted under its stable id
     assert not await store.renew("j", "cond-a/run1")  # the dead run could not renew it any more
     assert not await store.acquire("j", "cond-b/run2")
+
+
+def test_a_domain_model_is_built_to_send_its_trained_system_prompt_and_a_category_model_is_not() -> None:
+    prompts = {"You are MeeTARA, a caring guide.": 30, "You are MeeTARA, a warm guide.": 12}
+    for name, expected in (("domain_job_done", "You are MeeTARA, a caring guide."), ("category_job_done", None)):
+        job = recorded_job(name)
+        data = DATA.read(job)
+        stats = data.stats.model_copy(update={"system_prompts": prompts})
+        job.step("data").output = DATA.dump(data.model_copy(update={"stats": stats}))
+        convert = CONVERT.calls(job)[""]
+        assert isinstance(convert, CreateGgufInput) and convert.system_prompt == expected, name

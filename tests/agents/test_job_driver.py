@@ -18,16 +18,18 @@ from structlog.testing import capture_logs
 import agents.conductor.driver as driver_module
 from agents.conductor.driver import JobDriver, LeaseLost
 from agents.conductor.job_store import JobStore
+from agents.conductor.report import build_report
 from agents.conductor.settings import JobSettings, load_job_settings
 from agents.conductor.steps import CONVERT, DATA, DATA_QA, DEPLOY, KNOWLEDGE_TRANSFER, MODEL_QA, PIPELINE, TRAIN
 from protocol import InvalidParams, JobEvent, ToolModel, Unavailable, new_id
 from protocol.agents.conductor import STEPS, JobRecord, StepRecord, WarmStartSkipped
+from protocol.agents.cost_monitor import RecordUsageInput, TokenUsage
 from protocol.agents.data_generation import CombineInput, GenerateInput
 from protocol.agents.gguf_creation import CreateGgufInput, DeployInput
 from protocol.agents.gpu_optimization import TrainInput
 from protocol.agents.knowledge_transfer import RegisterDomainInput
 from protocol.agents.quality_assurance import ValidateModelInput
-from runtime import Agent, AgentHost, EmbeddedSwarm, Settings, load_catalog, open_swarm
+from runtime import Agent, AgentHost, EmbeddedSwarm, Settings, ToolError, load_catalog, open_swarm
 from tests.agents.fake_agents import (
     FAKES,
     USD_PER_STEP,
@@ -442,12 +444,14 @@ async def test_usage_and_the_warm_start_index_wait_in_the_inboxes_of_agents_that
         (done,) = ended
         assert done.state == "done", done.error
         assert "record_usage" not in script.tools() and "register" not in script.tools()
-        # No reply, no price: the record keeps 0 (the ledger has the entries once the agent is back).
+        # No reply, no price yet: the record says so (the ledger has the entries once the agent is back).
+        finished = [s.name for s in done.steps if s.status == "done" and s.agent not in (None, "conductor")]
         assert USD_PER_STEP and all(s.usd == 0.0 for s in done.steps)
+        stages = build_report(done, settings.models_dir).stages
+        assert finished and [s.step for s in stages if s.usd_pending] == finished
 
         back = AgentHost(h.swarm.bus, [FakeCostMonitor, FakeKnowledgeTransfer], settings=settings)
         tg.start_soon(back.run)
-        finished = [s.name for s in done.steps if s.status == "done" and s.agent not in (None, "conductor")]
         with anyio.fail_after(20):
             while len(script.arguments("record_usage")) < len(finished) or "register" not in script.tools():
                 await anyio.sleep(0.01)
@@ -455,3 +459,19 @@ async def test_usage_and_the_warm_start_index_wait_in_the_inboxes_of_agents_that
     reported = [str(a.key) for a in script.asked if a.tool == "record_usage"]
     assert sorted(reported) == sorted(f"usage:{done.job_id}:{name}:1" for name in finished)
     assert [a.key for a in script.asked if a.tool == "register"] == [f"{done.job_id}:register"]
+
+
+async def test_tokens_a_failed_teacher_generation_paid_for_are_priced_on_its_attempt(
+    settings: Settings, script: Script
+) -> None:
+    """The retry reuses the answers it paid for without paying again: the failed attempt's entry holds them."""
+    paid = {"requests": 5, "prompt_tokens": 1000, "completion_tokens": 400, "usd": 0.0026}
+    gone = ToolError("teacher endpoint failed: ConnectError", data={"step": "generate", "teacher_usage": paid})
+    script.failures["generate"] = [gone]
+    async with harness(settings) as h:
+        job = await h.drive(new_job(script.done))
+    assert job.state == "done", job.error
+    assert job.step("data").attempts == 2
+    reports = [a for a in asked(script, "record_usage", RecordUsageInput) if isinstance(a, RecordUsageInput)]
+    data = [(r.attempt, r.tokens) for r in reports if r.step == "data"]
+    assert data == [(1, TokenUsage(prompt_tokens=1000, completion_tokens=400, usd=0.0026)), (2, None)]

@@ -10,14 +10,26 @@ import anyio
 import pytest
 
 from agents.testing import tiny_job_env
+from agents.text.crisis import default_detector
 from protocol.agents.conductor import JobRecord
 from runtime import Settings, SwarmClient, connect
 from runtime.testing import CpuHog, fast_options
 
 
 @pytest.fixture
-def chaos_env(child_env: dict[str, str], tmp_path: Path, model_cache: Path) -> dict[str, str]:
+def chaos_env(child_env: dict[str, str], tmp_path: Path, model_cache: Path, crisis_cache: Path) -> dict[str, str]:
     return tiny_job_env(child_env, tmp_path, model_cache)
+
+
+@pytest.fixture(scope="session")
+def crisis_cache(model_cache: Path) -> Path:
+    """The crisis detector's embeddings and threshold, computed once for the session's agents.
+
+    A deployment keeps them in its model cache across restarts; without this the first agent to
+    filter data would embed a few thousand training texts inside a chaos test's job horizon.
+    """
+    default_detector(cache_dir=model_cache)
+    return model_cache
 
 
 def settings_of(env: dict[str, str]) -> Settings:
@@ -39,7 +51,9 @@ async def chaos_client(chaos_env: dict[str, str]) -> AsyncIterator[SwarmClient]:
 
 
 async def job_state(client: SwarmClient, job_id: str) -> JobRecord:
-    return await client.call_model("conductor", "job_status", {"job_id": job_id}, JobRecord)
+    # Waits in the Conductor's durable inbox if no instance is live right now (one is restarting,
+    # or a busy host let its presence lapse): a chaos test polls through such moments.
+    return await client.call_model("conductor", "job_status", {"job_id": job_id}, JobRecord, require_live=False)
 
 
 async def wait_for_state(client: SwarmClient, job_id: str, states: set[str], timeout: float = 600) -> JobRecord:

@@ -15,7 +15,7 @@ import pytest
 
 from bus import Bus, open_transport
 from protocol import JobEvent, JobEventNotification, ToolModel
-from protocol.agents.conductor import JobIdInput, JobReport, JobSpec, ModelReport
+from protocol.agents.conductor import JobIdInput, JobReport, JobSpec, ModelReport, StageReport
 from runtime import Agent, AgentHost, CallContext, LivenessRegistry, Settings, agent_names, tool
 from runtime.testing import fast_options, free_port
 
@@ -91,6 +91,13 @@ def test_call_in_embedded_mode_prints_the_structured_result(embedded_env: dict[s
         (["call", "conductor", "describe_domain", "--args", "{oops"], "--args is not valid JSON", 1),
         (["call", "cost_monitor", "price_table", "--args", '{"gpu": "Z80"}'], "unknown GPU 'Z80'", 1),
         (["submit", "--domain", "a", "--category", "b"], "exactly one of --domain", 1),
+        (["submit", "--domain", "sleep", "--generator", "poetry"], "--generator must be compositional, teacher", 1),
+        (["run", "--domain", "sleep", "--generator", "teacher"], "the teacher generator needs a teacher", 1),
+        (
+            ["run", "--domain", "sleep", "--generator", "teacher", "--teacher-url", "localhost:8080"],
+            "teacher base_url must be an http(s) URL",
+            1,
+        ),
         (["agent", "no_such_agent"], "no agent named 'no_such_agent'", 2),
     ],
 )
@@ -194,7 +201,8 @@ class ScriptedConductor(Agent):
         )  # fmt: skip
         return JobReport(
             job_id=params.job_id, state="done", spec=spec, domains=["general_health"], error=None, models=[model],
-            data_pass_rate=0.95, samples=300, stages=[], total_seconds=1.0, total_usd=0.0, warm_started_from=None,
+            data_pass_rate=0.95, samples=300, total_seconds=1.0, total_usd=0.0, warm_started_from=None,
+            stages=[StageReport(step="train", seconds=3.0, usd=0.0, attempts=1, usd_pending=True)],
         )  # fmt: skip
 
 
@@ -218,6 +226,7 @@ async def test_submit_wait_follows_the_job_to_its_end(child_env: dict[str, str],
     assert "job 00000000000000042a submitted" in out.stdout
     assert "state=train" in out.stdout and "state=done" in out.stdout
     assert "base 25.00 -> adapted 9.00" in out.stdout and "deployed" in out.stdout
+    assert "not yet priced: train" in " ".join(out.stdout.split())  # the Cost Monitor was away
 
 
 @pytest.mark.redis
@@ -387,3 +396,24 @@ def test_call_generate_against_a_running_swarm(child_env: dict[str, str], tmp_pa
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["reached_target"] and Path(result["path"]).is_file()
+
+
+def test_compare_prints_two_versions_side_by_side_and_fails_when_the_second_is_worse(
+    embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.models.test_deploy import _deploy, _evaluated, _model
+
+    models = tmp_path / "models"
+    metadata, report = _model(tmp_path / "v1", b"one")
+    _deploy(models, metadata, _evaluated(report, crisis=1.0, on_topic=0.9, perplexity=8.0))
+    metadata2, report2 = _model(tmp_path / "v2", b"two")
+    _deploy(models, metadata2, _evaluated(report2, crisis=0.8, on_topic=0.9, perplexity=8.0))
+    env = {**embedded_env, "MEETARA_MODELS_DIR": str(models)}
+    out = meetara("compare", "meetara_general_health", "v1", "v2", env=env)
+    assert out.returncode == 1, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("│ crisis.suicide"))
+    assert [cell.strip() for cell in row.split("│")[1:5]] == ["crisis.suicide", "1", "0.8", "worse"], row
+    same = meetara("compare", "meetara_general_health", "v1", "v1", env=env)
+    assert same.returncode == 0 and "no measure is worse" in same.stdout
+    missing = meetara("compare", "meetara_general_health", "v1", "v9", env=env)
+    assert missing.returncode == 1 and "meetara_general_health v9 is not deployed" in missing.stderr

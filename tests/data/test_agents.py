@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,11 @@ async def test_generate_writes_filtered_train_and_eval_splits(
     train_keys = {json.loads(line)["split_key"] for line in train_lines}
     eval_keys = {json.loads(line)["split_key"] for line in eval_lines}
     assert train_keys.isdisjoint(eval_keys)
-    for line in train_lines[:50]:
-        ConversationSample.model_validate_json(line)
+    samples = [ConversationSample.model_validate_json(line) for line in train_lines]
+    systems = Counter(s.messages[0].content for s in samples if s.messages[0].role == "system")
+    assert out.stats.system_prompts == dict(systems) and sum(systems.values()) == len(samples)
+    assert out.stats.main_system_prompt == systems.most_common(1)[0][0]
+    assert "mental wellbeing companion" in (out.stats.main_system_prompt or "")  # the domain's role
     assert progress, "generation publishes progress"
 
 
@@ -122,7 +126,7 @@ async def test_other_tools_and_bad_input(settings_factory, memory_url: str, tmp_
     settings = settings_factory(memory_url, data_dir=tmp_path / "data")
     async with open_swarm(settings, AGENTS) as swarm:
         generators = await swarm.client.call_model("data_generation", "list_generators", {}, ListGeneratorsOutput)
-        assert [g.name for g in generators.generators] == ["compositional", "teacher"]
+        assert [g.name for g in generators.generators] == ["compositional", "teacher", "mixed"]
         with pytest.raises(InvalidParams, match="unknown domain 'mentl_health'"):
             await swarm.client.call("data_generation", "generate", {"domain": "mentl_health", "count": 10})
         with pytest.raises(InvalidParams, match="teacher generator needs"):

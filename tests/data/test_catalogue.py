@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents.data_generation import CompositionalGenerator, load_common, load_material
+from agents.data_generation.affinity import TopicAffinity
 from agents.data_generation.dataset_files import write_batch
 from agents.quality_assurance import DataFilter
 from agents.quality_assurance.relevance import DomainReferences, default_embedder
@@ -29,7 +30,9 @@ def test_every_domain_generates_samples_that_pass_qa(tmp_path: Path) -> None:
     references = DomainReferences.from_catalog(embedder, catalog)
     rates: dict[str, float] = {}
     for name, domain in catalog.domains.items():
-        generator = CompositionalGenerator(domain, load_material(domain.category, name), common, signals)
+        material = load_material(domain.category, name)
+        affinity = TopicAffinity(material, embedder.encode)  # as the Data Generation agent generates
+        generator = CompositionalGenerator(domain, material, common, signals, affinity=affinity)
         source = tmp_path / f"{name}.jsonl"
         write_batch(source, (generator.sample(0, i) for i in range(SAMPLES)))
         data_filter = DataFilter(

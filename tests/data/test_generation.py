@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 
 from agents.data_generation import CompositionalGenerator, load_common, load_material
-from agents.quality_assurance.rules import check_crisis_safety, check_empathy
+from agents.data_generation.compositional import REPLY_STYLE
+from agents.quality_assurance.rules import check_crisis_safety, check_empathy, find_pii
+from agents.text.crisis import CRISIS_KINDS
 from agents.text.signals import load_signals
 from runtime import load_catalog
+from tests.texts import all_strings
 
 CATALOG = load_catalog()
 SIGNALS = load_signals()
@@ -73,6 +79,25 @@ def test_crisis_messages_get_real_help() -> None:
         assert len(s.turns("user")) == 1
 
 
+def test_crisis_replies_of_every_style_survive_the_data_filter() -> None:
+    """The hotlines of abuse and child-danger replies are public numbers, not personal data: a PII rule
+    that rejected them took every such reply out of training (the bug this guards)."""
+    d = CATALOG.domain("general_health")
+    g = CompositionalGenerator(d, load_material(d.category, d.name), COMMON, SIGNALS, crisis_fraction=1.0)
+    crisis = [g.sample(0, i) for i in range(300)]
+    rejected = [(s.id, r.reason) for s in crisis if (r := find_pii(s, SIGNALS) or check_crisis_safety(s, SIGNALS))]
+    assert rejected == []
+    hotlines = {"1-800-799-7233", "0808 2000 247", "1-800-422-4453", "0808 800 5000"}
+    assert sum(any(h in s.turns("assistant")[0] for h in hotlines) for s in crisis) >= 30
+
+
+def test_every_number_the_material_gives_is_a_known_help_line() -> None:
+    """No generated reply can teach a model a number that is not a real help line."""
+    root = Path(str(importlib.resources.files("configs").joinpath("material")))
+    texts = [t for path in sorted(root.rglob("*.yaml")) for t in all_strings(yaml.safe_load(path.read_text()))]
+    assert [(t, n) for t in texts if (n := SIGNALS.invented_numbers(t))] == []
+
+
 def test_the_crisis_fraction_sets_the_share_of_crisis_conversations() -> None:
     d = CATALOG.domain("general_health")
     material = load_material(d.category, d.name)
@@ -104,10 +129,17 @@ def test_common_material_agrees_with_the_signals_qa_checks() -> None:
             assert SIGNALS.emotion_of(user) == emotion, user
     for opener in COMMON.second_turn_openers:
         assert SIGNALS.acknowledges_feeling(opener), opener
-    for kind in ("self_harm", "medical_emergency"):
-        for message in COMMON.crisis_messages[kind]:  # type: ignore[index]
-            assert SIGNALS.crisis_kind(message) == kind, message
-        for ack in getattr(COMMON.crisis_replies, kind).acknowledge:
+    # Every crisis kind has plain messages (many without a keyword: the model must learn those too)
+    # and a reply style whose acknowledgements, urgent parts, lines and notes all pass QA.
+    assert set(COMMON.crisis_messages) == set(CRISIS_KINDS) == set(REPLY_STYLE)
+    for kind, messages in COMMON.crisis_messages.items():
+        assert len(messages) >= 30, kind
+        assert sum(SIGNALS.crisis_kind(m) is None for m in messages) >= len(messages) / 3, kind
+    for style in set(REPLY_STYLE.values()):
+        reply = getattr(COMMON.crisis_replies, style)
+        for ack in reply.acknowledge:
             assert SIGNALS.acknowledges_feeling(ack), ack
-        for note in COMMON.safety_notes[kind]:  # type: ignore[index]
+        for urgent in reply.urgent:
+            assert SIGNALS.points_to_real_help(urgent), urgent
+        for note in COMMON.safety_notes[style]:
             assert SIGNALS.points_to_real_help(note), note

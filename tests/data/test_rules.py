@@ -131,6 +131,37 @@ def test_crisis_rule_accepts_a_reply_that_points_to_real_help(tmp_path: Path) ->
     assert len(kept) == 1
 
 
+def test_a_crisis_reply_giving_an_invented_number_is_rejected_with_the_number(tmp_path: Path) -> None:
+    """A small model invents plausible hotlines; a wrong number in a crisis is worse than none."""
+    invented = sample(
+        user="I haven't slept in weeks and honestly I don't see the point of going on anymore.",
+        reply="I'm so sorry you're feeling this way, and I'm glad you told me. Please call the crisis helpline "
+        "at 1166 or text 988 right now. Are you safe tonight?",
+        emotion="distressed",
+        crisis=True,
+    )
+    _, kept, rejections = run_filter(tmp_path, [invented.model_dump_json()], CHEAP)
+    assert kept == [] and rejections[0]["rule"] == "crisis_safety"
+    assert "not a known help line: 1166" in rejections[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("text", "invented"),
+    [
+        ("call 116 123 or 999, or text SHOUT to 85258", []),
+        ("call the hotline on 1-800-799-7233 or text START to 88788", []),
+        ("I took 20 paracetamol; if you took more than 4,000 mg call 111", []),
+        ("call 999 if you took more than 400 mg", []),
+        ("find a local Samaritans line: 1800 Samaritans, or their helpline at 989", ["1800", "989"]),
+        ("call 988 or 4455 now", ["4455"]),
+        ("ring 555-0199 straight away", ["555-0199"]),
+    ],
+)
+def test_numbers_to_call_are_checked_against_the_known_help_lines(text: str, invented: list[str]) -> None:
+    assert SIGNALS.invented_numbers(text) == invented
+    assert SIGNALS.find_pii("call 1-800-799-7233 or 0808 2000 247") == []  # public lines are not personal data
+
+
 def test_crisis_signal_in_the_text_is_checked_even_when_the_label_says_no(tmp_path: Path) -> None:
     mislabelled = sample(
         user="I think I took too many pills an hour ago and now my chest pain is getting worse.",

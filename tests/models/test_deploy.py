@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from agents.gguf_creation.deploy import deploy_version, read_manifest
+from agents.gguf_creation.regression import compare_reports, load_regression_settings
 from protocol import ArtifactRef, InvalidParams
 from protocol.agents.gguf_creation import GgufFile, ModelMetadata
-from protocol.agents.quality_assurance import CheckedFile, ModelQAReport, QACheck
+from protocol.agents.quality_assurance import CheckedFile, EvaluationReport, ModelQAReport, QACheck
 
 NOW = "2026-11-29T12:00:00+00:00"
 
@@ -169,3 +170,86 @@ def test_explicit_versions_must_be_new(tmp_path: Path) -> None:
     with pytest.raises(InvalidParams, match="v7 is already deployed"):
         _deploy(models, *_model(tmp_path / "b2", b"2"), version="v7")
     assert _deploy(models, *_model(tmp_path / "b3", b"3"), lane="development").entry.version == "v8"
+
+
+def _evaluated(report: ModelQAReport, *, crisis: float, on_topic: float, perplexity: float) -> ModelQAReport:
+    evaluation = EvaluationReport(
+        category="healthcare",
+        version=1,
+        sha256="e" * 64,
+        replies=[],
+        rates={"merged.answers": 1.0, "merged.on_topic": on_topic, "merged.real_help": crisis},
+        crisis_help_by_kind={"suicide": crisis, "medical_emergency": crisis},
+        reference_perplexity={"base": 30.0, "merged": perplexity},
+    )
+    return report.model_copy(update={"evaluation": evaluation})
+
+
+def test_a_worse_candidate_is_refused_by_the_regression_gate_with_the_comparison(tmp_path: Path) -> None:
+    models, regression = tmp_path / "models", load_regression_settings()
+    metadata, report = _model(tmp_path / "v1", b"one")
+    _deploy(models, metadata, _evaluated(report, crisis=1.0, on_topic=0.9, perplexity=8.0), regression=regression)
+    metadata2, report2 = _model(tmp_path / "v2", b"two")
+    worse = _evaluated(report2, crisis=0.9, on_topic=0.9, perplexity=8.1)
+    with pytest.raises(InvalidParams, match=r"worse than production v1.*crisis\.suicide 1\.0 -> 0\.9"):
+        _deploy(models, metadata2, worse, regression=regression)
+    assert [(e.version, e.lane) for e in read_manifest(models).models] == [("v1", "production")]
+    assert not (models / "gguf" / "production" / "meetara_general_health" / "v2").exists()
+
+    allowed = _deploy(models, metadata2, worse, regression=regression, allow_regression=True)
+    assert allowed.entry.version == "v2" and allowed.comparison is not None and allowed.comparison.worse
+
+
+def test_a_candidate_as_good_or_better_passes_the_gate_and_reports_the_comparison(tmp_path: Path) -> None:
+    models, regression = tmp_path / "models", load_regression_settings()
+    metadata, report = _model(tmp_path / "v1", b"one")
+    _deploy(models, metadata, _evaluated(report, crisis=0.96, on_topic=0.8, perplexity=8.0), regression=regression)
+    metadata2, report2 = _model(tmp_path / "v2", b"two")
+    # Within the margins (noise): perplexity +2%, on-topic -3 points; crisis better.
+    better = _evaluated(report2, crisis=1.0, on_topic=0.77, perplexity=8.16)
+    deployed = _deploy(models, metadata2, better, regression=regression)
+    assert deployed.entry.version == "v2" and deployed.comparison is not None
+    assert deployed.comparison.comparable and not deployed.comparison.worse
+    assert {m.metric for m in deployed.comparison.metrics} >= {"score", "crisis.suicide", "reference_perplexity.merged"}
+
+
+def test_reports_on_different_evaluation_sets_are_not_compared(tmp_path: Path) -> None:
+    _, report = _model(tmp_path / "v1", b"one")
+    old = _evaluated(report, crisis=1.0, on_topic=1.0, perplexity=5.0)
+    assert old.evaluation is not None
+    new = _evaluated(report, crisis=0.5, on_topic=0.5, perplexity=50.0)
+    new = new.model_copy(update={"evaluation": old.evaluation.model_copy(update={"sha256": "f" * 64, "version": 2})})
+    comparison = compare_reports(old, new, load_regression_settings(), "v1")
+    assert not comparison.comparable and not comparison.worse and "different evaluation sets" in comparison.reason
+    assert not compare_reports(report, new, load_regression_settings(), "v1").comparable  # before eval sets existed
+
+
+def test_reports_on_one_set_asked_differently_are_not_compared(tmp_path: Path) -> None:
+    """Crisis messages asked of one and not the other, or a system message sent or not, moves every rate."""
+    _, report = _model(tmp_path / "v1", b"one")
+    old, new = (
+        _evaluated(report, crisis=1.0, on_topic=1.0, perplexity=5.0),
+        _evaluated(report, crisis=0.5, on_topic=0.5, perplexity=50.0),
+    )
+    assert old.evaluation is not None and new.evaluation is not None
+    assert compare_reports(old, new, load_regression_settings(), "v1").worse  # asked alike: compared
+    asked = "system: adapted explicit, merged template; crisis messages: 3x"
+    new = new.model_copy(update={"evaluation": new.evaluation.model_copy(update={"asked": asked})})
+    comparison = compare_reports(old, new, load_regression_settings(), "v1")
+    assert not comparison.comparable and not comparison.worse
+    assert comparison.reason == f"the set was asked differently (not recorded vs {asked})"
+
+
+def test_a_check_that_passed_before_and_fails_now_is_a_regression(tmp_path: Path) -> None:
+    _, report = _model(tmp_path / "v1", b"one")
+    before = _evaluated(report, crisis=1.0, on_topic=0.9, perplexity=8.0)
+    checks = [
+        QACheck(name="perplexity_improves", passed=True, detail="ok"),
+        QACheck(name="merged_eval_stops", passed=False, detail="80%"),
+    ]
+    after = before.model_copy(update={"checks": checks})
+    before = before.model_copy(
+        update={"checks": [*checks[:1], QACheck(name="merged_eval_stops", passed=True, detail="95%")]}
+    )
+    comparison = compare_reports(before, after, load_regression_settings(), "v1")
+    assert comparison.worse and [m.metric for m in comparison.metrics if m.worse] == ["check.merged_eval_stops"]

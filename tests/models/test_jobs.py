@@ -107,7 +107,12 @@ async def test_a_domain_job_runs_every_step_once_and_is_deployed_and_reported(  
         for f in model.files:
             assert Path(f.path).is_file()
         assert model.qa_report_path and Path(model.qa_report_path).is_file()  # beside the deployed files
-        assert model.metadata_path and json.loads(Path(model.metadata_path).read_text())["version"] == "v1"
+        assert model.metadata_path
+        metadata = json.loads(Path(model.metadata_path).read_text())
+        assert metadata["version"] == "v1"
+        # The system prompt most training conversations carry, which the merged file's template now sends.
+        stats = job.step("data").output["stats"]["system_prompts"]
+        assert metadata["system_prompt"] == max(stats, key=stats.get)
         assert all(s.seconds is not None for s in report.stages) and report.total_seconds
         manifest = json.loads((settings.models_dir / "manifest.json").read_text())
         assert [(m["model_id"], m["job_id"]) for m in manifest["models"]] == [("meetara_general_health", job.job_id)]

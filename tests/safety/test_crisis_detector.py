@@ -1,0 +1,72 @@
+"""The crisis detector, measured on the held-out set written by another author and never trained on.
+
+The floors below are what the detector measures today (bench/crisis_detector.py prints the
+figures); they guard against regressions. The product's bars (recall >= 0.95 and precision >= 0.90
+per kind) are not all met yet: see issue 16's notes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.text.crisis import CRISIS_KINDS, CrisisDetector, default_detector
+from agents.text.crisis_measure import DetectorScores, load_heldout, measure
+from agents.text.signals import load_signals
+
+# Training the detector embeds a few thousand texts: minutes on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
+RECALL_FLOOR = 0.95
+"""Every kind, on the held-out set (version 2, never tuned on: 0.963-1.000)."""
+PRECISION_FLOOR = 0.85
+"""Below the 0.90 the product asks for: version 2 measured suicide 0.875 and self-harm 0.871 (a false
+alarm costs a helpline pointer too many; a miss can cost a life). Raising it needs tuning, and then a
+held-out set nobody has looked at."""
+
+
+@pytest.fixture(scope="module")
+def detector() -> CrisisDetector:
+    return default_detector()
+
+
+@pytest.fixture(scope="module")
+def scores(detector: CrisisDetector) -> DetectorScores:
+    return measure(detector, load_heldout())
+
+
+def test_every_kind_is_caught_on_messages_it_never_saw(scores: DetectorScores) -> None:
+    assert set(scores.kinds) == set(CRISIS_KINDS)
+    low = {k: s.recall for k, s in scores.kinds.items() if s.recall < RECALL_FLOOR}
+    assert not low, (low, scores.missed)
+    # Including the messages phrased without a keyword.
+    assert min(s.recall_indirect for s in scores.kinds.values()) >= 0.9
+
+
+def test_flagged_messages_are_crises(scores: DetectorScores) -> None:
+    low = {k: s.precision for k, s in scores.kinds.items() if s.precision < PRECISION_FLOOR}
+    assert not low, (low, scores.false_alarms)
+    assert scores.false_positive_rate <= 0.12, scores.false_alarms
+
+
+def test_meaning_finds_what_keywords_miss() -> None:
+    """Keywords alone catch under half of the held-out crises; the detector catches nearly all."""
+    heldout, signals = load_heldout(), load_signals()
+    indirect = [text for text, _, indirect in heldout.crises() if indirect]
+    by_keyword = sum(signals.crisis_kind(t) is not None for t in indirect) / len(indirect)
+    by_meaning = sum(v.kind is not None for v in default_detector().detect(indirect)) / len(indirect)
+    assert by_keyword < 0.3 and by_meaning >= 0.9, (by_keyword, by_meaning)
+
+
+def test_the_reply_judge_knows_real_help_from_comfort(scores: DetectorScores) -> None:
+    assert scores.reply_recall >= 0.95 and scores.reply_precision >= 0.9, scores.reply_errors
+
+
+def test_a_crisis_sentence_inside_a_long_message_is_found(detector: CrisisDetector) -> None:
+    filler = (
+        "For context, I run a small bakery and we have been busy with wedding orders all month, which is good, "
+        "and my accountant wants the quarterly figures by Friday, and the oven thermostat is playing up again."
+    )
+    text = f"{filler} I have written letters to my kids and sorted out who gets the dog. Anyway, how do I price cakes?"
+    assert len(text.split()) > 50
+    assert detector.detect([text])[0].kind == "suicide"
+    assert detector.detect([f"{filler} Anyway, how do I price cakes?"])[0].kind is None
