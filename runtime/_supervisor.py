@@ -70,6 +70,8 @@ class Supervisor:
                 [self._python, "-m", "runtime.cli", "agent", name], env=env, stdout=None, stderr=None
             )
             self._procs[(name, index)] = proc
+            if self._stopping:  # a restart that raced stop(): stop() may not have seen this process
+                proc.terminate()
             code = await proc.wait()
             if self._stopping:
                 return
@@ -80,14 +82,15 @@ class Supervisor:
     async def stop(self) -> None:
         """SIGTERM every child, give them the shutdown grace, then SIGKILL what is left."""
         self._stopping = True
-        procs = [p for p in self._procs.values() if p.returncode is None]
-        for proc in procs:
-            proc.terminate()
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                proc.terminate()
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self._settings.shutdown_grace_s + 10):
-                for proc in procs:
+                for proc in list(self._procs.values()):
                     await proc.wait()
-            for proc in procs:
+            # Read again: a child restarting when the stop began is registered only once it started.
+            for proc in list(self._procs.values()):
                 if proc.returncode is None:
                     log.warning("killing agent that did not stop", pid=proc.pid)
                     proc.kill()

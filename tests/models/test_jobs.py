@@ -282,7 +282,11 @@ def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-
         assert job.returncode == 0, stdout[-3000:] + stderr[-3000:]
         assert "state=done" in stdout and "step=train" in stdout
     assert "over 2 domains" in outs["category"][0]
-    assert log.read_text().count('"event": "agents stopped"') == 7
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    running = {e["instance"] for e in events if e.get("event") == "agents running"}
+    stopped = {e["instance"] for e in events if e.get("event") == "agents stopped"}
+    trouble = [e for e in events if e.get("level") in ("warning", "error")]
+    assert len(running) == 7 and stopped == running, (sorted(running - stopped), trouble, log.read_text()[-3000:])
     manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
     deployed = {m["model_id"]: m for m in manifest["models"]}
     assert sorted(deployed) == ["meetara_general_health", "meetara_specialized_category"]
