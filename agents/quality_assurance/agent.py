@@ -75,8 +75,9 @@ class QualityAssuranceAgent(Agent):
 
         Rules: schema, turn length, PII (reject or scrub), crisis safety (crisis messages must be
         answered with real help, never a diagnosis), empathy (feelings are acknowledged), domain
-        relevance (embedding similarity), exact and near duplicates (MinHash LSH), also against
-        the ``against`` datasets.
+        relevance (embedding similarity), coherence (the reply answers its own question better than
+        most of the dataset's other replies do), exact and near duplicates (MinHash LSH), also
+        against the ``against`` datasets.
         """
         domain = self.ctx.catalog.domain(params.domain)
         settings = self.ctx.settings
@@ -86,7 +87,8 @@ class QualityAssuranceAgent(Agent):
         rules = tuple(params.rules) if params.rules is not None else ALL_RULES
         if "schema" not in rules:
             rules = ("schema", *rules)
-        embedder, references = await self._relevance_model() if "relevance" in rules else (None, None)
+        needs_embeddings = "relevance" in rules or "coherence" in rules
+        embedder, references = await self._relevance_model() if needs_embeddings else (None, None)
         crisis = await self._crisis_detector() if "crisis_safety" in rules else None
         with tempfile.TemporaryDirectory(prefix="meetara-qa-") as tmp:
             work = Path(tmp)

@@ -1,9 +1,9 @@
 """The data filter: stream a JSONL dataset through every rule, write what passes and a report.
 
 Order per batch: schema → length → PII → empathy (cheap, per sample) → crisis safety (the
-crisis detector's embeddings, batched) → domain relevance (embeddings, batched) → exact and near
-duplicates (against what was kept
-before, including reference datasets). A sample is rejected by the first rule it fails.
+crisis detector's embeddings, batched) → domain relevance → coherence (embeddings, batched) →
+exact and near duplicates (against what was kept before, including reference datasets). A sample
+is rejected by the first rule it fails.
 """
 
 from __future__ import annotations
@@ -43,10 +43,15 @@ ALL_RULES: tuple[DataRule, ...] = (
     "crisis_safety",
     "empathy",
     "relevance",
+    "coherence",
     "exact_duplicate",
     "near_duplicate",
 )
 _BATCH = 256
+_COHERENCE_MIN_OTHERS = 16
+"""Coherence is judged against at least this many other replies (a smaller dataset is not judged)."""
+_COHERENCE_POOL = 256
+"""Replies of earlier batches kept to compare a small last batch with."""
 
 
 def read_samples(path: Path) -> Iterator[tuple[int, str]]:
@@ -84,11 +89,13 @@ class DataFilter:
             raise ValueError(f"unknown rules: {sorted(unknown)}")
         if "relevance" in rules and (embedder is None or references is None):
             raise ValueError("the relevance rule needs an embedder and the domain references")
+        if "coherence" in rules and embedder is None:
+            raise ValueError("the coherence rule needs an embedder")
         self._rules = set(rules)
         self._domain = domain
         self._t = thresholds
         self._signals = signals
-        self._embedder = embedder if "relevance" in rules else None
+        self._embedder = embedder if {"relevance", "coherence"} & set(rules) else None
         self._references = references
         self._crisis = crisis if "crisis_safety" in rules else None
         self._dedup = Deduplicator(
@@ -97,6 +104,7 @@ class DataFilter:
         self._tallies: dict[str, _Tally] = {rule: _Tally() for rule in ALL_RULES}
         self._relevance_sum = 0.0
         self._relevance_n = 0
+        self._earlier_replies = np.zeros((0, 0), dtype=np.float32)
 
     def remember(self, path: Path) -> int:
         """Index an already accepted dataset, so new samples repeating it are rejected."""
@@ -185,9 +193,10 @@ class DataFilter:
         else:
             crisis = [self._signals.crisis_kind(s.turns("user")[0]) is not None for s in samples]
         scores: tuple[np.ndarray, np.ndarray] | None = None
-        if samples and self._embedder is not None and self._references is not None:
-            texts = [_opening(s) for s in samples]
+        if samples and "relevance" in self._rules and self._embedder is not None and self._references is not None:
+            texts = [f"{s.turns('user')[0]} {_substance(s)}" for s in samples]
             scores = self._references.score(self._embedder.encode(texts), self._domain)
+        better = self._better_replies(samples) if samples and "coherence" in self._rules else None
         for i, sample in enumerate(samples):
             if scores is not None:
                 similarity, rank = float(scores[0][i]), int(scores[1][i])
@@ -206,6 +215,14 @@ class DataFilter:
                         ),
                     )
                     continue
+            # A crisis message's answer is judged by the crisis-safety rule: real help, whatever the wording.
+            if better is not None and better[i] > self._t.coherence_max_better and not crisis[i]:
+                reason = (
+                    f"{better[i]:.0%} of the other replies fit its question better than its own "
+                    f"(allowed: {self._t.coherence_max_better:.0%})"
+                )
+                yield sample, Rejection("coherence", reason)
+                continue
             text = sample.dialogue_text()
             if "exact_duplicate" in self._rules and self._dedup.exact_duplicate(text):
                 yield sample, Rejection("exact_duplicate", "same text as a kept sample")
@@ -215,6 +232,25 @@ class DataFilter:
                 continue
             self._dedup.add(sample.id, text)
             yield sample, None
+
+    def _better_replies(self, samples: list[ConversationSample]) -> np.ndarray | None:
+        """For each sample: the share of other replies closer to its first question than its own reply.
+
+        A relative test: raw similarities differ between domains and wordings, but an answer to its
+        own question ranks near the top of the dataset's replies, and one written for another
+        question ranks anywhere. ``None`` when there are too few replies to rank against.
+        """
+        assert self._embedder is not None
+        questions = self._embedder.encode([s.turns("user")[0] for s in samples])
+        replies = self._embedder.encode([s.turns("assistant")[0] for s in samples])
+        earlier = self._earlier_replies
+        others = np.concatenate([replies, earlier]) if len(earlier) else replies
+        self._earlier_replies = others[:_COHERENCE_POOL]
+        if len(others) - 1 < _COHERENCE_MIN_OTHERS:
+            return None
+        fits = questions @ others.T  # row i: question i against every reply, its own at column i
+        own = fits[np.arange(len(samples)), np.arange(len(samples))]
+        return np.asarray((fits > own[:, None]).sum(axis=1) / (len(others) - 1))
 
     def _report(self, seen: int, kept: int) -> FilterReport:
         return FilterReport(
@@ -241,11 +277,7 @@ def _batches(items: Iterable[tuple[int, str]], size: int) -> Iterator[list[tuple
         yield batch
 
 
-def _opening(sample: ConversationSample) -> str:
-    """What relevance is judged on: the first question and the substance of its answer.
-
-    The answer's longest paragraph is its substance; greetings and empathy lines are generic.
-    """
-    reply = sample.turns("assistant")[0]
-    substance = max(reply.split("\n\n"), key=len)
-    return f"{sample.turns('user')[0]} {substance}"
+def _substance(sample: ConversationSample) -> str:
+    """What relevance judges with the first question: the first reply's longest paragraph (greetings
+    and empathy lines are generic)."""
+    return max(sample.turns("assistant")[0].split("\n\n"), key=len)

@@ -26,6 +26,7 @@ class DataThresholds(BaseModel):
     minhash_permutations: int = Field(ge=16, le=512)
     relevance_min: float = Field(ge=-1, le=1)
     relevance_top_k: int = Field(ge=1)
+    coherence_max_better: float = Field(gt=0, le=1)
     pii: Literal["reject", "scrub"]
 
 

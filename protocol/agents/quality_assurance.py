@@ -29,7 +29,15 @@ __all__ = [
 ]
 
 DataRule = Literal[
-    "schema", "length", "pii", "crisis_safety", "empathy", "relevance", "exact_duplicate", "near_duplicate"
+    "schema",
+    "length",
+    "pii",
+    "crisis_safety",
+    "empathy",
+    "relevance",
+    "coherence",
+    "exact_duplicate",
+    "near_duplicate",
 ]
 """A data rule. ``schema`` always runs: a sample that does not parse cannot be checked further."""
 

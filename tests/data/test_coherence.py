@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agents.data_generation import CompositionalGenerator, load_common, load_material
 from agents.data_generation.affinity import TopicAffinity
+from agents.data_generation.dataset_files import write_batch
 from agents.data_generation.material import DomainMaterial
 from agents.llm.embeddings import default_embedder
+from agents.quality_assurance import DataFilter
+from agents.quality_assurance.thresholds import load_thresholds
 from agents.text.signals import load_signals
+from protocol.datasets import ConversationSample
 from runtime import load_catalog
 
 CATALOG = load_catalog()
@@ -92,3 +98,58 @@ def test_replies_fit_their_message_better_than_with_any_line_of_the_topic(domain
     anything, fitting = fit(None), fit(TopicAffinity(m, encode))
     assert np.median(fitting) > np.median(anything) + 0.02
     assert fitting.mean() > anything.mean() + 0.02
+
+
+def _filtered(tmp_path: Path, samples: list[ConversationSample], encode: Callable[..., np.ndarray]) -> list[dict]:  # type: ignore[type-arg]
+    """Run only the coherence rule (and schema) over ``samples``; returns the rejection lines."""
+    source = tmp_path / "in.jsonl"
+    write_batch(source, samples)
+
+    class Encoder:
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return encode(texts)
+
+    data_filter = DataFilter(
+        domain=samples[0].domain,
+        thresholds=load_thresholds(samples[0].category),
+        signals=SIGNALS,
+        embedder=Encoder(),  # type: ignore[arg-type]
+        references=None,
+        rules=("schema", "coherence"),
+    )
+    data_filter.run(source, tmp_path / "kept.jsonl", tmp_path / "rejected.jsonl")
+    return [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+
+
+def _with_reply_of(sample: ConversationSample, other: ConversationSample) -> ConversationSample:
+    messages = [m if m.role != "assistant" else other.messages[i] for i, m in enumerate(sample.messages[:3])]
+    return sample.model_copy(update={"messages": messages, "id": f"{sample.id}-swapped"})
+
+
+def test_the_coherence_rule_rejects_replies_written_for_another_question(tmp_path: Path) -> None:
+    """A reply moved onto a question of another topic is caught most of the time; answers are kept."""
+    d, m = CATALOG.domain("general_health"), material("general_health")
+    encode = default_embedder().encode
+    generator = CompositionalGenerator(d, m, COMMON, SIGNALS, crisis_fraction=0.1, affinity=TopicAffinity(m, encode))
+    samples = [generator.sample(0, i) for i in range(200)]
+    originals, donors = samples[:128], [s for s in samples[128:] if not s.crisis]
+    swapped = []
+    for sample in [s for s in originals if not s.crisis][:32]:
+        donor = next(x for x in donors if x.topic != sample.topic)
+        donors.remove(donor)
+        swapped.append(_with_reply_of(sample, donor))
+    rejected = {r["id"]: r for r in _filtered(tmp_path, [*originals, *swapped], encode)}
+    assert all(r["rule"] == "coherence" and "fit its question better" in r["reason"] for r in rejected.values())
+    caught = sum(s.id in rejected for s in swapped) / len(swapped)
+    false_alarms = sum(s.id in rejected for s in originals) / len(originals)
+    print(f"coherence rule: {caught:.0%} of swapped replies rejected, {false_alarms:.1%} of answers")
+    assert caught >= 0.4
+    assert false_alarms <= 0.06
+
+
+def test_a_dataset_too_small_to_rank_against_is_not_judged_for_coherence(tmp_path: Path) -> None:
+    d, m = CATALOG.domain("general_health"), material("general_health")
+    generator = CompositionalGenerator(d, m, COMMON, SIGNALS, crisis_fraction=0.0)
+    samples = [generator.sample(0, i) for i in range(12)]
+    other = next(s for s in samples if s.topic != samples[0].topic)
+    assert _filtered(tmp_path, [_with_reply_of(samples[0], other), *samples[1:]], bag_of_words) == []
