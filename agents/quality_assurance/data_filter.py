@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 from pydantic import ValidationError
@@ -36,17 +37,8 @@ from runtime import atomic_write
 
 __all__ = ["ALL_RULES", "DataFilter", "read_samples"]
 
-ALL_RULES: tuple[DataRule, ...] = (
-    "schema",
-    "length",
-    "pii",
-    "crisis_safety",
-    "empathy",
-    "relevance",
-    "coherence",
-    "exact_duplicate",
-    "near_duplicate",
-)
+ALL_RULES: tuple[DataRule, ...] = get_args(DataRule)
+"""Every rule, in the order the report lists them."""
 _BATCH = 256
 _COHERENCE_MIN_OTHERS = 16
 """Coherence is judged against at least this many other replies (a smaller dataset is not judged)."""
