@@ -74,6 +74,8 @@ class Supervisor:
                 proc.terminate()
             code = await proc.wait()
             if self._stopping:
+                if code != 0:  # a graceful stop exits 0; anything else lost the agent's last words
+                    log.warning("agent process ended badly while stopping", agent=name, code=code)
                 return
             log.error("agent process exited; restarting", agent=name, code=code, in_s=backoff)
             await anyio.sleep(backoff)

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.embeddings import Embedder, default_embedder
-from agents.text.signals import CrisisKind, Signals, load_signals
+from agents.text.signals import CrisisKind, Signals, load_signals, signals_path
 
 __all__ = [
     "CRISIS_KINDS",
@@ -41,6 +41,7 @@ __all__ = [
     "load_training_set",
     "ordinary_messages",
     "sentences",
+    "sources_digest",
 ]
 
 CRISIS_KINDS: tuple[CrisisKind, ...] = get_args(CrisisKind)
@@ -277,13 +278,17 @@ def ordinary_messages(directory: Path | None = None) -> list[str]:
 
     Read as plain YAML: the material's schema belongs to Data Generation, another agent.
     """
-    root = directory / "material" if directory is not None and (directory / "material").is_dir() else None
-    root = root or Path(str(importlib.resources.files("configs").joinpath("material")))
     out: list[str] = []
-    for path in sorted(root.glob("*/*.yaml")):
+    for path in _material_files(directory):
         material = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         out += [s for topic in material.get("topics", []) for s in topic.get("situations", [])]
     return out
+
+
+def _material_files(directory: Path | None) -> list[Path]:
+    root = directory / "material" if directory is not None and (directory / "material").is_dir() else None
+    root = root or Path(str(importlib.resources.files("configs").joinpath("material")))
+    return sorted(root.glob("*/*.yaml"))
 
 
 def load_detector_settings(directory: Path | None = None) -> DetectorSettings:
@@ -295,15 +300,35 @@ _lock = threading.Lock()
 _detectors: dict[str, CrisisDetector] = {}
 
 
+def sources_digest(directory: Path | None = None) -> str:
+    """A digest of the bytes of every file the detector is built from.
+
+    What identifies a detector: hashing takes milliseconds where parsing the YAML takes most of a
+    second, and every data filter and model check asks for the detector.
+    """
+    sources = [
+        *(_safety_file(directory, name) for name in (*_TRAINING_FILES, "detector.yaml")),
+        signals_path(directory),
+        *_material_files(directory),
+    ]
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(f"{path}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def default_detector(directory: Path | None = None, cache_dir: Path | None = None) -> CrisisDetector:
     """The detector trained on the configured set with the shared embedder; one per process and set."""
-    training = load_training_set(directory)
-    settings = load_detector_settings(directory)
-    ordinary = ordinary_messages(directory)
-    signals = load_signals(directory)
-    identity = f"{directory}|{training.model_dump_json()}|{settings.model_dump_json()}|{ordinary}"
-    key = hashlib.sha256(identity.encode()).hexdigest()
+    key = sources_digest(directory)
     with _lock:
         if key not in _detectors:
-            _detectors[key] = CrisisDetector(default_embedder(), signals, training, settings, ordinary, cache_dir)
+            _detectors[key] = CrisisDetector(
+                default_embedder(),
+                load_signals(directory),
+                load_training_set(directory),
+                load_detector_settings(directory),
+                ordinary_messages(directory),
+                cache_dir,
+            )
         return _detectors[key]

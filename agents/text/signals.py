@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CrisisKind", "PiiMatch", "Signals", "load_signals"]
+__all__ = ["CrisisKind", "PiiMatch", "Signals", "load_signals", "signals_path"]
 
 CrisisKind = Literal[
     "suicide",
@@ -156,8 +156,13 @@ def _load(path: str) -> Signals:
     return Signals(spec)
 
 
-def load_signals(directory: Path | None = None) -> Signals:
-    """Signals from ``directory/signals.yaml`` if present, else the packaged file (cached)."""
+def signals_path(directory: Path | None = None) -> Path:
+    """``directory/signals.yaml`` if present, else the packaged file."""
     if directory is not None and (directory / "signals.yaml").is_file():
-        return _load(str(directory / "signals.yaml"))
-    return _load(str(importlib.resources.files("configs").joinpath("signals.yaml")))
+        return directory / "signals.yaml"
+    return Path(str(importlib.resources.files("configs").joinpath("signals.yaml")))
+
+
+def load_signals(directory: Path | None = None) -> Signals:
+    """The signals of :func:`signals_path` (cached)."""
+    return _load(str(signals_path(directory)))

@@ -7,7 +7,18 @@ benchmarks share one harness.
 """
 
 from runtime.testing._cpu_hog import CpuHog
+from runtime.testing._log_events import log_events
 from runtime.testing._process_swarm import AGENTS, ProcessSwarm
 from runtime.testing._redis_server import RedisServer, TlsFiles, fast_options, free_port, make_tls
 
-__all__ = ["AGENTS", "CpuHog", "ProcessSwarm", "RedisServer", "TlsFiles", "fast_options", "free_port", "make_tls"]
+__all__ = [
+    "AGENTS",
+    "CpuHog",
+    "ProcessSwarm",
+    "RedisServer",
+    "TlsFiles",
+    "fast_options",
+    "free_port",
+    "log_events",
+    "make_tls",
+]

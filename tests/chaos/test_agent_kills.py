@@ -15,7 +15,7 @@ from protocol import InvalidParams
 from protocol.agents.conductor import SubmitJobOutput
 from protocol.agents.cost_monitor import CostReportOutput
 from runtime import SwarmClient
-from runtime.testing import ProcessSwarm
+from runtime.testing import ProcessSwarm, log_events
 from tests.chaos.conftest import checkpoint_steps, job_state, wait_for_state
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -80,7 +80,7 @@ async def test_every_agent_sigkilled_mid_step_and_the_job_completes_with_each_si
             "cost_monitor", "cost_report", {"period": "all", "by": "step"}, CostReportOutput
         )
         logs = {name: swarm.log_tail(name) for name in swarm.agents}
-        conductor_log = [json.loads(line) for line in swarm.log_text("conductor").splitlines() if line.startswith("{")]
+        conductor_log = log_events(swarm.log_text("conductor"))
         started = {label: Counter(swarm.calls(label, "started")) for label in [*HOLDS, "gpu_optimization.train"]}
         finished = {label: Counter(swarm.calls(label)) for label in [*HOLDS, "gpu_optimization.train"]}
 
@@ -140,7 +140,7 @@ async def test_a_hung_call_times_out_and_is_retried_then_a_cancel_stops_the_job_
     assert training_job.state == "train", training_job.error
     assert hung == ["knowledge_transfer.recommend"]  # the first call is still stuck in there
     assert training_job.step("knowledge_transfer").attempts == 2 and training_job.step("data").attempts == 1
-    retried = [json.loads(line) for line in log.splitlines() if '"step failed; retrying"' in line]
+    retried = [e for e in log_events(log) if e["event"] == "step failed; retrying"]
     assert len(retried) == 1 and retried[0]["step"] == "knowledge_transfer", retried
     assert f"within {HUNG_TIMEOUT_S:g}s" in retried[0]["error"], retried
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from agents.testing import tiny_job_env
 from protocol.agents.conductor import SubmitJobOutput
 from runtime import SwarmClient, connect
-from runtime.testing import AGENTS, ProcessSwarm
+from runtime.testing import AGENTS, ProcessSwarm, log_events
 from tests.chaos.conftest import checkpoint_steps, job_state, settings_of, wait_for_state
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -22,7 +21,7 @@ TRAINING = {"max_steps": 8, "effective_batch": 4, "learning_rate": 2e-3, "checkp
 
 
 def _log_events(swarm: ProcessSwarm, name: str, event: str) -> list[dict[str, object]]:
-    lines = (json.loads(line) for line in swarm.log_text(name).splitlines() if line.startswith("{"))
+    lines = log_events(swarm.log_text(name))
     return [e for e in lines if e.get("event") == event]
 
 

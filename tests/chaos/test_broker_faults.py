@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 from protocol import RpcError
 from protocol.agents.conductor import JobRecord, SubmitJobOutput
 from runtime import SwarmClient, connect
-from runtime.testing import ProcessSwarm, RedisServer, free_port, make_tls
+from runtime.testing import ProcessSwarm, RedisServer, free_port, log_events, make_tls
 from tests.chaos.conftest import checkpoint_steps, settings_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -91,7 +90,7 @@ def test_an_agent_started_before_redis_waits_with_a_clear_line_and_joins_once_it
         agent.wait(30)
         if server is not None:
             server.stop()
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    lines = log_events(log.read_text())
     waits = [e for e in lines if e["event"] == "waiting for the broker"]
     assert waits and f"cannot reach Redis at redis://127.0.0.1:{port}/0" in waits[0]["error"]
     assert any(e["event"] == "agents running" for e in lines)

@@ -26,6 +26,7 @@ from protocol import InvalidParams, JobEventNotification
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
 from protocol.agents.cost_monitor import CostReportOutput
 from runtime import AgentHost, Settings, connect, open_swarm
+from runtime.testing import log_events
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(900)]
 
@@ -282,7 +283,7 @@ def test_a_job_on_the_swarm_of_processes_over_redis(  # type: ignore[no-untyped-
         assert job.returncode == 0, stdout[-3000:] + stderr[-3000:]
         assert "state=done" in stdout and "step=train" in stdout
     assert "over 2 domains" in outs["category"][0]
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = log_events(log.read_text())
     running = {e["instance"] for e in events if e.get("event") == "agents running"}
     stopped = {e["instance"] for e in events if e.get("event") == "agents stopped"}
     trouble = [e for e in events if e.get("level") in ("warning", "error")]

@@ -7,9 +7,12 @@ per kind) are not all met yet: see issue 16's notes.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
-from agents.text.crisis import CRISIS_KINDS, CrisisDetector, default_detector
+from agents.text.crisis import CRISIS_KINDS, CrisisDetector, default_detector, sources_digest
 from agents.text.crisis_measure import DetectorScores, load_heldout, measure
 from agents.text.signals import load_signals
 
@@ -70,3 +73,14 @@ def test_a_crisis_sentence_inside_a_long_message_is_found(detector: CrisisDetect
     assert len(text.split()) > 50
     assert detector.detect([text])[0].kind == "suicide"
     assert detector.detect([f"{filler} Anyway, how do I price cakes?"])[0].kind is None
+
+
+def test_one_detector_per_set_of_source_files(detector: CrisisDetector, tmp_path: Path) -> None:
+    assert default_detector() is detector
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    shutil.copytree(configs / "safety", tmp_path / "safety")
+    copied = sources_digest(tmp_path)
+    assert sources_digest(tmp_path) == copied
+    with open(tmp_path / "safety" / "detector.yaml", "a") as f:
+        f.write("\n# an edit\n")
+    assert sources_digest(tmp_path) != copied
