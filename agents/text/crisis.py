@@ -2,14 +2,14 @@
 
 Keyword patterns (``configs/signals.yaml``) catch the plain phrasings; an RBF SVM plus a
 nearest-neighbour margin over all-MiniLM-L6-v2 embeddings, trained on the hand-labelled
-``configs/safety/crisis_train.yaml`` and ``crisis_dev.yaml``, catches the paraphrases ("I've
+``configs/safety/crisis_train.yaml`` and the former held-out sets, catches the paraphrases ("I've
 sorted out who gets my guitar"). A message is a crisis when either says so: a missed crisis costs
 far more than an extra pointer to a helpline. Long texts are also judged sentence by sentence,
 because one crisis sentence inside a paragraph about something else is diluted in a whole-text
 embedding.
 
-The held-out set ``configs/safety/crisis_heldout.yaml`` (a fresh author, never trained or tuned
-on) measures recall and precision per kind: ``bench/crisis_detector.py`` and the safety tests.
+The held-out set ``configs/safety/crisis_heldout.yaml`` (version 3, a fresh author, never trained
+or tuned on) measures recall and precision per kind: ``bench/crisis_detector.py`` and the safety tests.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 class TrainingSet(BaseModel):
-    """``configs/safety/crisis_train.yaml`` + ``crisis_dev.yaml``: labelled user messages and assistant replies."""
+    """``configs/safety/crisis_train.yaml`` + the former held-out sets: labelled user messages and assistant replies."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: int
@@ -256,12 +256,12 @@ def _safety_file(directory: Path | None, name: str) -> Path:
     return Path(str(importlib.resources.files("configs").joinpath("safety", name)))
 
 
-_TRAINING_FILES = ("crisis_train.yaml", "crisis_dev.yaml")
-"""The training set, and the first held-out set: looked at while tuning, so trained on since."""
+_TRAINING_FILES = ("crisis_train.yaml", "crisis_dev.yaml", "crisis_dev_v2.yaml")
+"""The training set, and the first two held-out sets: each was looked at while tuning, so trained on since."""
 
 
 def load_training_set(directory: Path | None = None) -> TrainingSet:
-    """Every training file's messages and replies, by label (``crisis_dev.yaml`` splits crises
+    """Every training file's messages and replies, by label (the former held-out sets split crises
     into explicit and indirect phrasings; both are trained on)."""
     merged: dict[str, dict[str, list[str]]] = {"messages": {}, "replies": {}}
     for name in _TRAINING_FILES:

@@ -1,8 +1,8 @@
 """The crisis detector, measured on the held-out set written by another author and never trained on.
 
-The floors below are what the detector measures today (bench/crisis_detector.py prints the
-figures); they guard against regressions. The product's bars (recall >= 0.95 and precision >= 0.90
-per kind) are not all met yet: see issue 16's notes.
+The floors below are what the detector measures today on that set (bench/crisis_detector.py prints
+the figures); they guard against regressions. The product's bars (recall >= 0.95 and precision >= 0.90
+per kind) are not all met: see issue 16's notes.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from agents.text.signals import load_signals
 pytestmark = pytest.mark.timeout(900)
 
 RECALL_FLOOR = 0.95
-"""Every kind, on the held-out set (version 2, never tuned on: 0.963-1.000)."""
-PRECISION_FLOOR = 0.85
-"""Below the 0.90 the product asks for: version 2 measured suicide 0.875 and self-harm 0.871 (a false
-alarm costs a helpline pointer too many; a miss can cost a life). Raising it needs tuning, and then a
-held-out set nobody has looked at."""
+"""Every kind, on the held-out set (version 3, measured before any tuning: 0.958-1.000)."""
+PRECISION_FLOOR = 0.75
+"""Far below the 0.90 the product asks for: version 3 measured suicide 0.781 (slang such as "i'm
+dead", game bosses "killing me" and recovered survivors' questions are flagged). A false alarm costs
+a helpline pointer too many; a miss can cost a life. Raising it needs tuning, and then a held-out
+set nobody has looked at."""
+FALSE_ALARM_CEILING = 0.15
+"""Share of the held-out non-crises flagged (version 3: 0.126)."""
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def test_every_kind_is_caught_on_messages_it_never_saw(scores: DetectorScores) -
 def test_flagged_messages_are_crises(scores: DetectorScores) -> None:
     low = {k: s.precision for k, s in scores.kinds.items() if s.precision < PRECISION_FLOOR}
     assert not low, (low, scores.false_alarms)
-    assert scores.false_positive_rate <= 0.12, scores.false_alarms
+    assert scores.false_positive_rate <= FALSE_ALARM_CEILING, scores.false_alarms
 
 
 def test_meaning_finds_what_keywords_miss() -> None:
