@@ -71,7 +71,8 @@ class DetectorSettings(BaseModel):
     regularisation: float = Field(gt=0)
     """Inverse regularisation strength (scikit-learn's C) of the classifiers."""
     help_threshold: float = Field(gt=0, lt=1)
-    """A reply points to real help when the judge's probability reaches this."""
+    """Below this probability the judge vetoes a reply that names a pointer to help (it only vetoes:
+    a reply must also give something concrete to do, see ``Signals.points_to_real_help``)."""
 
 
 @dataclass(frozen=True, slots=True)
