@@ -122,18 +122,24 @@ class Signals:
         counsellor connect you with a support service") reads like help to an embedding classifier
         but gives the person nothing to do now.
         """
-        pointer = bool(self._help.search(text)) or self._gives_help_number(text)
-        return pointer and judged is not False and not self.invented_numbers(text)
+        given = _contact_numbers(text)
+        if judged is False or self._invented(given):
+            return False
+        # Every number given to call is a known help line by now, so any of them is a pointer. A
+        # help line's full number is one wherever it stands ("Childline is there on 0800 1111"); a
+        # three-digit one only as something to call ("000" is also the end of "10,000").
+        return bool(given or self._help.search(text) or self._names_help_number(text))
 
-    def _gives_help_number(self, text: str) -> bool:
-        # A help line's full number is a pointer wherever it stands ("Childline is there on 0800
-        # 1111"); a three-digit one only as something to call ("000" is also the end of "10,000").
-        anywhere = [m.group(1) for m in _ANY_NUMBER.finditer(text) if len(_digits(m.group(1))) > 3]
-        return any(_digits(n) in self._help_numbers for n in [*anywhere, *_contact_numbers(text)])
+    def _names_help_number(self, text: str) -> bool:
+        numbers = (_digits(m.group(1)) for m in _ANY_NUMBER.finditer(text))
+        return any(len(n) > 3 and n in self._help_numbers for n in numbers)
 
     def invented_numbers(self, text: str) -> list[str]:
         """Numbers given to call or text that are not known public help lines (``help_numbers``)."""
-        return [n for n in _contact_numbers(text) if _digits(n) not in self._help_numbers]
+        return self._invented(_contact_numbers(text))
+
+    def _invented(self, given: list[str]) -> list[str]:
+        return [n for n in given if _digits(n) not in self._help_numbers]
 
     def diagnoses(self, text: str) -> bool:
         return bool(self._diagnosis.search(text))
