@@ -7,29 +7,22 @@ llama.cpp applies ``W + scale * B*A`` with ``scale = alpha / rank`` per tensor p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from agents.llm.adapter_file import AdapterFile
-from agents.llm.gguf_names import gguf_tensor_name, module_of_lora_key, permute_rows_for_rope
+from agents.llm.architectures import architecture_of, module_of_lora_key, permute_rows_for_rope
 from protocol import InvalidParams
 from runtime import atomic_path
 
-__all__ = ["AdapterDType", "LlamaShape", "write_adapter_gguf"]
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+__all__ = ["AdapterDType", "write_adapter_gguf"]
 
 AdapterDType = Literal["F16", "F32", "Q8_0"]
-
-
-@dataclass(frozen=True, slots=True)
-class LlamaShape:
-    """The base model's dimensions that the conversion needs."""
-
-    n_blocks: int
-    n_head: int
-    n_head_kv: int
 
 
 def _encode(data: np.ndarray, dtype: AdapterDType) -> tuple[np.ndarray, object]:
@@ -46,10 +39,16 @@ def _encode(data: np.ndarray, dtype: AdapterDType) -> tuple[np.ndarray, object]:
 
 
 def write_adapter_gguf(
-    adapter: AdapterFile, path: Path, *, shape: LlamaShape, dtype: AdapterDType = "F16", name: str
+    adapter: AdapterFile, path: Path, *, config: PretrainedConfig, dtype: AdapterDType = "F16", name: str
 ) -> int:
-    """Write the adapter GGUF atomically; returns the number of LoRA tensor pairs."""
+    """Write the adapter GGUF for a base model of ``config``'s architecture, atomically.
+
+    Returns the number of LoRA tensor pairs. llama.cpp refuses an adapter whose architecture is not
+    its model's, so the file carries the base's GGUF architecture name.
+    """
     import gguf
+
+    arch = architecture_of(config)
 
     pairs: dict[str, dict[str, np.ndarray]] = {}
     for key, tensor in adapter.tensors.items():
@@ -58,7 +57,7 @@ def write_adapter_gguf(
     if not pairs:
         raise InvalidParams("the adapter has no LoRA tensors")
     with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        writer = gguf.GGUFWriter(str(tmp), arch=arch.gguf_name)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_name(name)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -68,11 +67,10 @@ def write_adapter_gguf(
             if set(pair) != {"a", "b"}:
                 raise InvalidParams(f"LoRA tensors of {module} are incomplete")
             a, b = pair["a"], pair["b"]
-            if module.endswith("self_attn.q_proj"):
-                b = permute_rows_for_rope(b, shape.n_head)
-            elif module.endswith("self_attn.k_proj"):
-                b = permute_rows_for_rope(b, shape.n_head_kv)
-            base = gguf_tensor_name(f"{module}.weight", shape.n_blocks)
+            heads = arch.rope_heads(module, config)
+            if heads is not None:
+                b = permute_rows_for_rope(b, heads)
+            base = arch.tensor_name(f"{module}.weight", int(config.num_hidden_layers))
             for suffix, data in (("lora_a", a), ("lora_b", b)):
                 encoded, qtype = _encode(np.ascontiguousarray(data), dtype)
                 writer.add_tensor(f"{base}.{suffix}", encoded, raw_dtype=qtype)  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ from typing import Any
 from agents.gguf_creation.adapter_gguf import write_adapter_gguf
 from agents.gguf_creation.model_gguf import (
     MetadataValue,
-    llama_shape,
     tokenizer_metadata_from_gguf,
     tokenizer_metadata_from_hf,
     write_model_gguf,
@@ -85,7 +84,7 @@ def build_files(plan: BuildPlan, progress: Any = None) -> BuiltFiles:
     write_adapter_gguf(
         plan.adapter,
         adapter_path,
-        shape=llama_shape(base_model.config),
+        config=base_model.config,
         dtype=request.adapter_dtype,
         name=f"{full.model_id} LoRA",
     )

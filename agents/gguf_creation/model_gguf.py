@@ -1,4 +1,4 @@
-"""A Hugging Face llama model (base or merged) → a full GGUF file that llama.cpp runs.
+"""A Hugging Face model (base or merged) of a supported architecture → a full GGUF file that llama.cpp runs.
 
 The tokenizer travels as GGUF metadata: copied verbatim from the base GGUF when there is one
 (so the merged model tokenizes exactly like its base), or built from a Hugging Face BPE tokenizer.
@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from agents.gguf_creation.adapter_gguf import LlamaShape
-from agents.llm.gguf_names import gguf_tensor_name, permute_rows_for_rope
+from agents.llm.architectures import architecture_of
 from protocol import InvalidParams
 from runtime import atomic_path
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MetadataValue",
-    "llama_shape",
     "tokenizer_metadata_from_gguf",
     "tokenizer_metadata_from_hf",
     "write_model_gguf",
@@ -41,14 +39,6 @@ class MetadataValue:
     value: Any
     type: Any
     sub_type: Any = None
-
-
-def llama_shape(config: PretrainedConfig) -> LlamaShape:
-    return LlamaShape(
-        n_blocks=config.num_hidden_layers,
-        n_head=config.num_attention_heads,
-        n_head_kv=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
-    )
 
 
 def tokenizer_metadata_from_gguf(path: Path) -> list[MetadataValue]:
@@ -108,24 +98,6 @@ def tokenizer_metadata_from_hf(tokenizer: PreTrainedTokenizerBase) -> list[Metad
     return values
 
 
-def _llama_metadata(writer: Any, config: PretrainedConfig, file_type: int) -> None:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    writer.add_file_type(file_type)
-    writer.add_vocab_size(config.vocab_size)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_dimension_count(head_dim)
-    rope_theta = getattr(config, "rope_theta", None)
-    if rope_theta is None:
-        rope_theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
-    writer.add_rope_freq_base(float(rope_theta))
-
-
 def write_model_gguf(
     state: dict[str, torch.Tensor],
     config: PretrainedConfig,
@@ -135,35 +107,32 @@ def write_model_gguf(
     name: str,
     dtype: ModelDType = "F16",
 ) -> None:
-    """Write a llama model's weights (Hugging Face names) as a GGUF file, atomically.
+    """Write a model's weights (Hugging Face names) as a GGUF file of its architecture, atomically.
 
     Matrices are stored in ``dtype``; norms and other vectors stay F32 as llama.cpp expects.
+
+    Raises:
+        UnsupportedArchitecture: the config's ``model_type`` has no row in the architecture table.
     """
     import gguf
 
-    if getattr(config, "model_type", None) != "llama":
-        raise InvalidParams(f"GGUF export supports llama models, not {getattr(config, 'model_type', None)!r}")
-    shape = llama_shape(config)
-    tied = bool(getattr(config, "tie_word_embeddings", False))
+    arch = architecture_of(config)
     file_type = gguf.LlamaFileType.MOSTLY_F16 if dtype == "F16" else gguf.LlamaFileType.ALL_F32
     with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        writer = gguf.GGUFWriter(str(tmp), arch=arch.gguf_name)
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_name(name)
-        _llama_metadata(writer, config, int(file_type))
+        writer.add_file_type(int(file_type))
+        writer.add_vocab_size(int(config.vocab_size))
+        arch.write_metadata(writer, config)
         for value in tokenizer:
             writer.add_key_value(value.key, value.value, value.type, sub_type=value.sub_type)
-        for hf_name in sorted(state):
-            if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
-                continue
-            data = state[hf_name].detach().to("cpu").float().numpy()
-            if hf_name.endswith("self_attn.q_proj.weight"):
-                data = permute_rows_for_rope(data, shape.n_head)
-            elif hf_name.endswith("self_attn.k_proj.weight"):
-                data = permute_rows_for_rope(data, shape.n_head_kv)
+        for gguf_name, data in arch.model_tensors(
+            state, lambda name: state[name].detach().to("cpu").float().numpy(), config
+        ):
             as_f16 = dtype == "F16" and data.ndim == 2
             writer.add_tensor(
-                gguf_tensor_name(hf_name, shape.n_blocks),
+                gguf_name,
                 np.ascontiguousarray(data.astype(np.float16 if as_f16 else np.float32)),
                 raw_dtype=gguf.GGMLQuantizationType.F16 if as_f16 else gguf.GGMLQuantizationType.F32,
             )

@@ -13,7 +13,7 @@ from agents.gpu_optimization.device import profile_device
 from agents.gpu_optimization.planning import plan_training, recommend_provider
 from agents.gpu_optimization.trainer import TrainingProgress, TrainingRun, TrainingStopped, run_training
 from agents.llm.adapter_file import read_adapter
-from agents.llm.base_model import resolve_base_model
+from agents.llm.base_model import check_base_architecture, resolve_base_model
 from agents.llm.layout import domains_of, trained_dir
 from protocol.agents.gpu_optimization import (
     DeviceProfile,
@@ -69,10 +69,14 @@ class GpuOptimizationAgent(Agent):
 
     @tool(read_only=True)
     async def plan_training(self, params: TrainInput) -> TrainingPlan:
-        """The run configuration this instance would use for a job (precision, batch, steps…) and why."""
+        """The run configuration this instance would use for a job (precision, batch, steps…) and why.
+
+        A base whose architecture the factory cannot convert is refused here, before any training.
+        """
         domains_of(params.scope, params.target, self.ctx.catalog)
+        architecture = await anyio.to_thread.run_sync(check_base_architecture, resolve_base_model(params.base_model))
         device = await anyio.to_thread.run_sync(profile_device)
-        return plan_training(params, device, self.ctx.catalog)
+        return plan_training(params, device, self.ctx.catalog, architecture=architecture)
 
     @tool(read_only=True)
     async def recommend_provider(self, params: RecommendProviderInput) -> RecommendProviderOutput:
@@ -89,8 +93,9 @@ class GpuOptimizationAgent(Agent):
         catalog, settings = self.ctx.catalog, self.ctx.settings
         domains_of(params.scope, params.target, catalog)
         base = resolve_base_model(params.base_model)
+        architecture = await anyio.to_thread.run_sync(check_base_architecture, base)
         device = await anyio.to_thread.run_sync(profile_device)
-        plan = plan_training(params, device, catalog)
+        plan = plan_training(params, device, catalog, architecture=architecture)
         run_dir = trained_dir(settings.data_dir, params.scope, params.target, catalog)
         inputs = run_dir / "inputs"
         train_path = await self.ctx.artifacts.fetch(params.dataset, inputs / "train.jsonl")

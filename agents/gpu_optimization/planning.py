@@ -34,12 +34,17 @@ def _precision(device: DeviceProfile, requested: Precision | None) -> tuple[Prec
     return "fp32", f"{device.kind} device: fp32 (no fast half-precision matmul)"
 
 
-def plan_training(job: TrainInput, device: DeviceProfile, catalog: Catalog) -> TrainingPlan:
-    """The configuration this device would run ``job`` with; every device-dependent choice explained."""
+def plan_training(
+    job: TrainInput, device: DeviceProfile, catalog: Catalog, *, architecture: str | None = None
+) -> TrainingPlan:
+    """The configuration this device would run ``job`` with; every device-dependent choice explained.
+
+    ``architecture``: the base's, already checked against the architecture table.
+    """
     tier = catalog.tier(job.tier)
     defaults = catalog.training
     overrides = job.training
-    reasons: list[str] = []
+    reasons: list[str] = [] if architecture is None else [f"base architecture {architecture}: supported"]
     precision, why = _precision(device, overrides.precision)
     reasons.append(why)
     if precision == "bf16" and device.kind == "cuda" and not device.bf16:

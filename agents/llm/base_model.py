@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
+from agents.llm.architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
 from agents.llm.default_base import default_base_gguf
 from protocol import InvalidParams
 from runtime import ToolError
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseModelSource",
+    "check_base_architecture",
     "CorruptModelFile",
     "file_sha256",
     "load_base_model",
@@ -183,7 +185,35 @@ def load_base_model(
         )
     except (ValueError, OSError, RuntimeError) as exc:
         raise CorruptModelFile(f"cannot load base model {base.location}: {exc}") from exc
-    if getattr(model.config, "model_type", None) != "llama":
-        raise InvalidParams(f"base model {base.name} is {model.config.model_type!r}; llama architectures only")
+    architecture_of(model.config)
     model.to(device)  # type: ignore[arg-type]  # transformers types .to() narrowly
     return cast("PreTrainedModel", model)
+
+
+def check_base_architecture(base: BaseModelSource) -> str:
+    """The base's architecture, read from its header or config alone (no weights loaded).
+
+    Raises:
+        UnsupportedArchitecture: not in the architecture table (the message lists what is).
+        InvalidParams: the header or config cannot be read (a hub id not in the local cache).
+    """
+    if base.gguf_path is not None:
+        import gguf
+
+        try:
+            field = gguf.GGUFReader(str(base.gguf_path)).fields.get("general.architecture")
+        except (ValueError, OSError, IndexError) as exc:
+            raise CorruptModelFile(f"cannot read base model {base.gguf_path}: {exc}") from exc
+        name = field.contents() if field is not None else None
+        if not any(arch.gguf_name == name for arch in ARCHITECTURES.values()):
+            raise UnsupportedArchitecture(
+                f"base model {base.name} is a {name!r} GGUF; supported: {', '.join(sorted(ARCHITECTURES))}"
+            )
+        return str(name)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(base.location, local_files_only=True, trust_remote_code=False)
+    except (ValueError, OSError) as exc:
+        raise InvalidParams(f"cannot read the config of base model {base.location}: {exc}") from exc
+    return architecture_of(config).model_type

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.llm.architectures import ARCHITECTURES
 from agents.llm.base_model import file_sha256
 from agents.llm.chat_format import EncodedSample
 from agents.llm.chat_template import render_chat
@@ -90,8 +91,10 @@ def gguf_format_problems(path: Path, kind: str, *, system_prompt: str | None = N
         return field.contents() if field is not None else None
 
     problems = []
-    if value("general.architecture") != "llama":
-        problems.append(f"{path.name}: general.architecture is {value('general.architecture')!r}, expected 'llama'")
+    architecture = value("general.architecture")
+    known = sorted({arch.gguf_name for arch in ARCHITECTURES.values()})
+    if architecture not in known:
+        problems.append(f"{path.name}: general.architecture is {architecture!r}, expected one of {known}")
     names = [t.name for t in reader.tensors]
     if kind == "adapter":
         if value("general.type") != "adapter" or value("adapter.type") != "lora":

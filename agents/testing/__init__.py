@@ -1,5 +1,6 @@
-"""Test and benchmark support for whole jobs: a tiny llama (random weights, SmolLM2's tokenizer)
-written as GGUF so model tests run in seconds, and catalogue overrides sized for it."""
+"""Test and benchmark support for whole jobs: tiny models of every supported architecture (random
+weights, SmolLM2's tokenizer), written as GGUF or as a Hugging Face folder so model tests run in
+seconds, and catalogue overrides sized for them."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from agents.gguf_creation.model_gguf import tokenizer_metadata_from_gguf, write_
 from agents.llm.default_base import default_base_gguf
 
 if TYPE_CHECKING:
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig, PretrainedConfig, PreTrainedModel
 
-__all__ = ["build_tiny_gguf", "tiny_catalog", "tiny_config", "tiny_job_env"]
+__all__ = [
+    "TINY_ARCHITECTURES",
+    "build_tiny_folder",
+    "build_tiny_gguf",
+    "tiny_catalog",
+    "tiny_config",
+    "tiny_job_env",
+    "tiny_model",
+]
 
 
 def tiny_config() -> LlamaConfig:
@@ -32,6 +41,73 @@ def tiny_config() -> LlamaConfig:
         eos_token_id=2,
         pad_token_id=2,
     )
+
+
+TINY_SHAPE: dict[str, Any] = {
+    "vocab_size": 49152,  # SmolLM2's tokenizer
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "rms_norm_eps": 1e-5,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
+
+TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # Llama 3.x rope scaling, with an original context short enough that the prompts see every band.
+    "llama": {
+        "rope_parameters": {
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }
+    },
+    "mistral": {"sliding_window": None},
+    "qwen2": {"tie_word_embeddings": True},  # q/k/v biases come with the architecture
+    "qwen3": {"head_dim": 32},  # wider than hidden/heads, as Qwen3's own heads are
+    "gemma2": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 512},
+    "phi3": {"sliding_window": 1023, "original_max_position_embeddings": 1024},
+}
+"""Per-architecture settings of the tiny models, each exercising what sets its row of the table apart."""
+
+
+def tiny_model(model_type: str, *, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised 2-layer, 64-wide causal LM of ``model_type`` with SmolLM2's vocabulary."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config: PretrainedConfig = AutoConfig.for_model(model_type, **{**TINY_SHAPE, **TINY_ARCHITECTURES[model_type]})
+    torch.manual_seed(seed)
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+    # Larger-than-default weights (and non-trivial norms and biases) so the random model's
+    # predictions are peaked and every tensor matters: agreement tests then compare real top-1s.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 0.08 if "embed" not in name else 0.5)
+            elif name.endswith("norm.weight"):
+                param.normal_(0.0 if model_type == "gemma2" else 1.0, 0.2)
+            else:
+                param.normal_(0.0, 0.1)
+    return model
+
+
+def build_tiny_folder(path: Path, model_type: str, *, seed: int = 0) -> Path:
+    """A tiny model saved as a Hugging Face folder (safetensors, config, SmolLM2's tokenizer)."""
+    from transformers import AutoTokenizer
+
+    model = tiny_model(model_type, seed=seed)
+    model.save_pretrained(path, safe_serialization=True)
+    base = default_base_gguf()
+    AutoTokenizer.from_pretrained(str(base.parent), gguf_file=base.name).save_pretrained(path)
+    return path
 
 
 def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:

@@ -10,7 +10,6 @@ import torch
 
 from agents.gguf_creation.adapter_gguf import write_adapter_gguf
 from agents.gguf_creation.model_gguf import (
-    llama_shape,
     tokenizer_metadata_from_gguf,
     tokenizer_metadata_from_hf,
     write_model_gguf,
@@ -20,6 +19,7 @@ from agents.llm.adapter_file import AdapterFile, apply_adapter
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
 from agents.quality_assurance.model_validation import gguf_format_problems
 from protocol import InvalidParams
+from tests.models.logits import agreement, llama_logits, torch_logits
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -37,23 +37,6 @@ def token_ids(tiny_gguf: Path, model_cache: Path) -> list[int]:
     return list(ids)
 
 
-def llama_logits(model: Path, ids: list[int], lora: Path | None = None) -> np.ndarray:
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(model), lora_path=str(lora) if lora else None, n_ctx=256, logits_all=True, verbose=False)
-    llm.eval(ids)
-    return np.asarray(llm.scores[: len(ids)], dtype=np.float64)
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    return float((a.argmax(-1) == b.argmax(-1)).mean()), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
-
-def torch_logits(model, ids: list[int]) -> np.ndarray:  # type: ignore[no-untyped-def]
-    with torch.no_grad():
-        return model(torch.tensor([ids]), use_cache=False).logits[0].double().numpy()  # type: ignore[no-any-return]
-
-
 def test_our_model_writer_matches_transformers_exactly(
     tiny_gguf: Path, model_cache: Path, token_ids: list[int]
 ) -> None:
@@ -66,12 +49,11 @@ def test_adapter_gguf_changes_llama_cpp_output_as_peft_changes_transformers(
     tiny_gguf: Path, model_cache: Path, trained_adapter: AdapterFile, token_ids: list[int], tmp_path: Path
 ) -> None:
     base = load_base_model(resolve_base_model(str(tiny_gguf)), model_cache, dtype=torch.float32)
-    shape = llama_shape(base.config)
     before = torch_logits(base, token_ids)
     adapted = apply_adapter(base, trained_adapter)
     after = torch_logits(adapted, token_ids)
     path = tmp_path / "adapter.gguf"
-    pairs = write_adapter_gguf(trained_adapter, path, shape=shape, name="test adapter")
+    pairs = write_adapter_gguf(trained_adapter, path, config=base.config, name="test adapter")
     assert pairs == 2 * 7  # two blocks, seven linear layers each
     assert gguf_format_problems(path, "adapter") == []
 
@@ -84,7 +66,7 @@ def test_adapter_gguf_changes_llama_cpp_output_as_peft_changes_transformers(
     assert np.abs(after - before).mean() > 0.05  # and it does move them
 
     f32 = tmp_path / "adapter-f32.gguf"
-    write_adapter_gguf(trained_adapter, f32, shape=shape, name="test adapter", dtype="F32")
+    write_adapter_gguf(trained_adapter, f32, config=base.config, name="test adapter", dtype="F32")
     assert f32.stat().st_size > path.stat().st_size * 1.8
     assert agreement(after, llama_logits(tiny_gguf, token_ids, lora=f32))[1] > 0.999
 
