@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from agents.gguf_creation.adapter_gguf import write_adapter_gguf
-from agents.gguf_creation.model_gguf import (
-    MetadataValue,
-    tokenizer_metadata_from_gguf,
-    tokenizer_metadata_from_hf,
-    write_model_gguf,
-)
 from agents.gguf_creation.quantize import quantize
 from agents.llm.adapter_file import AdapterFile, apply_adapter
 from agents.llm.base_model import BaseModelSource, file_sha256, load_base_model, load_tokenizer
 from agents.llm.chat_template import with_default_system
 from agents.llm.layout import ModelLayout
+from agents.llm.model_gguf import (
+    MetadataValue,
+    tokenizer_metadata_from_gguf,
+    tokenizer_metadata_from_hf,
+    write_model_gguf,
+)
 from protocol.agents.gguf_creation import CreateGgufInput, FileKind, GgufFile
 from runtime import VERSION
 

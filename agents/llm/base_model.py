@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseModelSource",
+    "base_gguf",
     "check_base_architecture",
     "CorruptModelFile",
     "file_sha256",
@@ -217,3 +218,44 @@ def check_base_architecture(base: BaseModelSource) -> str:
     except (ValueError, OSError) as exc:
         raise InvalidParams(f"cannot read the config of base model {base.location}: {exc}") from exc
     return architecture_of(config).model_type
+
+
+def _folder_of(base: BaseModelSource) -> Path:
+    """A folder or hub base's files on this machine (hub ids from the local cache only)."""
+    if base.kind == "folder":
+        return Path(base.location)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(base.location, local_files_only=True))
+    except (ValueError, OSError) as exc:
+        raise InvalidParams(f"base model {base.location} is not in the local Hugging Face cache: {exc}") from exc
+
+
+def base_gguf(base: BaseModelSource, cache_dir: Path) -> Path:
+    """The base model as a GGUF file llama.cpp can run: the file itself, or an F16 conversion made once.
+
+    A folder or hub base is converted with the same writer as the merged model (tokenizer from its
+    Hugging Face tokenizer) and cached under a key of its files' names, sizes and times, so a
+    changed base is converted again and an unchanged one never is.
+    """
+    if base.gguf_path is not None:
+        return base.gguf_path
+    import json
+
+    import torch
+
+    from agents.llm.model_gguf import tokenizer_metadata_from_hf, write_model_gguf
+
+    folder = _folder_of(base)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    stamp = json.dumps([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    key = hashlib.sha256(f"{folder.resolve()}\n{stamp}".encode()).hexdigest()[:24]
+    target = cache_dir / "base-gguf" / f"{key}.gguf"
+    if target.is_file():
+        return target
+    model = load_base_model(base, cache_dir, dtype=torch.float32)
+    tokenizer = tokenizer_metadata_from_hf(load_tokenizer(base, cache_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_model_gguf(model.state_dict(), model.config, tokenizer, target, name=base.name, dtype="F16")
+    return target

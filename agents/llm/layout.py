@@ -60,7 +60,12 @@ class ModelLayout:
     lite: bool = False
 
     def model_file(self, quant: str) -> str:
-        return f"{self.model_id}_{quant.lower()}.gguf"
+        """``meetara_general_health_Q4_K_M.gguf``: the quantization type as llama.cpp writes it.
+
+        Deployments made before this naming keep their lower-case names: the manifest records
+        every file's path, nothing rebuilds it from this.
+        """
+        return f"{self.model_id}_{quant.upper()}.gguf"
 
     def adapter_file(self, dtype: str) -> str:
         return f"{self.model_id}_lora_{dtype.lower()}.gguf"

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from agents.llm.base_model import load_tokenizer, resolve_base_model
+from agents.llm.base_model import base_gguf, load_tokenizer, resolve_base_model
 from agents.llm.chat_format import encode_conversation, load_conversations
 from agents.llm.layout import build_folder, layout_of
 from agents.quality_assurance.data_filter import ALL_RULES, DataFilter
@@ -157,8 +157,9 @@ class QualityAssuranceAgent(Agent):
         target = min(catalog.category(d.category).quality_target for d in domains)
         crisis = any(d.crisis_safety for d in domains)
         base = resolve_base_model(params.base_model)
-        if base.gguf_path is None:
-            raise InvalidParams("model QA runs through llama.cpp and needs the base model as a GGUF file")
+        # llama.cpp runs the base for the adapter and perplexity checks: a folder or hub base is
+        # converted to GGUF once and cached.
+        base_file = await anyio.to_thread.run_sync(base_gguf, base, settings.model_cache)
         settings_quality = load_model_quality(settings.catalog_dir)
         signals = load_signals(settings.catalog_dir)
         try:
@@ -206,7 +207,7 @@ class QualityAssuranceAgent(Agent):
                         references.append(encoded)
                 return ModelUnderTest(
                     metadata=metadata,
-                    base_gguf=base.gguf_path,  # type: ignore[arg-type]
+                    base_gguf=base_file,
                     adapter=files.get("adapter"),
                     merged=files.get("merged"),
                     eval_samples=samples,

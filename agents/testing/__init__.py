@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.gguf_creation.model_gguf import tokenizer_metadata_from_gguf, write_model_gguf
 from agents.llm.default_base import default_base_gguf
+from agents.llm.model_gguf import tokenizer_metadata_from_gguf, write_model_gguf
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig, PretrainedConfig, PreTrainedModel

@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from agents.gguf_creation.adapter_gguf import write_adapter_gguf
-from agents.gguf_creation.model_gguf import MetadataValue, tokenizer_metadata_from_gguf, write_model_gguf
 from agents.gguf_creation.quantize import quantize
 from agents.llm import architectures
 from agents.llm.adapter_file import AdapterFile, apply_adapter, read_adapter, write_adapter
 from agents.llm.architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
 from agents.llm.default_base import default_base_gguf
+from agents.llm.model_gguf import MetadataValue, tokenizer_metadata_from_gguf, write_model_gguf
 from agents.quality_assurance.model_validation import gguf_format_problems
 from agents.testing import TINY_ARCHITECTURES, tiny_model
 from tests.models.logits import agreement, llama_logits, max_difference, torch_logits

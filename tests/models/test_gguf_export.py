@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from agents.gguf_creation.adapter_gguf import write_adapter_gguf
-from agents.gguf_creation.model_gguf import (
+from agents.gguf_creation.quantize import quantization_types, quantize
+from agents.llm.adapter_file import AdapterFile, apply_adapter
+from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
+from agents.llm.model_gguf import (
     tokenizer_metadata_from_gguf,
     tokenizer_metadata_from_hf,
     write_model_gguf,
 )
-from agents.gguf_creation.quantize import quantization_types, quantize
-from agents.llm.adapter_file import AdapterFile, apply_adapter
-from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
 from agents.quality_assurance.model_validation import gguf_format_problems
 from protocol import InvalidParams
 from tests.models.logits import agreement, llama_logits, torch_logits

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(600)
             "domain",
             "nutrition",
             [
-                "D_domain_specific/healthcare/meetara_nutrition_q4_k_m.gguf",
+                "D_domain_specific/healthcare/meetara_nutrition_Q4_K_M.gguf",
                 "D_domain_specific/healthcare/meetara_nutrition_lora_f16.gguf",
             ],
         ),
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(600)
             "category",
             "creative",
             [
-                "C_category_specific/creative/meetara_creative_category_q4_k_m.gguf",
+                "C_category_specific/creative/meetara_creative_category_Q4_K_M.gguf",
                 "C_category_specific/creative/meetara_creative_category_lora_f16.gguf",
             ],
         ),
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.timeout(600)
             "universal",
             "universal",
             [
-                "A_universal_full/meetara_universal_full_q4_k_m.gguf",
+                "A_universal_full/meetara_universal_full_Q4_K_M.gguf",
                 "A_universal_full/meetara_universal_full_lora_f16.gguf",
                 "B_universal_lite/meetara_universal_lite_q3_k_s.gguf",
             ],

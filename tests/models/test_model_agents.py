@@ -78,7 +78,7 @@ async def test_the_chain_on_the_tiny_model_ends_at_a_qa_refusal(  # type: ignore
         folder = settings.data_dir / "models" / "builds" / "D_domain_specific" / "healthcare"
         assert {Path(f.path).name for f in model.files} == {
             "meetara_general_health_lora_f16.gguf",
-            "meetara_general_health_q4_k_m.gguf",
+            "meetara_general_health_Q4_K_M.gguf",
         }
         assert Path(model.metadata_path) == folder / "general_health_metadata.json"
         metadata = json.loads(Path(model.metadata_path).read_text())
@@ -222,3 +222,21 @@ async def test_general_health_on_smollm2_is_trained_converted_validated_and_depl
         assert (settings.models_dir / f.path).is_file()
         assert (layout / Path(f.path).name).stat().st_ino == (settings.models_dir / f.path).stat().st_ino
     assert json.loads((layout / "general_health_metadata.json").read_text())["version"] == "v1"
+
+
+async def test_a_base_of_an_unsupported_architecture_is_refused_at_plan_training(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str, tmp_path: Path, conversations: tuple[Path, Path]
+) -> None:
+    from transformers import GPT2Config
+
+    gpt2 = tmp_path / "tiny-gpt2"
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(gpt2)
+    async with open_swarm(settings_factory(memory_url), [GpuOptimizationAgent]) as swarm:
+        dataset = await swarm.artifacts.put_file(conversations[0])
+        job = {"target": "general_health", "dataset": dataset.model_dump(by_alias=True), "base_model": str(gpt2)}
+        for tool in ("plan_training", "train"):
+            with pytest.raises(InvalidParams) as refused:
+                await swarm.client.call("gpu_optimization", tool, job)
+            supported = "gemma2, llama, mistral, phi3, qwen2, qwen3"
+            assert f"'gpt2' is not supported; supported: {supported}" in str(refused.value)
+    assert not (tmp_path / "data" / "models" / "trained").exists()  # nothing was trained
