@@ -42,7 +42,7 @@ pytestmark = pytest.mark.timeout(600)
             [
                 "A_universal_full/meetara_universal_full_Q4_K_M.gguf",
                 "A_universal_full/meetara_universal_full_lora_f16.gguf",
-                "B_universal_lite/meetara_universal_lite_q3_k_s.gguf",
+                "B_universal_lite/meetara_universal_lite_Q3_K_S.gguf",
             ],
         ),
     ],
