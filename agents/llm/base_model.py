@@ -217,7 +217,25 @@ def check_base_architecture(base: BaseModelSource) -> str:
         config = AutoConfig.from_pretrained(base.location, local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError) as exc:
         raise InvalidParams(f"cannot read the config of base model {base.location}: {exc}") from exc
-    return architecture_of(config).model_type
+    model_type = architecture_of(config).model_type
+    _check_exportable_tokenizer(base)
+    return model_type
+
+
+def _check_exportable_tokenizer(base: BaseModelSource) -> None:
+    """The merged GGUF carries the base's tokenizer: only byte-level BPE ones are exported so far."""
+    import json
+
+    path = _folder_of(base) / "tokenizer.json"
+    try:
+        kind = json.loads(path.read_text())["model"]["type"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidParams(f"base model {base.name} has no readable tokenizer.json: {exc}") from exc
+    if kind != "BPE":
+        raise UnsupportedArchitecture(
+            f"base model {base.name} has a {kind} tokenizer, which cannot be exported to GGUF yet; "
+            "give the base as a .gguf file (its tokenizer is then copied as it is)"
+        )
 
 
 def _folder_of(base: BaseModelSource) -> Path:

@@ -13,6 +13,7 @@ Tolerances, relative to the reference logits' spread (max - min over the vocabul
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,11 @@ from agents.gguf_creation.quantize import quantize
 from agents.llm import architectures
 from agents.llm.adapter_file import AdapterFile, apply_adapter, read_adapter, write_adapter
 from agents.llm.architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
+from agents.llm.base_model import check_base_architecture, resolve_base_model
 from agents.llm.default_base import default_base_gguf
 from agents.llm.model_gguf import MetadataValue, tokenizer_metadata_from_gguf, write_model_gguf
 from agents.quality_assurance.model_validation import gguf_format_problems
-from agents.testing import TINY_ARCHITECTURES, tiny_model
+from agents.testing import TINY_ARCHITECTURES, build_tiny_folder, tiny_model
 from tests.models.logits import agreement, llama_logits, max_difference, torch_logits
 
 pytestmark = pytest.mark.timeout(600)
@@ -158,3 +160,14 @@ def test_an_unsupported_architecture_is_refused_with_the_supported_list() -> Non
     with pytest.raises(UnsupportedArchitecture, match=r"'gpt2' is not supported; supported: gemma2, llama, mistral"):
         architecture_of(GPT2Config())
     assert architectures.supported_model_types() == ["gemma2", "llama", "mistral", "phi3", "qwen2", "qwen3"]
+
+
+def test_a_base_folder_is_checked_from_its_config_and_tokenizer_alone(tmp_path: Path) -> None:
+    from transformers import LlamaConfig
+
+    assert check_base_architecture(resolve_base_model(str(build_tiny_folder(tmp_path / "qwen2", "qwen2")))) == "qwen2"
+    unigram = tmp_path / "unigram"
+    LlamaConfig(hidden_size=32, num_attention_heads=2, num_hidden_layers=1).save_pretrained(unigram)
+    (unigram / "tokenizer.json").write_text(json.dumps({"model": {"type": "Unigram"}}))
+    with pytest.raises(UnsupportedArchitecture, match=r"Unigram tokenizer, which cannot be exported.*\.gguf file"):
+        check_base_architecture(resolve_base_model(str(unigram)))
