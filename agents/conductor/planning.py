@@ -10,7 +10,7 @@ from agents.conductor.steps import TRAIN
 from protocol import InvalidParams, RpcError
 from protocol.agents.conductor import JobPlan, JobRecord, JobSpec
 from protocol.agents.data_generation import CheckTeacherInput, GeneratorName, TeacherSettings
-from protocol.agents.gpu_optimization import ProfileDeviceInput
+from protocol.agents.gpu_optimization import CheckBaseInput, ProfileDeviceInput
 from runtime import Catalog, SwarmClient, ToolFailed
 
 __all__ = ["plan_job", "teacher_of"]
@@ -55,6 +55,18 @@ async def _check_teacher(teacher: TeacherSettings, client: SwarmClient, reasons:
     reasons.append(f"training data written by the teacher {teacher.model} at {where}")
 
 
+async def _check_base(base_model: str | None, client: SwarmClient, reasons: list[str]) -> None:
+    """Refuse the job now when GPU Optimization cannot train on the base or convert what it trains."""
+    try:
+        check = await tools.CHECK_BASE.call(client, CheckBaseInput(base_model=base_model), timeout=_PROFILE_TIMEOUT_S)
+    except (RpcError, ToolFailed) as exc:
+        reasons.append(f"base model not checked: GPU Optimization did not answer ({exc})")
+        return
+    if not check.ok:
+        raise InvalidParams(f"base model refused: {check.reason}")
+    reasons.append(f"base model architecture {check.architecture}")
+
+
 def _seconds_per_step(history: list[JobRecord], device: str) -> float | None:
     """Measured training seconds per step on this device, from the newest finished training."""
     for job in history:
@@ -86,6 +98,8 @@ async def plan_job(
     except RpcError as exc:
         device_name, kind = "unknown", None
         reasons.append(f"GPU Optimization not reachable to profile its device ({exc.message}); tier sizes kept")
+    if kind is not None:
+        await _check_base(spec.base_model, client, reasons)
     training = spec.training.model_copy()
     if kind == "cpu":
         cpu = settings.cpu_default

@@ -23,7 +23,14 @@ from protocol.agents.data_generation import (
     GenerateOutput,
 )
 from protocol.agents.gguf_creation import CreateGgufInput, CreateGgufOutput, DeployInput, DeployOutput
-from protocol.agents.gpu_optimization import DeviceProfile, ProfileDeviceInput, TrainInput, TrainOutput
+from protocol.agents.gpu_optimization import (
+    CheckBaseInput,
+    CheckBaseOutput,
+    DeviceProfile,
+    ProfileDeviceInput,
+    TrainInput,
+    TrainOutput,
+)
 from protocol.agents.knowledge_transfer import (
     Recommendation,
     RecommendInput,
@@ -35,6 +42,7 @@ from runtime import SwarmClient
 
 __all__ = [
     "BUDGET_STATUS",
+    "CHECK_BASE",
     "CHECK_TEACHER",
     "COMBINE",
     "CREATE_GGUF",
@@ -73,6 +81,7 @@ GENERATE = AgentTool("data_generation", "generate", GenerateInput, GenerateOutpu
 COMBINE = AgentTool("data_generation", "combine", CombineInput, CombineOutput)
 RECOMMEND = AgentTool("knowledge_transfer", "recommend", RecommendInput, Recommendation)
 REGISTER = AgentTool("knowledge_transfer", "register", RegisterDomainInput, RegisterDomainOutput)
+CHECK_BASE = AgentTool("gpu_optimization", "check_base_model", CheckBaseInput, CheckBaseOutput)
 PROFILE_DEVICE = AgentTool("gpu_optimization", "profile_device", ProfileDeviceInput, DeviceProfile)
 TRAIN = AgentTool("gpu_optimization", "train", TrainInput, TrainOutput)
 CREATE_GGUF = AgentTool("gguf_creation", "create_gguf", CreateGgufInput, CreateGgufOutput)

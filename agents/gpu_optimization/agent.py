@@ -15,7 +15,10 @@ from agents.gpu_optimization.trainer import TrainingProgress, TrainingRun, Train
 from agents.llm.adapter_file import read_adapter
 from agents.llm.base_model import check_base_architecture, resolve_base_model
 from agents.llm.layout import domains_of, trained_dir
+from protocol import InvalidParams
 from protocol.agents.gpu_optimization import (
+    CheckBaseInput,
+    CheckBaseOutput,
     DeviceProfile,
     ProfileDeviceInput,
     RecommendProviderInput,
@@ -66,6 +69,20 @@ class GpuOptimizationAgent(Agent):
         """Detect this instance's accelerator: kind, name, memory, compute capability, bf16, threads."""
         # Importing torch and querying CUDA can take seconds; keep the event loop free.
         return await anyio.to_thread.run_sync(profile_device)
+
+    @tool(read_only=True)
+    async def check_base_model(self, params: CheckBaseInput) -> CheckBaseOutput:
+        """Whether a base model can be trained and converted here: found, readable, of a supported architecture.
+
+        The Conductor asks this when a job is submitted, so a base the factory cannot convert is
+        refused before any data is generated.
+        """
+        try:
+            base = resolve_base_model(params.base_model)
+            architecture = await anyio.to_thread.run_sync(check_base_architecture, base)
+        except (InvalidParams, ToolError) as exc:
+            return CheckBaseOutput(ok=False, reason=exc.message)
+        return CheckBaseOutput(ok=True, architecture=architecture)
 
     @tool(read_only=True)
     async def plan_training(self, params: TrainInput) -> TrainingPlan:

@@ -191,6 +191,28 @@ def load_base_model(
     return cast("PreTrainedModel", model)
 
 
+_architecture_cache: dict[tuple[str, int, int], str | None] = {}
+
+
+def _gguf_architecture(path: Path) -> str | None:
+    """``general.architecture`` of a GGUF file, remembered per (path, size, mtime).
+
+    GGUFReader parses every field, a big vocabulary included (seconds for a 49k-token tokenizer on
+    a busy machine), and jobs ask about the same base again and again.
+    """
+    import gguf
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _architecture_cache:
+        try:
+            field = gguf.GGUFReader(str(path)).fields.get("general.architecture")
+        except (ValueError, OSError, IndexError) as exc:
+            raise CorruptModelFile(f"cannot read base model {path}: {exc}") from exc
+        _architecture_cache[key] = str(field.contents()) if field is not None else None
+    return _architecture_cache[key]
+
+
 def check_base_architecture(base: BaseModelSource) -> str:
     """The base's architecture, read from its header or config alone (no weights loaded).
 
@@ -199,13 +221,7 @@ def check_base_architecture(base: BaseModelSource) -> str:
         InvalidParams: the header or config cannot be read (a hub id not in the local cache).
     """
     if base.gguf_path is not None:
-        import gguf
-
-        try:
-            field = gguf.GGUFReader(str(base.gguf_path)).fields.get("general.architecture")
-        except (ValueError, OSError, IndexError) as exc:
-            raise CorruptModelFile(f"cannot read base model {base.gguf_path}: {exc}") from exc
-        name = field.contents() if field is not None else None
+        name = _gguf_architecture(base.gguf_path)
         if not any(arch.gguf_name == name for arch in ARCHITECTURES.values()):
             raise UnsupportedArchitecture(
                 f"base model {base.name} is a {name!r} GGUF; supported: {', '.join(sorted(ARCHITECTURES))}"

@@ -29,6 +29,24 @@ class ProfileDeviceInput(ToolModel):
     """Arguments of ``gpu_optimization.profile_device`` (none)."""
 
 
+class CheckBaseInput(ToolModel):
+    """Arguments of ``gpu_optimization.check_base_model``."""
+
+    base_model: str | None = Field(default=None, max_length=1024)
+    """A ``.gguf`` file, a model folder or a hub id; ``None``: the pip-shipped SmolLM2-135M-Instruct."""
+
+
+class CheckBaseOutput(ToolModel):
+    """Result of ``gpu_optimization.check_base_model``: read from the header or config, no weights loaded."""
+
+    ok: bool
+    """Whether a job can train on this base and convert what it trains."""
+    reason: str | None = None
+    """Why not (not found, unreadable, an architecture or tokenizer the factory cannot convert)."""
+    architecture: str | None = None
+    """The base's architecture (GGUF ``general.architecture`` or transformers ``model_type``)."""
+
+
 class DeviceProfile(ToolModel):
     """The accelerator this instance trains on, as detected."""
 

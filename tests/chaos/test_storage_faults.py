@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from protocol import InvalidParams
 from protocol.agents.conductor import SubmitJobOutput
 from runtime import SwarmClient
 from runtime.testing import ProcessSwarm
@@ -50,14 +51,27 @@ async def test_corrupt_base_and_full_disk_fail_jobs_clearly_and_production_stays
         assert first.state == "done", first.error
         production = tree(models)
 
-        # A base model cut in half: the job fails naming the file; the swarm carries on.
+        # A base model cut in half: refused when submitted (GPU Optimization reads its header),
+        # naming the file; nothing is queued and the swarm carries on.
         corrupt = tmp_path / "half-a-model.gguf"
         corrupt.write_bytes(tiny_gguf.read_bytes()[: tiny_gguf.stat().st_size // 2])
-        broken = await wait_for_state(
-            client, await submit(client, {**spec, "base_model": str(corrupt)}), {"done", "failed"}
-        )
-        assert broken.state == "failed" and str(corrupt) in (broken.error or ""), broken.error
-        assert broken.step("train").attempts == 1  # a corrupt file is not retried
+        with pytest.raises(InvalidParams, match="base model refused") as refused:
+            await submit(client, {**spec, "base_model": str(corrupt)})
+        assert str(corrupt) in refused.value.message
+        # One that breaks after the job was accepted (held at its data step meanwhile) fails the
+        # training step once, naming the file: a corrupt file is not retried.
+        breaks_later = tmp_path / "breaks-later.gguf"
+        breaks_later.write_bytes(tiny_gguf.read_bytes())
+        swarm.hold("before", "data_generation.generate", once=True)
+        later_id = await submit(client, {**spec, "base_model": str(breaks_later)})
+        with anyio.fail_after(300):
+            while "data_generation.generate" not in swarm.held():
+                await anyio.sleep(0.1)
+        breaks_later.write_bytes(corrupt.read_bytes())
+        swarm.release_hold("data_generation.generate")
+        broken = await wait_for_state(client, later_id, {"done", "failed"})
+        assert broken.state == "failed" and str(breaks_later) in (broken.error or ""), broken.error
+        assert broken.step("train").attempts == 1
 
         # The disk refuses the merged GGUF: the job fails at convert with the reason, no partial file.
         swarm.restart("gguf_creation", file_size_limit=FILE_SIZE_LIMIT)

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import gguf
 import pytest
+from transformers import GPT2Config
 
 from agents.conductor import ConductorAgent
 from agents.cost_monitor import CostMonitorAgent
@@ -141,9 +142,15 @@ async def test_a_domain_job_runs_every_step_once_and_is_deployed_and_reported(  
         assert any(e.kind == "progress" and e.step == "train" and e.data.get("loss") for e in events)
 
 
-async def test_bad_submissions_are_refused_and_nothing_is_queued(job_settings, tiny_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_submissions_are_refused_and_nothing_is_queued(  # type: ignore[no-untyped-def]
+    job_settings, tiny_gguf: Path, tmp_path: Path
+) -> None:
     settings = job_settings()
+    gpt2 = tmp_path / "tiny-gpt2"
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(gpt2)
     async with open_swarm(settings, ALL) as swarm:
+        with pytest.raises(InvalidParams, match=r"base model refused: .*'gpt2' is not supported; supported: gemma2"):
+            await swarm.client.call("conductor", "submit_job", tiny_job(gpt2))
         with pytest.raises(InvalidParams, match="general_health"):
             await swarm.client.call("conductor", "submit_job", tiny_job(tiny_gguf, target="general_helth"))
         with pytest.raises(InvalidParams, match="unknown tier 'turbo'"):
