@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocol import InvalidParams, MeetaraError
+from protocol.agents.gpu_optimization import ModelShape
 
 __all__ = [
     "Budgets",
@@ -77,7 +78,7 @@ class Category(_Config):
 
 
 class Tier(_Config):
-    """A training tier: target GPU and sizes."""
+    """A training tier: target GPU, sizes, and the base model it is planned and priced for."""
 
     name: str = ""
     description: str
@@ -85,6 +86,10 @@ class Tier(_Config):
     samples: int = Field(gt=0)
     max_steps: int = Field(gt=0)
     batch_size: int = Field(gt=0)
+    base_model: str
+    """The base this tier is sized for (a hub id; a job picks its own base with ``--base-model``)."""
+    base_shape: ModelShape
+    """That base's dimensions, for memory and time estimates without downloading it."""
 
 
 class TrainingDefaults(_Config):

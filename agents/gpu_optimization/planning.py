@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
+from agents.gpu_optimization.memory import BaseFormat, estimate_training_memory
 from protocol.agents.gpu_optimization import (
     DeviceProfile,
+    MemoryEstimate,
     Precision,
     ProviderOption,
     RecommendProviderInput,
@@ -19,6 +22,8 @@ __all__ = ["CPU_TOKENS_PER_MICRO_BATCH", "plan_training", "recommend_provider"]
 
 CPU_TOKENS_PER_MICRO_BATCH = 2048
 """Rows per CPU forward pass are capped so activations stay in a few GB (CPUs do not report OOM, they swap)."""
+
+Method = Literal["lora", "qlora"]
 
 _ASSUMED_UTILISATION = 0.25
 """Share of a GPU's peak TFLOPS a small-model LoRA run reaches; used only for estimates."""
@@ -94,6 +99,7 @@ def plan_training(
 
 
 def _memory_need_gb(params: RecommendProviderInput) -> float:
+    """A rough need without the base's shape: weights plus activations scaled from the parameter count."""
     plan = params.plan
     bytes_per_weight = 4 if plan.precision == "fp32" else 2
     weights = params.parameters * bytes_per_weight
@@ -104,20 +110,58 @@ def _memory_need_gb(params: RecommendProviderInput) -> float:
     return round((weights + activations) / 2**30 * 1.2 + 1.0, 2)  # +20% and 1 GB for the CUDA context
 
 
-def recommend_provider(params: RecommendProviderInput, catalog: Catalog) -> RecommendProviderOutput:
-    """Cheapest GPU offer with enough memory whose estimated run fits the provider's session limit."""
+def _method_for(params: RecommendProviderInput, memory_gb: float) -> tuple[Method, float, int] | None:
+    """How the run fits ``memory_gb``: (method, memory, micro-batch), or None.
+
+    LoRA on a 16-bit base is preferred at any micro-batch (halved from the plan's, as the CUDA probe
+    would, with gradient accumulation keeping the effective batch), then QLoRA on a 4-bit base.
+    """
     plan = params.plan
-    memory = params.memory_gb or _memory_need_gb(params)
+    if params.shape is None or params.memory_gb is not None:
+        need = params.memory_gb or _memory_need_gb(params)
+        return ("lora", need, plan.micro_batch) if need <= memory_gb else None
+    methods: tuple[tuple[Method, BaseFormat], ...] = (("lora", "bf16"), ("qlora", "nf4"))
+    for method, base_format in methods:
+        micro = plan.micro_batch
+        while micro >= 1:
+            estimate = _estimate(params, base_format, micro)
+            if estimate.total_gb <= memory_gb:
+                return method, estimate.total_gb, micro
+            micro //= 2
+    return None
+
+
+def _estimate(params: RecommendProviderInput, base_format: BaseFormat, micro_batch: int) -> MemoryEstimate:
+    assert params.shape is not None
+    return estimate_training_memory(
+        params.shape,
+        base_format=base_format,
+        lora_r=params.plan.lora_r,
+        micro_batch=micro_batch,
+        sequence_length=params.plan.sequence_length,
+        cuda=True,
+    )
+
+
+def recommend_provider(params: RecommendProviderInput, catalog: Catalog) -> RecommendProviderOutput:
+    """Cheapest GPU offer with enough memory whose estimated run fits the provider's session limit.
+
+    With the base's shape, each GPU gets the method that fits it: LoRA on a bf16 base, or QLoRA
+    on a 4-bit base where only that fits (bitsandbytes, CUDA only).
+    """
+    plan = params.plan
+    parameters = params.shape.parameters if params.shape is not None else params.parameters
     tokens = (params.tokens_per_step or plan.effective_batch * plan.sequence_length) * plan.max_steps
     # LoRA: forward (2*N) plus backward through activations (2*N), no weight gradients for the base.
-    flops = 4 * params.parameters * tokens
+    flops = 4 * parameters * tokens
     options: list[ProviderOption] = []
     for key, provider in catalog.providers.items():
         if params.spot_ok is False and provider.spot:
             continue
         for gpu_name, price in provider.prices.items():
             gpu = catalog.gpus[gpu_name]
-            if gpu.memory_gb < memory:
+            fit = _method_for(params, gpu.memory_gb)
+            if fit is None:
                 continue
             hours = flops / (gpu.peak_tflops * 1e12 * _ASSUMED_UTILISATION) / 3600
             fits = provider.max_session_hours is None or hours <= provider.max_session_hours
@@ -129,10 +173,17 @@ def recommend_provider(params: RecommendProviderInput, catalog: Catalog) -> Reco
                     estimated_hours=round(hours, 4),
                     estimated_usd=round(hours * price, 4),
                     fits_session=fits,
+                    method=fit[0],
+                    memory_gb=round(fit[1], 2),
+                    micro_batch=fit[2],
                 )
             )
     options.sort(key=lambda o: (o.estimated_usd, o.estimated_hours))
     best = next((o for o in options if o.fits_session), None)
+    if params.shape is None or params.memory_gb is not None:
+        memory = params.memory_gb or _memory_need_gb(params)
+    else:  # what LoRA on a 16-bit base needs; a GPU with less gets QLoRA where that fits
+        memory = _estimate(params, "bf16", plan.micro_batch).total_gb
     return RecommendProviderOutput(
         best=best, options=options, memory_gb=memory, assumed_utilisation=_ASSUMED_UTILISATION
     )

@@ -10,7 +10,11 @@ from protocol._base import CatalogName, ToolModel
 from protocol._tools import ArtifactRef, DatasetRef
 
 __all__ = [
+    "CheckBaseInput",
+    "CheckBaseOutput",
     "DeviceProfile",
+    "MemoryEstimate",
+    "ModelShape",
     "LoraSettings",
     "ProfileDeviceInput",
     "ProviderOption",
@@ -235,6 +239,55 @@ class TrainOutput(ToolModel):
     """Whether training started from ``warm_start``."""
 
 
+class ModelShape(ToolModel):
+    """A base model's dimensions: what its memory and compute estimates are made from."""
+
+    hidden: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    intermediate: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    kv_heads: int = Field(ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    """Width of one attention head; ``None``: hidden / heads."""
+    vocab: int = Field(ge=1)
+    tied: bool = False
+    """Input embedding and output head share one matrix."""
+
+    @property
+    def head_width(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of one decoder layer's linear layers: q, k, v, o, gate, up, down."""
+        q, kv = self.heads * self.head_width, self.kv_heads * self.head_width
+        h, i = self.hidden, self.intermediate
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+
+    @property
+    def parameters(self) -> int:
+        """Every weight: layers' linear layers and norms, embedding, output head unless tied."""
+        per_layer = sum(a * b for a, b in self.linear_shapes()) + 2 * self.hidden
+        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
+        return self.layers * per_layer + embeddings + self.hidden
+
+
+class MemoryEstimate(ToolModel):
+    """Memory one training run needs, in GB (2^30 bytes), by what holds it."""
+
+    base_format: Literal["fp32", "bf16", "nf4"]
+    """How the frozen base's weights are held (nf4: QLoRA's 4-bit base)."""
+    weights_gb: float
+    lora_gb: float
+    """LoRA weights, gradients and AdamW's two moments (fp32)."""
+    activations_gb: float
+    """What the decoder layers keep for the backward pass, at this micro-batch and sequence length."""
+    logits_gb: float
+    """Output-head logits, their log-softmax and gradients (fp32; the largest term for small models)."""
+    overhead_gb: float
+    """CUDA context and allocator slack (0 on CPU)."""
+    total_gb: float
+
+
 class RecommendProviderInput(ToolModel):
     """Arguments of ``gpu_optimization.recommend_provider``."""
 
@@ -245,7 +298,10 @@ class RecommendProviderInput(ToolModel):
     parameters: int = Field(default=135_000_000, ge=1)
     """Base model parameters (for the compute estimate)."""
     memory_gb: float | None = Field(default=None, gt=0)
-    """Memory the run needs; ``None``: estimated from parameters and batch."""
+    """Memory the run needs; ``None``: estimated from ``shape`` (or from parameters and batch)."""
+    shape: ModelShape | None = None
+    """The base's dimensions: parameters and memory are then estimated from it, LoRA on a bf16 base
+    where that fits the GPU, else QLoRA on a 4-bit base."""
     spot_ok: bool = True
     """Allow interruptible offers."""
 
@@ -265,6 +321,12 @@ class ProviderOption(ToolModel):
     """Estimated cost."""
     fits_session: bool
     """Whether the estimate fits the provider's session limit."""
+    method: Literal["lora", "qlora"] = "lora"
+    """LoRA on a half-precision base, or QLoRA on a 4-bit base where only that fits the GPU's memory."""
+    memory_gb: float | None = None
+    """Estimated memory of the run by that method (with a shape)."""
+    micro_batch: int | None = None
+    """The largest micro-batch (the plan's, halved) that fits, with a shape."""
 
 
 class RecommendProviderOutput(ToolModel):

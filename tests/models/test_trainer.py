@@ -214,3 +214,20 @@ def test_provider_recommendation_is_the_cheapest_offer_that_fits() -> None:
     assert {o.gpu for o in big.options} == {"H100"}
     no_spot = recommend_provider(RecommendProviderInput(plan=plan, spot_ok=False), catalog)
     assert {o.provider for o in no_spot.options} == {"colab_pro_plus"}
+
+
+def test_each_tier_is_priced_with_lora_where_its_base_fits_and_qlora_where_only_4_bit_does() -> None:
+    catalog = load_catalog()
+    methods = {}
+    for tier in catalog.tiers.values():
+        job = TrainInput(target="general_health", dataset=PLACEHOLDER, tier=tier.name)
+        plan = plan_training(job, _device("cuda", bf16=True), catalog)
+        out = recommend_provider(RecommendProviderInput(plan=plan, shape=tier.base_shape), catalog)
+        for option in out.options:
+            assert option.memory_gb is not None and option.memory_gb <= catalog.gpus[option.gpu].memory_gb
+            assert option.micro_batch is not None and option.micro_batch <= plan.micro_batch
+            methods[tier.name, option.gpu] = option.method
+    assert methods["lightning", "T4"] == "lora"  # SmolLM2-1.7B in bf16 fits 16 GB
+    assert methods["quality", "T4"] == "qlora"  # a 14B base only fits 16 GB in 4 bits
+    assert methods["quality", "H100"] == "lora"
+    assert catalog.tier("quality").base_shape.parameters > 14e9
