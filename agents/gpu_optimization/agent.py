@@ -8,18 +8,21 @@ import threading
 
 import anyio
 import anyio.to_thread
+import structlog
 
 from agents.gpu_optimization.device import profile_device
+from agents.gpu_optimization.memory import shape_of_base
 from agents.gpu_optimization.planning import plan_training, recommend_provider
 from agents.gpu_optimization.trainer import TrainingProgress, TrainingRun, TrainingStopped, run_training
 from agents.llm.adapter_file import read_adapter
-from agents.llm.base_model import check_base_architecture, resolve_base_model
+from agents.llm.base_model import BaseModelSource, check_base_architecture, resolve_base_model
 from agents.llm.layout import domains_of, trained_dir
 from protocol import InvalidParams
 from protocol.agents.gpu_optimization import (
     CheckBaseInput,
     CheckBaseOutput,
     DeviceProfile,
+    ModelShape,
     ProfileDeviceInput,
     RecommendProviderInput,
     RecommendProviderOutput,
@@ -30,6 +33,17 @@ from protocol.agents.gpu_optimization import (
 from runtime import Agent, AgentContext, CallContext, ToolError, tool
 
 __all__ = ["GpuOptimizationAgent"]
+
+log = structlog.get_logger("meetara.gpu_optimization")
+
+
+def _shape_or_none(base: BaseModelSource) -> ModelShape | None:
+    """The base's shape for the memory estimate; a plan is still made without one."""
+    try:
+        return shape_of_base(base)
+    except (InvalidParams, ToolError, OSError, ValueError, KeyError) as exc:
+        log.warning("base shape unreadable; planning without a memory estimate", base=base.name, error=str(exc))
+        return None
 
 
 def _run_key(params: TrainInput, plan: TrainingPlan, base_identity: str) -> str:
@@ -91,9 +105,11 @@ class GpuOptimizationAgent(Agent):
         A base whose architecture the factory cannot convert is refused here, before any training.
         """
         domains_of(params.scope, params.target, self.ctx.catalog)
-        architecture = await anyio.to_thread.run_sync(check_base_architecture, resolve_base_model(params.base_model))
+        base = resolve_base_model(params.base_model)
+        architecture = await anyio.to_thread.run_sync(check_base_architecture, base)
+        shape = await anyio.to_thread.run_sync(_shape_or_none, base)
         device = await anyio.to_thread.run_sync(profile_device)
-        return plan_training(params, device, self.ctx.catalog, architecture=architecture)
+        return plan_training(params, device, self.ctx.catalog, architecture=architecture, shape=shape)
 
     @tool(read_only=True)
     async def recommend_provider(self, params: RecommendProviderInput) -> RecommendProviderOutput:
@@ -111,8 +127,9 @@ class GpuOptimizationAgent(Agent):
         domains_of(params.scope, params.target, catalog)
         base = resolve_base_model(params.base_model)
         architecture = await anyio.to_thread.run_sync(check_base_architecture, base)
+        shape = await anyio.to_thread.run_sync(_shape_or_none, base)
         device = await anyio.to_thread.run_sync(profile_device)
-        plan = plan_training(params, device, catalog, architecture=architecture)
+        plan = plan_training(params, device, catalog, architecture=architecture, shape=shape)
         run_dir = trained_dir(settings.data_dir, params.scope, params.target, catalog)
         inputs = run_dir / "inputs"
         train_path = await self.ctx.artifacts.fetch(params.dataset, inputs / "train.jsonl")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from agents.llm.base_model import BaseModelSource, gguf_header
 from protocol.agents.gpu_optimization import MemoryEstimate, ModelShape
 
-__all__ = ["BaseFormat", "estimate_training_memory", "shape_of_config"]
+__all__ = ["BaseFormat", "estimate_training_memory", "shape_of_base", "shape_of_config"]
 
 BaseFormat = Literal["fp32", "bf16", "nf4"]
 
@@ -45,6 +46,31 @@ def shape_of_config(config: object) -> ModelShape:
         vocab=int(config.vocab_size),  # type: ignore[attr-defined]
         tied=bool(getattr(config, "tie_word_embeddings", False)),
     )
+
+
+def shape_of_base(base: BaseModelSource) -> ModelShape | None:
+    """The base's shape from its GGUF header or its config alone; None where they do not say."""
+    if base.gguf_path is not None:
+        header = gguf_header(base.gguf_path)
+        hidden, layers, intermediate, heads = (
+            header.shape_value(key)
+            for key in ("embedding_length", "block_count", "feed_forward_length", "attention.head_count")
+        )
+        if hidden is None or layers is None or intermediate is None or heads is None:
+            return None
+        return ModelShape(
+            hidden=hidden,
+            layers=layers,
+            intermediate=intermediate,
+            heads=heads,
+            kv_heads=header.shape_value("attention.head_count_kv") or heads,
+            head_dim=header.shape_value("attention.key_length"),
+            vocab=header.shape_value("vocab_size") or header.vocab,
+            tied=not header.has_output,
+        )
+    from transformers import AutoConfig
+
+    return shape_of_config(AutoConfig.from_pretrained(base.location, local_files_only=True, trust_remote_code=False))
 
 
 def estimate_training_memory(

@@ -9,6 +9,7 @@ from agents.gpu_optimization.memory import BaseFormat, estimate_training_memory
 from protocol.agents.gpu_optimization import (
     DeviceProfile,
     MemoryEstimate,
+    ModelShape,
     Precision,
     ProviderOption,
     RecommendProviderInput,
@@ -40,11 +41,17 @@ def _precision(device: DeviceProfile, requested: Precision | None) -> tuple[Prec
 
 
 def plan_training(
-    job: TrainInput, device: DeviceProfile, catalog: Catalog, *, architecture: str | None = None
+    job: TrainInput,
+    device: DeviceProfile,
+    catalog: Catalog,
+    *,
+    architecture: str | None = None,
+    shape: ModelShape | None = None,
 ) -> TrainingPlan:
     """The configuration this device would run ``job`` with; every device-dependent choice explained.
 
-    ``architecture``: the base's, already checked against the architecture table.
+    ``architecture``: the base's, already checked against the architecture table; ``shape``: its
+    dimensions, for the memory estimate.
     """
     tier = catalog.tier(job.tier)
     defaults = catalog.training
@@ -74,6 +81,10 @@ def plan_training(
     max_steps = overrides.max_steps or tier.max_steps
     warmup = overrides.warmup_steps if overrides.warmup_steps is not None else min(50, max_steps // 10)
     checkpoint_every = overrides.checkpoint_every or max(1, min(100, max_steps // 4))
+    lora_r = job.lora.r or defaults.lora_r
+    memory = None
+    if shape is not None:
+        memory = _memory_on_device(shape, device, precision, lora_r, micro, sequence_length, reasons)
     return TrainingPlan(
         device=device,
         precision=precision,
@@ -88,14 +99,62 @@ def plan_training(
         warmup_steps=warmup,
         checkpoint_every=checkpoint_every,
         packing=overrides.packing,
-        lora_r=job.lora.r or defaults.lora_r,
+        lora_r=lora_r,
         lora_alpha=job.lora.alpha or defaults.lora_alpha,
         lora_dropout=job.lora.dropout if job.lora.dropout is not None else defaults.lora_dropout,
         target_modules=job.lora.target_modules,
         seed=overrides.seed,
         crisis_weight=overrides.crisis_weight,
+        memory=memory,
         reasons=reasons,
     )
+
+
+def _memory_on_device(
+    shape: ModelShape,
+    device: DeviceProfile,
+    precision: Precision,
+    lora_r: int,
+    micro: int,
+    sequence_length: int,
+    reasons: list[str],
+) -> MemoryEstimate:
+    """The run's memory estimate on ``device``; what happens where it does not fit is added to ``reasons``."""
+    cuda = device.kind == "cuda"
+
+    def estimate(base_format: BaseFormat, micro_batch: int) -> MemoryEstimate:
+        return estimate_training_memory(
+            shape,
+            base_format=base_format,
+            lora_r=lora_r,
+            micro_batch=micro_batch,
+            sequence_length=sequence_length,
+            cuda=cuda,
+        )
+
+    base_format: BaseFormat = "fp32" if precision == "fp32" else "bf16"
+    memory = estimate(base_format, micro)
+    available = device.memory_gb
+    reasons.append(
+        f"memory estimate {memory.total_gb:.2f} GB"
+        + (f" of {available:.0f} GB" if available is not None else "")
+        + f": weights {memory.weights_gb:.2f}, activations {memory.activations_gb:.2f}, "
+        f"logits {memory.logits_gb:.2f}, LoRA states {memory.lora_gb:.2f}"
+    )
+    if available is None or memory.total_gb <= available:
+        return memory
+    if not cuda:
+        reasons.append(f"warning: more than this machine's {available:.0f} GB: it will swap or be killed")
+    elif estimate(base_format, 1).total_gb <= available:
+        reasons.append(f"the micro-batch probe will settle below {micro} (LoRA fits at micro-batch 1)")
+    elif (qlora := estimate("nf4", 1)).total_gb <= available:
+        reasons.append(
+            f"warning: LoRA on a 16-bit base does not fit even at micro-batch 1; QLoRA on a 4-bit base "
+            f"would ({qlora.total_gb:.2f} GB), but the trainer does not run QLoRA yet"
+        )
+    else:
+        reasons.append("warning: this base does not fit this GPU even as QLoRA at micro-batch 1")
+    return memory
 
 
 def _memory_need_gb(params: RecommendProviderInput) -> float:

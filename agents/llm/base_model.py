@@ -27,7 +27,9 @@ __all__ = [
     "base_gguf",
     "check_base_architecture",
     "CorruptModelFile",
+    "GgufHeader",
     "file_sha256",
+    "gguf_header",
     "load_base_model",
     "load_tokenizer",
     "resolve_base_model",
@@ -191,11 +193,28 @@ def load_base_model(
     return cast("PreTrainedModel", model)
 
 
-_architecture_cache: dict[tuple[str, int, int], str | None] = {}
+@dataclass(frozen=True, slots=True)
+class GgufHeader:
+    """What planning needs from a GGUF file's header: its architecture and hyperparameters."""
+
+    architecture: str | None
+    values: dict[str, int | float | str]
+    """Scalar fields (``llama.block_count``…); arrays are left out."""
+    vocab: int
+    """Tokens in its tokenizer."""
+    has_output: bool
+    """Whether it has an output head of its own (untied embeddings)."""
+
+    def shape_value(self, key: str) -> int | None:
+        value = self.values.get(f"{self.architecture}.{key}")
+        return int(value) if isinstance(value, (int, float)) else None
 
 
-def _gguf_architecture(path: Path) -> str | None:
-    """``general.architecture`` of a GGUF file, remembered per (path, size, mtime).
+_header_cache: dict[tuple[str, int, int], GgufHeader] = {}
+
+
+def gguf_header(path: Path) -> GgufHeader:
+    """A GGUF file's header, remembered per (path, size, mtime).
 
     GGUFReader parses every field, a big vocabulary included (seconds for a 49k-token tokenizer on
     a busy machine), and jobs ask about the same base again and again.
@@ -204,13 +223,23 @@ def _gguf_architecture(path: Path) -> str | None:
 
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _architecture_cache:
+    if key not in _header_cache:
         try:
-            field = gguf.GGUFReader(str(path)).fields.get("general.architecture")
+            reader = gguf.GGUFReader(str(path))
         except (ValueError, OSError, IndexError) as exc:
             raise CorruptModelFile(f"cannot read base model {path}: {exc}") from exc
-        _architecture_cache[key] = str(field.contents()) if field is not None else None
-    return _architecture_cache[key]
+        values: dict[str, int | float | str] = {}
+        for name, field in reader.fields.items():
+            if field.types and field.types[0] != gguf.GGUFValueType.ARRAY:
+                values[name] = field.contents()
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        _header_cache[key] = GgufHeader(
+            architecture=str(values["general.architecture"]) if "general.architecture" in values else None,
+            values=values,
+            vocab=len(tokens.data) if tokens is not None else 0,
+            has_output=any(t.name == "output.weight" for t in reader.tensors),
+        )
+    return _header_cache[key]
 
 
 def check_base_architecture(base: BaseModelSource) -> str:
@@ -221,7 +250,7 @@ def check_base_architecture(base: BaseModelSource) -> str:
         InvalidParams: the header or config cannot be read (a hub id not in the local cache).
     """
     if base.gguf_path is not None:
-        name = _gguf_architecture(base.gguf_path)
+        name = gguf_header(base.gguf_path).architecture
         if not any(arch.gguf_name == name for arch in ARCHITECTURES.values()):
             raise UnsupportedArchitecture(
                 f"base model {base.name} is a {name!r} GGUF; supported: {', '.join(sorted(ARCHITECTURES))}"

@@ -183,6 +183,8 @@ class TrainingPlan(ToolModel):
     """Random seed."""
     crisis_weight: int
     """Upsampling of crisis conversations."""
+    memory: MemoryEstimate | None = None
+    """Estimated memory of the run on this device (None where the base's shape could not be read)."""
     reasons: list[str]
     """Why each device-dependent choice was made."""
 

@@ -70,3 +70,39 @@ def test_parameter_counts_match_real_models() -> None:
     qwen7b = ModelShape(hidden=3584, layers=28, intermediate=18944, heads=28, kv_heads=4, vocab=152064)
     assert abs(smollm2.parameters / 134.5e6 - 1) < 0.01
     assert abs(qwen7b.parameters / 7.62e9 - 1) < 0.01
+
+
+def test_the_plan_carries_the_memory_estimate_of_the_base_on_this_device(tiny_gguf: Path) -> None:
+    from agents.gpu_optimization.memory import shape_of_base
+    from agents.gpu_optimization.planning import plan_training
+    from agents.llm.base_model import resolve_base_model
+    from protocol.agents.gpu_optimization import DeviceProfile, TrainInput
+    from runtime import load_catalog
+
+    shape = shape_of_base(resolve_base_model(str(tiny_gguf)))
+    assert shape is not None and (shape.hidden, shape.layers, shape.vocab, shape.tied) == (64, 2, 49152, True)
+    dataset = {
+        "uri": "file:///d.jsonl",
+        "sha256": "0" * 64,
+        "size": 1,
+        "name": "d.jsonl",
+        "mediaType": "application/jsonl",
+    }
+    job = TrainInput(target="general_health", dataset=dataset, base_model=str(tiny_gguf))  # type: ignore[arg-type]
+    gpu = DeviceProfile(
+        kind="cuda",
+        name="T4",
+        memory_gb=16,
+        compute_capability="7.5",
+        bf16=False,
+        device_count=1,
+        cpu_threads=8,
+        torch_version="2",
+    )
+    plan = plan_training(job, gpu, load_catalog(), shape=shape)
+    assert plan.memory is not None and plan.memory.logits_gb > plan.memory.activations_gb  # a 49k vocabulary, 2 layers
+    assert any(r.startswith(f"memory estimate {plan.memory.total_gb:.2f} GB of 16 GB") for r in plan.reasons)
+    # A 14B base on the same 16 GB GPU: LoRA cannot fit, and the plan says QLoRA would.
+    quality = load_catalog().tier("quality").base_shape
+    plan = plan_training(job, gpu, load_catalog(), shape=quality)
+    assert any("QLoRA on a 4-bit base would" in r for r in plan.reasons), plan.reasons
