@@ -34,12 +34,8 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Two workers: the slow tests mostly wait (on agents restarting, leases expiring, a teacher
-# server answering), so a second test fills those waits; work stealing evens out the long ones.
-PYTEST_WORKERS ?= 2
-
 test: lint
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
+	$(BIN)/pytest
 
 # Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding.
 # pip-audit reads PyPI's per-version JSON API; where that is unreachable (some sandboxes only

@@ -72,8 +72,8 @@ def settings_factory(tmp_path: Path, namespace: str):  # type: ignore[no-untyped
             "artifact_url": str(tmp_path / "artifacts"),
             "data_dir": tmp_path / "data",
             "models_dir": tmp_path / "models",
-            # Refreshed every 2 s: an event loop of a loaded 2-core machine (two test workers, CPU
-            # hogs, torch threads) can stall for seconds, and a 2 s TTL then let a live agent lapse.
+            # Refreshed every 2 s: the event loop of a loaded 2-core machine (CPU hogs of the chaos
+            # tests, torch threads) can stall for seconds, and a 2 s TTL then let a live agent lapse.
             "liveness_ttl_s": 6.0,
             "shutdown_grace_s": 2.0,
             # A horizon, not a speed test: loading MiniLM or torch takes seconds on a busy machine.
