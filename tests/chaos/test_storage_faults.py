@@ -58,17 +58,19 @@ async def test_corrupt_base_and_full_disk_fail_jobs_clearly_and_production_stays
         with pytest.raises(InvalidParams, match="base model refused") as refused:
             await submit(client, {**spec, "base_model": str(corrupt)})
         assert str(corrupt) in refused.value.message
-        # One that breaks after the job was accepted (held at its data step meanwhile) fails the
-        # training step once, naming the file: a corrupt file is not retried.
+        # One that breaks after the job was accepted (its data step held meanwhile; a held call
+        # hangs, so Data Generation is restarted and the call delivered again) fails the training
+        # step once, naming the file: a corrupt file is not retried.
         breaks_later = tmp_path / "breaks-later.gguf"
         breaks_later.write_bytes(tiny_gguf.read_bytes())
-        swarm.hold("before", "data_generation.generate", once=True)
+        swarm.hold("before", "data_generation.generate")
         later_id = await submit(client, {**spec, "base_model": str(breaks_later)})
         with anyio.fail_after(300):
             while "data_generation.generate" not in swarm.held():
                 await anyio.sleep(0.1)
         breaks_later.write_bytes(corrupt.read_bytes())
         swarm.release_hold("data_generation.generate")
+        swarm.restart("data_generation")
         broken = await wait_for_state(client, later_id, {"done", "failed"})
         assert broken.state == "failed" and str(breaks_later) in (broken.error or ""), broken.error
         assert broken.step("train").attempts == 1
