@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import gguf
 import pytest
 from transformers import GPT2Config
 
@@ -22,7 +23,7 @@ from agents.gguf_creation import GgufCreationAgent
 from agents.gpu_optimization import GpuOptimizationAgent
 from agents.knowledge_transfer import KnowledgeTransferAgent
 from agents.quality_assurance import QualityAssuranceAgent
-from agents.testing import SMALL_CATEGORY, tiny_catalog, tiny_job_env
+from agents.testing import SMALL_CATEGORY, build_tiny_folder, tiny_catalog, tiny_job_env
 from protocol import InvalidParams, JobEventNotification
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
 from protocol.agents.cost_monitor import CostReportOutput
@@ -86,9 +87,10 @@ def job_settings(settings_factory, memory_url: str, tmp_path: Path, model_cache:
 
 
 async def test_a_domain_job_runs_every_step_once_and_is_deployed_and_reported(  # type: ignore[no-untyped-def]
-    job_settings, tiny_gguf: Path
+    job_settings, tmp_path: Path, model_cache: Path
 ) -> None:
-    base = tiny_gguf
+    """On a Qwen2 base given as a Hugging Face folder (the other job tests use GGUF bases)."""
+    base = build_tiny_folder(tmp_path / "tiny-qwen2", "qwen2")
     settings = job_settings()
     async with open_swarm(settings, ALL) as swarm:
         since = await swarm.bus.transport.last_id(swarm.bus.keys.events)
@@ -136,6 +138,11 @@ async def test_a_domain_job_runs_every_step_once_and_is_deployed_and_reported(  
         assert states == [*names, "done"]
         assert events[0].kind == "submitted" and events[-1].terminal
         assert any(e.kind == "progress" and e.step == "train" and e.data.get("loss") for e in events)
+    # Read once the swarm is closed: parsing GGUF headers takes seconds and would stall the
+    # in-process agents sharing this event loop past their liveness TTL.
+    (converted,) = (model_cache / "base-gguf").glob("*.gguf")  # the base, converted once for QA's checks
+    for path in [converted, *(Path(f.path) for f in model.files)]:
+        assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == "qwen2"
 
 
 async def test_bad_submissions_are_refused_and_nothing_is_queued(  # type: ignore[no-untyped-def]
