@@ -169,6 +169,11 @@ def _memory_need_gb(params: RecommendProviderInput) -> float:
     return round((weights + activations) / 2**30 * 1.2 + 1.0, 2)  # +20% and 1 GB for the CUDA context
 
 
+def _sized_by_shape(params: RecommendProviderInput) -> bool:
+    """Memory is estimated from the base's shape unless the caller gives it (or gives no shape)."""
+    return params.shape is not None and params.memory_gb is None
+
+
 def _method_for(params: RecommendProviderInput, memory_gb: float) -> tuple[Method, float, int] | None:
     """How the run fits ``memory_gb``: (method, memory, micro-batch), or None.
 
@@ -176,7 +181,7 @@ def _method_for(params: RecommendProviderInput, memory_gb: float) -> tuple[Metho
     would, with gradient accumulation keeping the effective batch), then QLoRA on a 4-bit base.
     """
     plan = params.plan
-    if params.shape is None or params.memory_gb is not None:
+    if not _sized_by_shape(params):
         need = params.memory_gb or _memory_need_gb(params)
         return ("lora", need, plan.micro_batch) if need <= memory_gb else None
     methods: tuple[tuple[Method, BaseFormat], ...] = (("lora", "bf16"), ("qlora", "nf4"))
@@ -239,7 +244,7 @@ def recommend_provider(params: RecommendProviderInput, catalog: Catalog) -> Reco
             )
     options.sort(key=lambda o: (o.estimated_usd, o.estimated_hours))
     best = next((o for o in options if o.fits_session), None)
-    if params.shape is None or params.memory_gb is not None:
+    if not _sized_by_shape(params):
         memory = params.memory_gb or _memory_need_gb(params)
     else:  # what LoRA on a 16-bit base needs; a GPU with less gets QLoRA where that fits
         memory = _estimate(params, "bf16", plan.micro_batch).total_gb

@@ -24,25 +24,6 @@ __all__ = [
 ]
 
 
-def tiny_config() -> LlamaConfig:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-
-
 TINY_SHAPE: dict[str, Any] = {
     "vocab_size": 49152,  # SmolLM2's tokenizer
     "hidden_size": 64,
@@ -76,6 +57,13 @@ TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "phi3": {"sliding_window": 1023, "original_max_position_embeddings": 1024},
 }
 """Per-architecture settings of the tiny models, each exercising what sets its row of the table apart."""
+
+
+def tiny_config() -> LlamaConfig:
+    """The tiny llama of ``build_tiny_gguf``: ``TINY_SHAPE`` with tied embeddings."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**TINY_SHAPE, tie_word_embeddings=True)
 
 
 def tiny_model(model_type: str, *, seed: int = 0) -> PreTrainedModel:
