@@ -7,11 +7,12 @@ from pydantic import ValidationError
 from agents.conductor import tools
 from agents.conductor.settings import JobSettings
 from agents.conductor.steps import TRAIN
+from agents.llm.default_base import DEFAULT_BASE_NAME
 from protocol import InvalidParams, RpcError
 from protocol.agents.conductor import JobPlan, JobRecord, JobSpec
 from protocol.agents.data_generation import CheckTeacherInput, GeneratorName, TeacherSettings
 from protocol.agents.gpu_optimization import CheckBaseInput, ProfileDeviceInput
-from runtime import Catalog, SwarmClient, ToolFailed
+from runtime import Catalog, SwarmClient, Tier, ToolFailed
 
 __all__ = ["plan_job", "teacher_of"]
 
@@ -55,16 +56,45 @@ async def _check_teacher(teacher: TeacherSettings, client: SwarmClient, reasons:
     reasons.append(f"training data written by the teacher {teacher.model} at {where}")
 
 
-async def _check_base(base_model: str | None, client: SwarmClient, reasons: list[str]) -> None:
-    """Refuse the job now when GPU Optimization cannot train on the base or convert what it trains."""
+async def _check_base(base_model: str | None, client: SwarmClient, reasons: list[str]) -> str | None:
+    """Why GPU Optimization cannot train on the base or convert what it trains (None: it can)."""
     try:
         check = await tools.CHECK_BASE.call(client, CheckBaseInput(base_model=base_model), timeout=_PROFILE_TIMEOUT_S)
     except (RpcError, ToolFailed) as exc:
         reasons.append(f"base model not checked: GPU Optimization did not answer ({exc})")
-        return
+        return None
     if not check.ok:
-        raise InvalidParams(f"base model refused: {check.reason}")
+        return check.reason or "refused"
     reasons.append(f"base model architecture {check.architecture}")
+    return None
+
+
+async def _choose_base(spec: JobSpec, tier: Tier, kind: str, client: SwarmClient, reasons: list[str]) -> str | None:
+    """The job's base, else its tier's on a GPU host that has it, else the pip-shipped default.
+
+    Refuses the job now, before any step, when the base it names cannot be trained or converted.
+    """
+    if spec.base_model is not None:
+        if refused := await _check_base(spec.base_model, client, reasons):
+            raise InvalidParams(f"base model refused: {refused}")
+        return spec.base_model
+    if kind == "cpu":
+        reasons.append(
+            f"base model: the default {DEFAULT_BASE_NAME}, not the {spec.tier} tier's {tier.base_model} "
+            "(sized for GPUs); --base-model picks another"
+        )
+    elif refused := await _check_base(tier.base_model, client, reasons):
+        reasons.append(
+            f"base model: the {spec.tier} tier's {tier.base_model} is not usable on the GPU host ({refused}); "
+            f"the default {DEFAULT_BASE_NAME} instead (download the tier's base into the host's Hugging Face "
+            "cache, or pass --base-model)"
+        )
+    else:
+        reasons.append(f"base model: the {spec.tier} tier's {tier.base_model}")
+        return tier.base_model
+    if refused := await _check_base(None, client, reasons):
+        raise InvalidParams(f"base model refused: {refused}")
+    return None
 
 
 def _seconds_per_step(history: list[JobRecord], device: str) -> float | None:
@@ -98,8 +128,9 @@ async def plan_job(
     except RpcError as exc:
         device_name, kind = "unknown", None
         reasons.append(f"GPU Optimization not reachable to profile its device ({exc.message}); tier sizes kept")
+    base_model = spec.base_model
     if kind is not None:
-        await _check_base(spec.base_model, client, reasons)
+        base_model = await _choose_base(spec, tier, kind, client, reasons)
     training = spec.training.model_copy()
     if kind == "cpu":
         cpu = settings.cpu_default
@@ -138,6 +169,7 @@ async def plan_job(
         generator=generator,
         teacher=teacher,
         training=training,
+        base_model=base_model,
         device=device_name,
         provider="local",
         gpu=None,

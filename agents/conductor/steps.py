@@ -61,6 +61,7 @@ __all__ = [
     "Step",
     "ToolStep",
     "base_identity",
+    "base_of",
     "registration",
 ]
 
@@ -155,9 +156,14 @@ def _result(job: JobRecord, parts: Mapping[str, Res]) -> Res:
     return parts[""]
 
 
+def base_of(job: JobRecord) -> str | None:
+    """The base the job trains on, chosen at planning (a job recorded before that choice: its own)."""
+    return job.plan.base_model or job.spec.base_model
+
+
 def base_identity(job: JobRecord) -> str:
     """What Knowledge Transfer keys adapters by: an adapter only transfers onto the base it was trained on."""
-    return job.spec.base_model or "default"
+    return base_of(job) or "default"
 
 
 # -- data: per domain, then one training set out of them ---------------------------------------
@@ -276,7 +282,7 @@ def _train(job: JobRecord) -> dict[str, TrainInput]:
         target=spec.target,
         dataset=data.dataset,
         eval_dataset=data.eval_dataset,
-        base_model=spec.base_model,
+        base_model=base_of(job),
         tier=spec.tier,
         lora=spec.lora,
         training=job.plan.training,
@@ -291,7 +297,7 @@ def _convert(job: JobRecord) -> dict[str, CreateGgufInput]:
         scope=spec.scope,
         target=spec.target,
         adapter=trained.adapter,
-        base_model=spec.base_model,
+        base_model=base_of(job),
         data_stats=stats.model_dump(mode="json"),
         # A category's data speaks in each domain's role: no one prompt is the one it was trained under.
         system_prompt=stats.main_system_prompt if spec.scope == "domain" else None,
@@ -302,7 +308,7 @@ def _convert(job: JobRecord) -> dict[str, CreateGgufInput]:
 
 # -- model_qa, deploy: per built model -----------------------------------------------------------
 def _validate(job: JobRecord) -> dict[str, ValidateModelInput]:
-    eval_dataset, base = DATA.read(job).eval_dataset, job.spec.base_model
+    eval_dataset, base = DATA.read(job).eval_dataset, base_of(job)
     return {
         m.model_id: ValidateModelInput(metadata=m.metadata, eval_dataset=eval_dataset, base_model=base)
         for m in CONVERT.read(job).models

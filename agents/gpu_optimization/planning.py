@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 from agents.gpu_optimization.memory import BaseFormat, estimate_training_memory
+from protocol import InvalidParams
 from protocol.agents.gpu_optimization import (
     DeviceProfile,
     MemoryEstimate,
@@ -14,6 +14,7 @@ from protocol.agents.gpu_optimization import (
     ProviderOption,
     RecommendProviderInput,
     RecommendProviderOutput,
+    TrainingMethod,
     TrainingPlan,
     TrainInput,
 )
@@ -23,8 +24,6 @@ __all__ = ["CPU_TOKENS_PER_MICRO_BATCH", "plan_training", "recommend_provider"]
 
 CPU_TOKENS_PER_MICRO_BATCH = 2048
 """Rows per CPU forward pass are capped so activations stay in a few GB (CPUs do not report OOM, they swap)."""
-
-Method = Literal["lora", "qlora"]
 
 _ASSUMED_UTILISATION = 0.25
 """Share of a GPU's peak TFLOPS a small-model LoRA run reaches; used only for estimates."""
@@ -38,6 +37,16 @@ def _precision(device: DeviceProfile, requested: Precision | None) -> tuple[Prec
     if device.kind == "cuda":
         return "fp16", f"{device.name} lacks bf16: fp16 autocast with dynamic loss scaling"
     return "fp32", f"{device.kind} device: fp32 (no fast half-precision matmul)"
+
+
+def _requested_method(device: DeviceProfile, requested: TrainingMethod | None, reasons: list[str]) -> None:
+    if requested == "qlora" and device.kind != "cuda":
+        raise InvalidParams(
+            f"QLoRA needs a CUDA GPU (bitsandbytes' 4-bit NF4 training kernels); this device is "
+            f"{device.kind}: train with method 'lora' here, or on a GPU"
+        )
+    if requested is not None:
+        reasons.append(f"method {requested} requested by the job")
 
 
 def plan_training(
@@ -59,6 +68,7 @@ def plan_training(
     reasons: list[str] = [] if architecture is None else [f"base architecture {architecture}: supported"]
     precision, why = _precision(device, overrides.precision)
     reasons.append(why)
+    _requested_method(device, overrides.method, reasons)
     if precision == "bf16" and device.kind == "cuda" and not device.bf16:
         reasons.append("warning: bf16 requested on a device without native bf16; it will be slow")
     sequence_length = overrides.sequence_length or defaults.sequence_length
@@ -83,11 +93,14 @@ def plan_training(
     checkpoint_every = overrides.checkpoint_every or max(1, min(100, max_steps // 4))
     lora_r = job.lora.r or defaults.lora_r
     memory = None
+    method: TrainingMethod = overrides.method or "lora"
     if shape is not None:
-        memory = _memory_on_device(shape, device, precision, lora_r, micro, sequence_length, reasons)
+        memory = _memory_on_device(shape, device, precision, overrides.method, lora_r, micro, sequence_length, reasons)
+        method = "qlora" if memory.base_format == "nf4" else "lora"
     return TrainingPlan(
         device=device,
         precision=precision,
+        method=method,
         loss_scaling=precision == "fp16",
         micro_batch=micro,
         probe_micro_batch=probe,
@@ -105,6 +118,7 @@ def plan_training(
         target_modules=job.lora.target_modules,
         seed=overrides.seed,
         crisis_weight=overrides.crisis_weight,
+        shape=shape,
         memory=memory,
         reasons=reasons,
     )
@@ -114,12 +128,14 @@ def _memory_on_device(
     shape: ModelShape,
     device: DeviceProfile,
     precision: Precision,
+    requested: TrainingMethod | None,
     lora_r: int,
     micro: int,
     sequence_length: int,
     reasons: list[str],
 ) -> MemoryEstimate:
-    """The run's memory estimate on ``device``; what happens where it does not fit is added to ``reasons``."""
+    """The run's memory estimate on ``device``, by the method the job asked for or the one that fits
+    (its ``base_format`` says which: nf4 is QLoRA); what happens where nothing fits goes to ``reasons``."""
     cuda = device.kind == "cuda"
 
     def estimate(base_format: BaseFormat, micro_batch: int) -> MemoryEstimate:
@@ -132,26 +148,32 @@ def _memory_on_device(
             cuda=cuda,
         )
 
-    base_format: BaseFormat = "fp32" if precision == "fp32" else "bf16"
-    memory = estimate(base_format, micro)
+    full: BaseFormat = "fp32" if precision == "fp32" else "bf16"
     available = device.memory_gb
+    memory = estimate("nf4" if requested == "qlora" else full, micro)
+    lora_floor = estimate(full, 1).total_gb
+    fits_only_4_bit = available is not None and lora_floor > available >= estimate("nf4", 1).total_gb
+    if requested is None and cuda and fits_only_4_bit:
+        label = "fp32" if full == "fp32" else "16-bit"
+        reasons.append(
+            f"QLoRA: LoRA on a {label} base needs {lora_floor:.2f} GB even at micro-batch 1, "
+            f"more than this GPU's {available or 0:.0f} GB; the base quantized to 4-bit NF4 fits"
+        )
+        memory = estimate("nf4", micro)
     reasons.append(
         f"memory estimate {memory.total_gb:.2f} GB"
         + (f" of {available:.0f} GB" if available is not None else "")
-        + f": weights {memory.weights_gb:.2f}, activations {memory.activations_gb:.2f}, "
+        + f": {memory.base_format} weights {memory.weights_gb:.2f}, activations {memory.activations_gb:.2f}, "
         f"logits {memory.logits_gb:.2f}, LoRA states {memory.lora_gb:.2f}"
     )
     if available is None or memory.total_gb <= available:
         return memory
     if not cuda:
         reasons.append(f"warning: more than this machine's {available:.0f} GB: it will swap or be killed")
-    elif estimate(base_format, 1).total_gb <= available:
-        reasons.append(f"the micro-batch probe will settle below {micro} (LoRA fits at micro-batch 1)")
-    elif (qlora := estimate("nf4", 1)).total_gb <= available:
-        reasons.append(
-            f"warning: LoRA on a 16-bit base does not fit even at micro-batch 1; QLoRA on a 4-bit base "
-            f"would ({qlora.total_gb:.2f} GB), but the trainer does not run QLoRA yet"
-        )
+    elif estimate(memory.base_format, 1).total_gb <= available:
+        reasons.append(f"the micro-batch probe will settle below {micro} (it fits at micro-batch 1)")
+    elif memory.base_format != "nf4" and estimate("nf4", 1).total_gb <= available:
+        reasons.append("warning: LoRA does not fit this GPU even at micro-batch 1; QLoRA (method qlora) would")
     else:
         reasons.append("warning: this base does not fit this GPU even as QLoRA at micro-batch 1")
     return memory
@@ -169,12 +191,16 @@ def _memory_need_gb(params: RecommendProviderInput) -> float:
     return round((weights + activations) / 2**30 * 1.2 + 1.0, 2)  # +20% and 1 GB for the CUDA context
 
 
+def _shape(params: RecommendProviderInput) -> ModelShape | None:
+    return params.shape or params.plan.shape
+
+
 def _sized_by_shape(params: RecommendProviderInput) -> bool:
-    """Memory is estimated from the base's shape unless the caller gives it (or gives no shape)."""
-    return params.shape is not None and params.memory_gb is None
+    """Memory is estimated from the base's shape unless the caller gives it (or there is no shape)."""
+    return _shape(params) is not None and params.memory_gb is None
 
 
-def _method_for(params: RecommendProviderInput, memory_gb: float) -> tuple[Method, float, int] | None:
+def _method_for(params: RecommendProviderInput, memory_gb: float) -> tuple[TrainingMethod, float, int] | None:
     """How the run fits ``memory_gb``: (method, memory, micro-batch), or None.
 
     LoRA on a 16-bit base is preferred at any micro-batch (halved from the plan's, as the CUDA probe
@@ -184,7 +210,7 @@ def _method_for(params: RecommendProviderInput, memory_gb: float) -> tuple[Metho
     if not _sized_by_shape(params):
         need = params.memory_gb or _memory_need_gb(params)
         return ("lora", need, plan.micro_batch) if need <= memory_gb else None
-    methods: tuple[tuple[Method, BaseFormat], ...] = (("lora", "bf16"), ("qlora", "nf4"))
+    methods: tuple[tuple[TrainingMethod, BaseFormat], ...] = (("lora", "bf16"), ("qlora", "nf4"))
     for method, base_format in methods:
         micro = plan.micro_batch
         while micro >= 1:
@@ -196,9 +222,10 @@ def _method_for(params: RecommendProviderInput, memory_gb: float) -> tuple[Metho
 
 
 def _estimate(params: RecommendProviderInput, base_format: BaseFormat, micro_batch: int) -> MemoryEstimate:
-    assert params.shape is not None
+    shape = _shape(params)
+    assert shape is not None
     return estimate_training_memory(
-        params.shape,
+        shape,
         base_format=base_format,
         lora_r=params.plan.lora_r,
         micro_batch=micro_batch,
@@ -214,7 +241,8 @@ def recommend_provider(params: RecommendProviderInput, catalog: Catalog) -> Reco
     on a 4-bit base where only that fits (bitsandbytes, CUDA only).
     """
     plan = params.plan
-    parameters = params.shape.parameters if params.shape is not None else params.parameters
+    shape = _shape(params)
+    parameters = shape.parameters if shape is not None else params.parameters
     tokens = (params.tokens_per_step or plan.effective_batch * plan.sequence_length) * plan.max_steps
     # LoRA: forward (2*N) plus backward through activations (2*N), no weight gradients for the base.
     flops = 4 * parameters * tokens

@@ -317,6 +317,9 @@ def _prepare(run: TrainingRun) -> _Session:
 
     plan = run.plan
     device = _device(plan)
+    four_bit = plan.method == "qlora"
+    if four_bit and device != "cuda":
+        raise InvalidParams(f"QLoRA needs a CUDA GPU (bitsandbytes' 4-bit NF4 kernels); this run's device is {device}")
     base_dtype, autocast = _dtypes(plan)
     torch.manual_seed(plan.seed)  # before the adapter exists: its initial weights are drawn from it
     tokenizer = load_tokenizer(run.base, run.cache_dir)
@@ -324,8 +327,13 @@ def _prepare(run: TrainingRun) -> _Session:
     if not train_samples:
         raise InvalidParams("the training dataset has no trainable conversations")
     eval_samples = _encode_file(tokenizer, run.eval_path, plan.sequence_length, _EVAL_SAMPLES) if run.eval_path else []
-    model = _lora_model(run, load_base_model(run.base, run.cache_dir, dtype=base_dtype, device=device))
-    model.to(device)
+    # No peft.prepare_model_for_kbit_training: it upcasts embeddings, head and norms to fp32 (GBs on a
+    # large vocabulary) and turns on gradient checkpointing; the memory plan counts neither, and the
+    # adapter's fp32 master weights below give the stability it is for.
+    base_model = load_base_model(run.base, run.cache_dir, dtype=base_dtype, device=device, four_bit=four_bit)
+    model = _lora_model(run, base_model)
+    if not four_bit:  # a 4-bit base is placed as it loads; the adapter follows it
+        model.to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:

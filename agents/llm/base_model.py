@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from agents.llm.architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
 from agents.llm.default_base import default_base_gguf
+from agents.llm.pre_tokenizer import llama_cpp_pre_tokenizer
 from protocol import InvalidParams
 from runtime import ToolError
 
@@ -160,7 +161,9 @@ def _save_plain(model: PreTrainedModel, folder: Path) -> None:
 
 
 def _source(base: BaseModelSource, cache_dir: Path) -> str:
-    return str(_converted_folder(base, cache_dir)) if base.kind == "gguf" else base.location
+    """The folder transformers loads: a hub id's snapshot in the local cache, so nothing is fetched
+    (given an id, transformers asks the hub for every optional file it does not find)."""
+    return str(_converted_folder(base, cache_dir) if base.kind == "gguf" else _folder_of(base))
 
 
 def load_tokenizer(base: BaseModelSource, cache_dir: Path) -> PreTrainedTokenizerBase:
@@ -176,21 +179,43 @@ def load_tokenizer(base: BaseModelSource, cache_dir: Path) -> PreTrainedTokenize
 
 
 def load_base_model(
-    base: BaseModelSource, cache_dir: Path, *, dtype: torch.dtype, device: str = "cpu"
+    base: BaseModelSource, cache_dir: Path, *, dtype: torch.dtype, device: str = "cpu", four_bit: bool = False
 ) -> PreTrainedModel:
-    """The base model as a transformers causal LM, weights in ``dtype`` on ``device``."""
+    """The base model as a transformers causal LM, weights in ``dtype`` on ``device``.
+
+    ``four_bit``: its decoder's linear layers quantized to NF4 as they load (QLoRA's base; bitsandbytes),
+    computing in ``dtype``; embeddings, norms and head stay in ``dtype``.
+    """
     from transformers import AutoModelForCausalLM
 
+    quantized = {"quantization_config": _nf4_config(dtype), "device_map": {"": device}} if four_bit else {}
     try:
         # safetensors only, from a folder or a hub: a pickled checkpoint could run code on load.
         model = AutoModelForCausalLM.from_pretrained(
-            _source(base, cache_dir), dtype=dtype, trust_remote_code=False, use_safetensors=True
+            _source(base, cache_dir), dtype=dtype, trust_remote_code=False, use_safetensors=True, **quantized
         )
     except (ValueError, OSError, RuntimeError) as exc:
         raise CorruptModelFile(f"cannot load base model {base.location}: {exc}") from exc
     architecture_of(model.config)
-    model.to(device)  # type: ignore[arg-type]  # transformers types .to() narrowly
+    if not four_bit:  # a quantized model is placed by device_map as it loads
+        model.to(device)  # type: ignore[arg-type]  # transformers types .to() narrowly
     return cast("PreTrainedModel", model)
+
+
+def _nf4_config(compute_dtype: torch.dtype) -> object:
+    """QLoRA's quantization: NF4 with double-quantized block scales (the QLoRA paper's settings)."""
+    import importlib.util
+
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ToolError("QLoRA needs bitsandbytes: install this project with its 'qlora' extra")
+    return BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +284,7 @@ def check_base_architecture(base: BaseModelSource) -> str:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(base.location, local_files_only=True, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(_folder_of(base), local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError) as exc:
         raise InvalidParams(f"cannot read the config of base model {base.location}: {exc}") from exc
     model_type = architecture_of(config).model_type
@@ -268,12 +293,13 @@ def check_base_architecture(base: BaseModelSource) -> str:
 
 
 def _check_exportable_tokenizer(base: BaseModelSource) -> None:
-    """The merged GGUF carries the base's tokenizer: only byte-level BPE ones are exported so far."""
+    """The merged GGUF carries the base's tokenizer: byte-level BPE ones whose pre-tokenizer llama.cpp has."""
     import json
 
     path = _folder_of(base) / "tokenizer.json"
     try:
-        kind = json.loads(path.read_text())["model"]["type"]
+        spec = json.loads(path.read_text())
+        kind = spec["model"]["type"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidParams(f"base model {base.name} has no readable tokenizer.json: {exc}") from exc
     if kind != "BPE":
@@ -281,6 +307,7 @@ def _check_exportable_tokenizer(base: BaseModelSource) -> None:
             f"base model {base.name} has a {kind} tokenizer, which cannot be exported to GGUF yet; "
             "give the base as a .gguf file (its tokenizer is then copied as it is)"
         )
+    llama_cpp_pre_tokenizer(spec)
 
 
 def _folder_of(base: BaseModelSource) -> Path:

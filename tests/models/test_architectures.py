@@ -25,11 +25,12 @@ from agents.gguf_creation.quantize import quantize
 from agents.llm import architectures
 from agents.llm.adapter_file import AdapterFile, apply_adapter, read_adapter, write_adapter
 from agents.llm.architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
-from agents.llm.base_model import check_base_architecture, resolve_base_model
+from agents.llm.base_model import check_base_architecture, load_base_model, load_tokenizer, resolve_base_model
 from agents.llm.default_base import default_base_gguf
 from agents.llm.model_gguf import MetadataValue, tokenizer_metadata_from_gguf, write_model_gguf
 from agents.quality_assurance.model_validation import gguf_format_problems
 from agents.testing import TINY_ARCHITECTURES, build_tiny_folder, tiny_model
+from protocol import InvalidParams
 from tests.models.logits import agreement, llama_logits, max_difference, torch_logits
 
 pytestmark = pytest.mark.timeout(600)
@@ -171,3 +172,32 @@ def test_a_base_folder_is_checked_from_its_config_and_tokenizer_alone(tmp_path: 
     (unigram / "tokenizer.json").write_text(json.dumps({"model": {"type": "Unigram"}}))
     with pytest.raises(UnsupportedArchitecture, match=r"Unigram tokenizer, which cannot be exported.*\.gguf file"):
         check_base_architecture(resolve_base_model(str(unigram)))
+
+
+def test_a_hub_id_is_read_from_the_local_cache_and_nothing_is_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import socket
+
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--meetara-test--tiny-qwen2"
+    shutil.copytree(build_tiny_folder(tmp_path / "qwen2", "qwen2"), repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    lookups: list[str] = []
+
+    def no_network(host: str, *args: object, **kwargs: object) -> list[object]:
+        lookups.append(host)
+        raise OSError(f"no network in this test ({host})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    base = resolve_base_model("meetara-test/tiny-qwen2")
+    assert check_base_architecture(base) == "qwen2"
+    model = load_base_model(base, tmp_path / "cache", dtype=torch.float32)
+    assert type(model).__name__ == "Qwen2ForCausalLM" and load_tokenizer(base, tmp_path / "cache").chat_template
+    with pytest.raises(InvalidParams, match=r"meetara-test/absent is not in the local Hugging Face cache"):
+        check_base_architecture(resolve_base_model("meetara-test/absent"))
+    assert lookups == []

@@ -11,6 +11,7 @@ import torch
 from agents.gguf_creation.adapter_gguf import write_adapter_gguf
 from agents.gguf_creation.quantize import quantization_types, quantize
 from agents.llm.adapter_file import AdapterFile, apply_adapter
+from agents.llm.architectures import UnsupportedArchitecture
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
 from agents.llm.model_gguf import (
     tokenizer_metadata_from_gguf,
@@ -94,21 +95,71 @@ def test_merged_f16_and_quantized_models_agree_with_the_adapted_model(
     assert not (tmp_path / "x.gguf").exists()
 
 
+TRICKY_TEXTS = (
+    "Hello world",
+    "Drink water, rest and see a doctor if it persists.",
+    "<|im_start|>user\nhi<|im_end|>",
+    "Call 0800 123 4567 or 988; in 2024 it cost $3.14159!",
+    "I'LL say it's fine...\n\n   indented\tand   spaced",
+    "café, naïve, 日本語 and emoji 🙂",
+)
+
+
+def _pre_tokenizers() -> dict[str, object]:
+    """Byte-level splits of the models people fine-tune, as tokenizer.json writes them."""
+    from tokenizers import Regex
+    from tokenizers import pre_tokenizers as pre
+
+    tail = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    words = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+"
+
+    def split(pattern: str) -> object:
+        return pre.Sequence(
+            [pre.Split(Regex(pattern), behavior="isolated"), pre.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
+
+    return {
+        "gpt-2": pre.ByteLevel(add_prefix_space=False, use_regex=True),
+        "smollm": pre.Sequence([pre.Digits(individual_digits=True), pre.ByteLevel(add_prefix_space=False)]),
+        "llama-bpe": split(words + r"|\p{N}{1,3}" + tail),
+        "qwen2": split(words + r"|\p{N}" + tail),
+    }
+
+
 def test_tokenizer_exported_from_a_hugging_face_folder_tokenizes_like_transformers(
     tiny_gguf: Path, model_cache: Path, tmp_path: Path
 ) -> None:
+    """Each byte-level split is named so llama.cpp splits as transformers does: the same ids on
+    texts where the splits differ (digits, contractions, whitespace runs), for every split."""
     from llama_cpp import Llama
 
     base = resolve_base_model(str(tiny_gguf))
     tokenizer = load_tokenizer(base, model_cache)
     model = load_base_model(base, model_cache, dtype=torch.float32)
-    path = tmp_path / "from-hf.gguf"
-    write_model_gguf(
-        model.state_dict(), model.config, tokenizer_metadata_from_hf(tokenizer), path, name="hf", dtype="F32"
-    )
-    llm = Llama(model_path=str(path), n_ctx=64, verbose=False, vocab_only=True)
-    for text in ("Hello world", "Drink water, rest and see a doctor if it persists.", "<|im_start|>user\nhi<|im_end|>"):
-        assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text)["input_ids"]
+    seen = {}
+    for name, pre_tokenizer in _pre_tokenizers().items():
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizer
+        values = tokenizer_metadata_from_hf(tokenizer)
+        assert next(v.value for v in values if v.key == "tokenizer.ggml.pre") == name
+        path = tmp_path / f"{name}.gguf"
+        write_model_gguf(model.state_dict(), model.config, values, path, name="hf", dtype="F32")
+        llm = Llama(model_path=str(path), n_ctx=64, verbose=False, vocab_only=True)
+        seen[name] = [tokenizer(text)["input_ids"] for text in TRICKY_TEXTS]
+        for text, expected in zip(TRICKY_TEXTS, seen[name], strict=True):
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == expected, (name, text)
+    # GPT-2's family and tiktoken's split these texts differently, so naming one for the other fails
+    # above. (Within a family only digit grouping differs, which SmolLM2's vocabulary cannot show: it
+    # has no multi-digit tokens.)
+    assert seen["gpt-2"] != seen["qwen2"] and seen["smollm"] != seen["llama-bpe"]
+
+
+def test_a_tokenizer_split_llama_cpp_cannot_reproduce_is_refused(tiny_gguf: Path, model_cache: Path) -> None:
+    from tokenizers import pre_tokenizers as pre
+
+    tokenizer = load_tokenizer(resolve_base_model(str(tiny_gguf)), model_cache)
+    tokenizer.backend_tokenizer.pre_tokenizer = pre.Metaspace()  # SentencePiece's, converted to BPE
+    with pytest.raises(UnsupportedArchitecture, match=r"pre-tokenizer \(Metaspace.*give the base as a \.gguf file"):
+        tokenizer_metadata_from_hf(tokenizer)
 
 
 def test_a_corrupt_gguf_is_named_in_the_error(tmp_path: Path) -> None:

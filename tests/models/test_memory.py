@@ -102,7 +102,14 @@ def test_the_plan_carries_the_memory_estimate_of_the_base_on_this_device(tiny_gg
     plan = plan_training(job, gpu, load_catalog(), shape=shape)
     assert plan.memory is not None and plan.memory.logits_gb > plan.memory.activations_gb  # a 49k vocabulary, 2 layers
     assert any(r.startswith(f"memory estimate {plan.memory.total_gb:.2f} GB of 16 GB") for r in plan.reasons)
-    # A 14B base on the same 16 GB GPU: LoRA cannot fit, and the plan says QLoRA would.
+    assert plan.method == "lora"
+    # A 14B base on the same 16 GB GPU: LoRA cannot fit even at micro-batch 1, QLoRA does.
     quality = load_catalog().tier("quality").base_shape
     plan = plan_training(job, gpu, load_catalog(), shape=quality)
-    assert any("QLoRA on a 4-bit base would" in r for r in plan.reasons), plan.reasons
+    assert plan.method == "qlora" and plan.memory is not None and plan.memory.base_format == "nf4"
+    assert any(r.startswith("QLoRA: LoRA on a 16-bit base needs") for r in plan.reasons), plan.reasons
+    assert plan.memory.weights_gb < 10  # 14B: 4-bit linear layers plus 16-bit embeddings (bf16: 27 GB)
+    # Asked for LoRA anyway, the plan keeps it and warns that it will not fit.
+    lora_job = job.model_copy(update={"training": job.training.model_copy(update={"method": "lora"})})
+    plan = plan_training(lora_job, gpu, load_catalog(), shape=quality)
+    assert plan.method == "lora" and any("QLoRA (method qlora) would" in r for r in plan.reasons), plan.reasons
