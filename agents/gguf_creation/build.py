@@ -13,12 +13,8 @@ from agents.llm.adapter_file import AdapterFile, apply_adapter
 from agents.llm.base_model import BaseModelSource, file_sha256, load_base_model, load_tokenizer
 from agents.llm.chat_template import with_default_system
 from agents.llm.layout import ModelLayout
-from agents.llm.model_gguf import (
-    MetadataValue,
-    tokenizer_metadata_from_gguf,
-    tokenizer_metadata_from_hf,
-    write_model_gguf,
-)
+from agents.llm.model_gguf import MetadataValue, tokenizer_metadata_from_gguf, write_model_gguf
+from agents.llm.tokenizer_gguf import tokenizer_metadata_from_hf
 from protocol.agents.gguf_creation import CreateGgufInput, FileKind, GgufFile
 from runtime import VERSION
 

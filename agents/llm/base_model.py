@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from agents.llm.architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
 from agents.llm.default_base import default_base_gguf
-from agents.llm.pre_tokenizer import llama_cpp_pre_tokenizer
+from agents.llm.pre_tokenizer import llama_cpp_pre_tokenizer, sentencepiece_space_prefix
 from protocol import InvalidParams
 from runtime import ToolError
 
@@ -293,7 +293,7 @@ def check_base_architecture(base: BaseModelSource) -> str:
 
 
 def _check_exportable_tokenizer(base: BaseModelSource) -> None:
-    """The merged GGUF carries the base's tokenizer: byte-level BPE ones whose pre-tokenizer llama.cpp has."""
+    """The merged GGUF carries the base's tokenizer: SentencePiece BPE, or byte-level BPE whose split llama.cpp has."""
     import json
 
     path = _folder_of(base) / "tokenizer.json"
@@ -307,7 +307,8 @@ def _check_exportable_tokenizer(base: BaseModelSource) -> None:
             f"base model {base.name} has a {kind} tokenizer, which cannot be exported to GGUF yet; "
             "give the base as a .gguf file (its tokenizer is then copied as it is)"
         )
-    llama_cpp_pre_tokenizer(spec)
+    if sentencepiece_space_prefix(spec) is None:  # byte-level BPE: llama.cpp must name its split
+        llama_cpp_pre_tokenizer(spec)
 
 
 def _folder_of(base: BaseModelSource) -> Path:
@@ -335,7 +336,8 @@ def base_gguf(base: BaseModelSource, cache_dir: Path) -> Path:
 
     import torch
 
-    from agents.llm.model_gguf import tokenizer_metadata_from_hf, write_model_gguf
+    from agents.llm.model_gguf import write_model_gguf
+    from agents.llm.tokenizer_gguf import tokenizer_metadata_from_hf
 
     folder = _folder_of(base)
     files = sorted(p for p in folder.iterdir() if p.is_file())

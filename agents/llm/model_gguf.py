@@ -1,45 +1,29 @@
 """A Hugging Face model (base or merged) of a supported architecture → a full GGUF file that llama.cpp runs.
 
 The tokenizer travels as GGUF metadata: copied verbatim from the base GGUF when there is one
-(so the merged model tokenizes exactly like its base), or built from a Hugging Face BPE tokenizer.
+(so the merged model tokenizes exactly like its base), or built from a Hugging Face tokenizer
+(``tokenizer_gguf``).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from agents.llm.architectures import architecture_of
-from agents.llm.pre_tokenizer import llama_cpp_pre_tokenizer
+from agents.llm.tokenizer_gguf import MetadataValue
 from protocol import InvalidParams
 from runtime import atomic_path
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig
 
-__all__ = [
-    "MetadataValue",
-    "tokenizer_metadata_from_gguf",
-    "tokenizer_metadata_from_hf",
-    "write_model_gguf",
-]
+__all__ = ["MetadataValue", "tokenizer_metadata_from_gguf", "write_model_gguf"]
 
 ModelDType = Literal["F16", "F32"]
-
-
-@dataclass(frozen=True, slots=True)
-class MetadataValue:
-    """One GGUF key/value with its type (arrays name their element type)."""
-
-    key: str
-    value: Any
-    type: Any
-    sub_type: Any = None
 
 
 def tokenizer_metadata_from_gguf(path: Path) -> list[MetadataValue]:
@@ -56,50 +40,6 @@ def tokenizer_metadata_from_gguf(path: Path) -> list[MetadataValue]:
         values.append(MetadataValue(field.name, field.contents(), main, sub))
     if not any(v.key == "tokenizer.ggml.tokens" for v in values):
         raise InvalidParams(f"{path.name} carries no tokenizer")
-    return values
-
-
-def tokenizer_metadata_from_hf(tokenizer: PreTrainedTokenizerBase) -> list[MetadataValue]:
-    """GGUF ``gpt2`` (byte-level BPE) tokenizer metadata from a Hugging Face fast tokenizer.
-
-    Raises:
-        InvalidParams: not a fast BPE tokenizer, or its pre-tokenizer is none llama.cpp reproduces.
-    """
-    import gguf
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise InvalidParams("only fast (tokenizers-backed) tokenizers can be exported to GGUF")
-    spec = json.loads(backend.to_str())
-    if spec["model"]["type"] != "BPE":
-        raise InvalidParams(f"only BPE tokenizers can be exported to GGUF, not {spec['model']['type']}")
-    vocab: dict[str, int] = tokenizer.get_vocab()
-    tokens = [""] * (max(vocab.values()) + 1)
-    for token, index in vocab.items():
-        tokens[index] = token
-    special = {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
-    added = {t["content"] for t in spec.get("added_tokens", [])}
-    types = [
-        gguf.TokenType.CONTROL if t in special else gguf.TokenType.USER_DEFINED if t in added else gguf.TokenType.NORMAL
-        for t in tokens
-    ]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
-    values = [
-        MetadataValue("tokenizer.ggml.model", "gpt2", gguf.GGUFValueType.STRING),
-        MetadataValue("tokenizer.ggml.pre", llama_cpp_pre_tokenizer(spec), gguf.GGUFValueType.STRING),
-        MetadataValue("tokenizer.ggml.tokens", tokens, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING),
-        MetadataValue(
-            "tokenizer.ggml.token_type", [int(t) for t in types], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32
-        ),
-        MetadataValue("tokenizer.ggml.merges", merges, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING),
-    ]
-    for role in ("bos", "eos", "unk", "pad"):
-        token_id = getattr(tokenizer, f"{role}_token_id", None)
-        if token_id is not None:
-            values.append(MetadataValue(f"tokenizer.ggml.{role}_token_id", int(token_id), gguf.GGUFValueType.UINT32))
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, str):
-        values.append(MetadataValue("tokenizer.chat_template", template, gguf.GGUFValueType.STRING))
     return values
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,12 +15,9 @@ from agents.gguf_creation.adapter_gguf import write_adapter_gguf
 from agents.gguf_creation.quantize import quantization_types, quantize
 from agents.llm.adapter_file import AdapterFile, apply_adapter
 from agents.llm.architectures import UnsupportedArchitecture
-from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
-from agents.llm.model_gguf import (
-    tokenizer_metadata_from_gguf,
-    tokenizer_metadata_from_hf,
-    write_model_gguf,
-)
+from agents.llm.base_model import check_base_architecture, load_base_model, load_tokenizer, resolve_base_model
+from agents.llm.model_gguf import tokenizer_metadata_from_gguf, write_model_gguf
+from agents.llm.tokenizer_gguf import tokenizer_metadata_from_hf
 from agents.quality_assurance.model_validation import gguf_format_problems
 from protocol import InvalidParams
 from tests.models.logits import agreement, llama_logits, torch_logits
@@ -160,6 +160,69 @@ def test_a_tokenizer_split_llama_cpp_cannot_reproduce_is_refused(tiny_gguf: Path
     tokenizer.backend_tokenizer.pre_tokenizer = pre.Metaspace()  # SentencePiece's, converted to BPE
     with pytest.raises(UnsupportedArchitecture, match=r"pre-tokenizer \(Metaspace.*give the base as a \.gguf file"):
         tokenizer_metadata_from_hf(tokenizer)
+
+
+def _sentencepiece_tokenizer(folder: Path) -> Any:
+    """A SentencePiece BPE tokenizer (as Llama 2, Mistral, Gemma and Phi-3 ship one) trained here on a
+    small text, loaded by transformers as those models' folders are."""
+    import sentencepiece
+    from transformers import AutoTokenizer
+
+    folder.mkdir()
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(TRICKY_TEXTS[:2] + TRICKY_TEXTS[3:]) * 40)
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=400, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, minloglevel=2,
+    )  # fmt: skip
+    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("space_prefix", [True, False])
+def test_a_sentencepiece_tokenizer_exports_as_llama_cpp_s_own_and_tokenizes_like_transformers(
+    tmp_path: Path, space_prefix: bool
+) -> None:
+    """Llama 2 / Mistral / Phi-3 put a space before the text, Gemma does not; both are exported."""
+    from tokenizers import pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = _sentencepiece_tokenizer(tmp_path / "spm")
+    if not space_prefix:
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
+    values = {v.key: v.value for v in tokenizer_metadata_from_hf(tokenizer)}
+    assert values["tokenizer.ggml.model"] == "llama" and values["tokenizer.ggml.add_space_prefix"] is space_prefix
+    assert values["tokenizer.ggml.token_type"][3:259] == [6] * 256  # <0x00>..<0xFF>: byte fallback
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4}
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", vocab_size=400, **shape))
+    path = tmp_path / "spm.gguf"
+    write_model_gguf(
+        model.state_dict(), model.config, tokenizer_metadata_from_hf(tokenizer), path, name="s", dtype="F32"
+    )
+    # Texts that start with a space are left out: transformers then skips its ▁ prefix, llama.cpp
+    # and SentencePiece itself do not (a difference of the runtimes, not of the export).
+    texts = TRICKY_TEXTS[:2] + TRICKY_TEXTS[3:] + ("zzqq words it never saw",)
+    expected = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    assert _llama_cpp_ids(path, texts) == expected
+    # The scores carry the merge order: with them all equal, llama.cpp merges otherwise.
+    flat = [
+        dataclasses.replace(v, value=[0.0] * len(v.value)) if v.key == "tokenizer.ggml.scores" else v
+        for v in tokenizer_metadata_from_hf(tokenizer)
+    ]
+    write_model_gguf(model.state_dict(), model.config, flat, tmp_path / "flat.gguf", name="s", dtype="F32")
+    assert _llama_cpp_ids(tmp_path / "flat.gguf", texts) != expected
+    # As a base folder (a Mistral-style one), it is accepted when the job is submitted.
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    assert check_base_architecture(resolve_base_model(str(tmp_path / "base"))) == "llama"
+
+
+def _llama_cpp_ids(path: Path, texts: tuple[str, ...]) -> list[list[int]]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=64, verbose=False, vocab_only=True)
+    return [llm.tokenize(text.encode(), add_bos=False, special=True) for text in texts]
 
 
 def test_a_corrupt_gguf_is_named_in_the_error(tmp_path: Path) -> None:
