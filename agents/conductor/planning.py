@@ -56,13 +56,17 @@ async def _check_teacher(teacher: TeacherSettings, client: SwarmClient, reasons:
     reasons.append(f"training data written by the teacher {teacher.model} at {where}")
 
 
+_NOT_CHECKED = "GPU Optimization did not answer"
+
+
 async def _check_base(base_model: str | None, client: SwarmClient, reasons: list[str]) -> str | None:
-    """Why GPU Optimization cannot train on the base or convert what it trains (None: it can)."""
+    """Why GPU Optimization cannot train on the base or convert what it trains (None: it can;
+    ``_NOT_CHECKED``: it did not say)."""
     try:
         check = await tools.CHECK_BASE.call(client, CheckBaseInput(base_model=base_model), timeout=_PROFILE_TIMEOUT_S)
     except (RpcError, ToolFailed) as exc:
         reasons.append(f"base model not checked: GPU Optimization did not answer ({exc})")
-        return None
+        return _NOT_CHECKED
     if not check.ok:
         return check.reason or "refused"
     reasons.append(f"base model architecture {check.architecture}")
@@ -70,18 +74,19 @@ async def _check_base(base_model: str | None, client: SwarmClient, reasons: list
 
 
 async def _choose_base(spec: JobSpec, tier: Tier, kind: str, client: SwarmClient, reasons: list[str]) -> str | None:
-    """The job's base, else its tier's on a GPU host that has it, else the pip-shipped default.
+    """The job's base, else its tier's on a CUDA host that has it, else the pip-shipped default.
 
-    Refuses the job now, before any step, when the base it names cannot be trained or converted.
+    Refuses the job now, before any step, when the base it names cannot be trained or converted
+    (a base that could not be checked is left to the train step).
     """
     if spec.base_model is not None:
-        if refused := await _check_base(spec.base_model, client, reasons):
+        if (refused := await _check_base(spec.base_model, client, reasons)) not in {None, _NOT_CHECKED}:
             raise InvalidParams(f"base model refused: {refused}")
         return spec.base_model
-    if kind == "cpu":
+    if kind != "cuda":
         reasons.append(
             f"base model: the default {DEFAULT_BASE_NAME}, not the {spec.tier} tier's {tier.base_model} "
-            "(sized for GPUs); --base-model picks another"
+            f"(sized for CUDA GPUs; this host is {kind}); --base-model picks another"
         )
     elif refused := await _check_base(tier.base_model, client, reasons):
         reasons.append(
@@ -92,7 +97,7 @@ async def _choose_base(spec: JobSpec, tier: Tier, kind: str, client: SwarmClient
     else:
         reasons.append(f"base model: the {spec.tier} tier's {tier.base_model}")
         return tier.base_model
-    if refused := await _check_base(None, client, reasons):
+    if (refused := await _check_base(None, client, reasons)) not in {None, _NOT_CHECKED}:
         raise InvalidParams(f"base model refused: {refused}")
     return None
 

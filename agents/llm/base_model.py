@@ -289,7 +289,28 @@ def check_base_architecture(base: BaseModelSource) -> str:
         raise InvalidParams(f"cannot read the config of base model {base.location}: {exc}") from exc
     model_type = architecture_of(config).model_type
     _check_exportable_tokenizer(base)
+    _check_weights(base)
     return model_type
+
+
+def _check_weights(base: BaseModelSource) -> None:
+    """Safetensors weights, every shard present: a cache holding only an interrupted download, or
+    only what AutoConfig and AutoTokenizer fetched, is not a base."""
+    import json
+
+    folder = _folder_of(base)
+    if (folder / "model.safetensors").is_file():
+        return
+    index = folder / "model.safetensors.index.json"
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InvalidParams(
+            f"base model {base.name} has no safetensors weights (model.safetensors or an index of shards) at "
+            f"{folder}: a partial download, or pickled weights only (not loaded: they could run code)"
+        ) from None
+    if missing := sorted(s for s in shards if not (folder / s).is_file()):
+        raise InvalidParams(f"base model {base.name} lacks {len(missing)} weight shard(s) at {folder}: {missing[0]}, …")
 
 
 def _check_exportable_tokenizer(base: BaseModelSource) -> None:

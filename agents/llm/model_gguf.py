@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from agents.llm.architectures import architecture_of
-from agents.llm.tokenizer_gguf import MetadataValue
+from agents.llm.tokenizer_gguf import MetadataValue, padded_to
 from protocol import InvalidParams
 from runtime import atomic_path
 
@@ -70,7 +70,7 @@ def write_model_gguf(
         writer.add_file_type(int(file_type))
         writer.add_vocab_size(int(config.vocab_size))
         arch.write_metadata(writer, config)
-        for value in tokenizer:
+        for value in padded_to(tokenizer, int(config.vocab_size)):
             writer.add_key_value(value.key, value.value, value.type, sub_type=value.sub_type)
         for gguf_name, data in arch.model_tensors(
             state, lambda name: state[name].detach().to("cpu").float().numpy(), config

@@ -42,6 +42,8 @@ def llama_cpp_pre_tokenizer(spec: dict[str, Any]) -> str:
     """
     steps = _steps_of(spec.get("pre_tokenizer"), "pretokenizers")
     kinds = [s.get("type") for s in steps]
+    if any(s.get("type") == "ByteLevel" and s.get("add_prefix_space") for s in steps):
+        kinds = []  # a space put before the text: llama.cpp's byte-level splits put none
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
         return "gpt-2"  # GPT-2's own split, inside ByteLevel
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
@@ -64,7 +66,9 @@ def sentencepiece_space_prefix(spec: dict[str, Any]) -> bool | None:
     if not spec["model"].get("byte_fallback"):
         return None
     pre = spec.get("pre_tokenizer") or {}
-    if pre.get("type") == "Metaspace" and pre.get("replacement") == _SPACE:
+    if pre.get("type") == "Metaspace" and pre.get("replacement") == _SPACE and not pre.get("split", True):
+        # (split=True cuts the text at every ▁, so runs of spaces never form the ▁▁ pieces that
+        # llama.cpp and SentencePiece do form: not reproduced.)
         return bool(pre.get("prepend_scheme", "always") in {"first", "always"})
     normalizers = _steps_of(spec.get("normalizer"), "normalizers")
     replaces_spaces = any(

@@ -11,7 +11,7 @@ Two families, as llama.cpp implements them:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from agents.llm.pre_tokenizer import llama_cpp_pre_tokenizer, sentencepiece_space_prefix
@@ -20,7 +20,10 @@ from protocol import InvalidParams
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["MetadataValue", "tokenizer_metadata_from_hf"]
+__all__ = ["MetadataValue", "padded_to", "tokenizer_metadata_from_hf"]
+
+_PAD_SCORE = -1e9
+"""Scores no merge competes with: for pieces nothing makes (characters, bytes, specials, padding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,7 @@ def tokenizer_metadata_from_hf(tokenizer: PreTrainedTokenizerBase) -> list[Metad
     if spec["model"]["type"] != "BPE":
         raise InvalidParams(f"only BPE tokenizers can be exported to GGUF, not {spec['model']['type']}")
     vocab: dict[str, int] = tokenizer.get_vocab()
-    tokens = [""] * (max(vocab.values()) + 1)
+    tokens = [f"[PAD{i}]" for i in range(max(vocab.values()) + 1)]  # ids the tokenizer leaves unused
     for token, index in vocab.items():
         tokens[index] = token
     space_prefix = sentencepiece_space_prefix(spec)
@@ -60,9 +63,12 @@ def _types(
     import gguf
 
     added = {t["content"]: t.get("special", False) for t in spec.get("added_tokens", [])}
+    vocab = spec["model"].get("vocab", {})
     kinds = []
     for token in tokens:
-        if token == unknown:
+        if token not in vocab and token not in added:
+            kinds.append(gguf.TokenType.UNUSED)  # an id the tokenizer leaves unused: [PADn]
+        elif token == unknown:
             kinds.append(gguf.TokenType.UNKNOWN)
         elif added.get(token):
             kinds.append(gguf.TokenType.CONTROL)
@@ -103,10 +109,10 @@ def _sentencepiece(spec: dict[str, Any], tokens: list[str], space_prefix: bool) 
     import gguf
 
     index = {token: i for i, token in enumerate(tokens)}
-    scores = [-1e9] * len(tokens)
+    scores = [_PAD_SCORE] * len(tokens)
     for rank, merge in enumerate(_merges(spec)):
         made = index.get(merge.replace(" ", "", 1))
-        if made is not None and scores[made] == -1e9:
+        if made is not None and scores[made] == _PAD_SCORE:
             scores[made] = -float(rank)
     return [
         MetadataValue("tokenizer.ggml.model", "llama", gguf.GGUFValueType.STRING),
@@ -138,3 +144,23 @@ def _special_ids_and_template(tokenizer: PreTrainedTokenizerBase) -> list[Metada
     if isinstance(template, str):
         values.append(MetadataValue("tokenizer.chat_template", template, gguf.GGUFValueType.STRING))
     return values
+
+
+def padded_to(values: list[MetadataValue], vocab_size: int) -> list[MetadataValue]:
+    """The tokenizer's arrays padded with unused ``[PADn]`` tokens to the model's vocabulary size.
+
+    Models round their embedding up (Qwen2.5: 151,665 tokens, 151,936 rows; Phi-3: 32,011 and
+    32,064); llama.cpp sizes the embedding by the token count and refuses a mismatch.
+    """
+    import gguf
+
+    tokens = next((v.value for v in values if v.key == "tokenizer.ggml.tokens"), None)
+    missing = vocab_size - len(tokens) if tokens is not None else 0
+    if missing <= 0:
+        return values
+    fill: dict[str, list[Any]] = {
+        "tokenizer.ggml.tokens": [f"[PAD{i}]" for i in range(len(tokens), vocab_size)],  # type: ignore[arg-type]
+        "tokenizer.ggml.token_type": [int(gguf.TokenType.UNUSED)] * missing,
+        "tokenizer.ggml.scores": [_PAD_SCORE] * missing,
+    }
+    return [replace(v, value=list(v.value) + fill[v.key]) if v.key in fill else v for v in values]

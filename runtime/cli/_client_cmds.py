@@ -91,14 +91,26 @@ async def plan(
     tiers = [catalog.tier(name) for name in tier] if tier else list(catalog.tiers.values())
     async with client_session(state.settings) as client:
         for t in tiers:
-            arguments = {"target": "general_health", "dataset": _NO_DATASET, "tier": t.name, "base_model": base}
-            local = TrainingPlan.model_validate(await _structured(client, "plan_training", arguments))
+            local, job_base = await _local_plan(client, t.name, base, t.base_model)
             # Priced for the tier's own base unless one is given (then the plan carries that base's shape).
             shape = None if base else t.base_shape.model_dump()
             priced = await _structured(client, "recommend_provider", {"plan": local.model_dump(), "shape": shape})
             options = RecommendProviderOutput.model_validate(priced)
-            job_base = f"{base}:" if base else "default base:"
-            console.print(plan_table(t.name, base or t.base_model, local, options, job_base=job_base))
+            console.print(plan_table(t.name, base or t.base_model, local, options, job_base=f"{job_base}:"))
+
+
+async def _local_plan(client: SwarmClient, tier: str, base: str | None, tier_base: str) -> tuple[TrainingPlan, str]:
+    """This host's plan for the base a job would train (as the Conductor picks it), and that base's label:
+    the one given, else the tier's on a CUDA host that has it, else the default."""
+    arguments = {"target": "general_health", "dataset": _NO_DATASET, "tier": tier, "base_model": base}
+    plan = TrainingPlan.model_validate(await _structured(client, "plan_training", arguments))
+    if base is not None or plan.device.kind != "cuda":
+        return plan, base or "default base"
+    try:
+        arguments["base_model"] = tier_base
+        return TrainingPlan.model_validate(await _structured(client, "plan_training", arguments)), tier_base
+    except ToolFailed:  # not on this host: a job would train the default
+        return plan, "default base"
 
 
 async def _structured(client: SwarmClient, tool: str, arguments: dict[str, Any]) -> Any:

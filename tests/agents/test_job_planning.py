@@ -11,7 +11,7 @@ from agents.conductor.settings import load_job_settings
 from protocol import InvalidParams
 from protocol.agents.conductor import JobSpec
 from protocol.agents.gpu_optimization import CheckBaseInput, CheckBaseOutput, DeviceProfile, ProfileDeviceInput
-from runtime import Agent, Settings, load_catalog, open_swarm, tool
+from runtime import Agent, Settings, ToolError, load_catalog, open_swarm, tool
 
 pytestmark = pytest.mark.anyio
 
@@ -25,6 +25,7 @@ class GpuHost(Agent):
     kind: ClassVar[str] = "cuda"
     present: ClassVar[set[str | None]] = set()
     checked: ClassVar[list[str | None]] = []
+    broken: ClassVar[bool] = False
 
     @tool(read_only=True)
     async def profile_device(self, params: ProfileDeviceInput) -> DeviceProfile:
@@ -45,6 +46,8 @@ class GpuHost(Agent):
     async def check_base_model(self, params: CheckBaseInput) -> CheckBaseOutput:
         """Found when present."""
         self.checked.append(params.base_model)
+        if self.broken:
+            raise ToolError("the model cache cannot be read")
         if params.base_model in self.present:
             return CheckBaseOutput(ok=True, architecture="qwen2" if params.base_model else "llama")
         return CheckBaseOutput(ok=False, reason=f"base model not found: {params.base_model}")
@@ -55,8 +58,8 @@ def settings(settings_factory, memory_url: str) -> Settings:  # type: ignore[no-
     return settings_factory(memory_url)  # type: ignore[no-any-return]
 
 
-async def _plan(settings: Settings, kind: str, present: set[str | None], **spec: object):  # type: ignore[no-untyped-def]
-    GpuHost.kind, GpuHost.present, GpuHost.checked = kind, present, []
+async def _plan(settings: Settings, kind: str, present: set[str | None], broken: bool = False, **spec: object):  # type: ignore[no-untyped-def]
+    GpuHost.kind, GpuHost.present, GpuHost.checked, GpuHost.broken = kind, present, [], broken
     job = JobSpec.model_validate({"scope": "domain", "target": "general_health", **spec})
     async with open_swarm(settings, [GpuHost]) as swarm:
         return await plan_job(job, ["general_health"], swarm.client, load_catalog(), load_job_settings(), [])
@@ -74,6 +77,10 @@ async def test_a_gpu_host_without_the_tiers_base_says_so_and_trains_the_default(
     (reason,) = [r for r in plan.reasons if r.startswith("base model: the quality tier's")]
     assert "is not usable on the GPU host (base model not found" in reason
     assert "the default SmolLM2-135M-Instruct instead" in reason
+    # A check that is not answered does not count as the base being there.
+    plan = await _plan(settings, "cuda", {QUALITY_BASE, None}, broken=True, tier="quality")
+    assert plan.base_model is None and GpuHost.checked == [QUALITY_BASE, None]
+    assert any("GPU Optimization did not answer" in r for r in plan.reasons), plan.reasons
 
 
 async def test_a_cpu_host_trains_the_default_and_a_named_base_wins_everywhere(settings: Settings) -> None:

@@ -201,3 +201,16 @@ def test_a_hub_id_is_read_from_the_local_cache_and_nothing_is_fetched(
     with pytest.raises(InvalidParams, match=r"meetara-test/absent is not in the local Hugging Face cache"):
         check_base_architecture(resolve_base_model("meetara-test/absent"))
     assert lookups == []
+
+
+def test_a_base_folder_without_all_its_weights_is_refused_at_the_check(tmp_path: Path) -> None:
+    folder = build_tiny_folder(tmp_path / "qwen2", "qwen2")
+    (folder / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(InvalidParams, match=r"has no safetensors weights .*a partial download"):
+        check_base_architecture(resolve_base_model(str(folder)))
+    index = {"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+                            "lm_head.weight": "model-00002-of-00002.safetensors"}}  # fmt: skip
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "elsewhere.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    with pytest.raises(InvalidParams, match=r"lacks 1 weight shard\(s\) .*model-00002-of-00002"):
+        check_base_architecture(resolve_base_model(str(folder)))

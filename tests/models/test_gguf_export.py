@@ -160,6 +160,9 @@ def test_a_tokenizer_split_llama_cpp_cannot_reproduce_is_refused(tiny_gguf: Path
     tokenizer.backend_tokenizer.pre_tokenizer = pre.Metaspace()  # SentencePiece's, converted to BPE
     with pytest.raises(UnsupportedArchitecture, match=r"pre-tokenizer \(Metaspace.*give the base as a \.gguf file"):
         tokenizer_metadata_from_hf(tokenizer)
+    tokenizer.backend_tokenizer.pre_tokenizer = pre.ByteLevel(add_prefix_space=True)  # " " before every text
+    with pytest.raises(UnsupportedArchitecture, match=r"pre-tokenizer \(ByteLevel"):
+        tokenizer_metadata_from_hf(tokenizer)
 
 
 def _sentencepiece_tokenizer(folder: Path) -> Any:
@@ -190,12 +193,13 @@ def test_a_sentencepiece_tokenizer_exports_as_llama_cpp_s_own_and_tokenizes_like
 
     tokenizer = _sentencepiece_tokenizer(tmp_path / "spm")
     if not space_prefix:
-        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never", split=False)
     values = {v.key: v.value for v in tokenizer_metadata_from_hf(tokenizer)}
     assert values["tokenizer.ggml.model"] == "llama" and values["tokenizer.ggml.add_space_prefix"] is space_prefix
     assert values["tokenizer.ggml.token_type"][3:259] == [6] * 256  # <0x00>..<0xFF>: byte fallback
     shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4}
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", vocab_size=400, **shape))
+    # 416 rows for 400 tokens, rounded up as Qwen2.5's and Phi-3's are: padded with unused tokens.
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", vocab_size=416, **shape))
     path = tmp_path / "spm.gguf"
     write_model_gguf(
         model.state_dict(), model.config, tokenizer_metadata_from_hf(tokenizer), path, name="s", dtype="F32"
@@ -205,6 +209,9 @@ def test_a_sentencepiece_tokenizer_exports_as_llama_cpp_s_own_and_tokenizes_like
     texts = TRICKY_TEXTS[:2] + TRICKY_TEXTS[3:] + ("zzqq words it never saw",)
     expected = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     assert _llama_cpp_ids(path, texts) == expected
+    written = {v.key: v.value for v in tokenizer_metadata_from_gguf(path)}
+    assert len(written["tokenizer.ggml.tokens"]) == 416 and written["tokenizer.ggml.tokens"][-1] == "[PAD415]"
+    assert written["tokenizer.ggml.token_type"][400:] == [5] * 16  # unused
     # The scores carry the merge order: with them all equal, llama.cpp merges otherwise.
     flat = [
         dataclasses.replace(v, value=[0.0] * len(v.value)) if v.key == "tokenizer.ggml.scores" else v
@@ -221,7 +228,7 @@ def test_a_sentencepiece_tokenizer_exports_as_llama_cpp_s_own_and_tokenizes_like
 def _llama_cpp_ids(path: Path, texts: tuple[str, ...]) -> list[list[int]]:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=64, verbose=False, vocab_only=True)
+    llm = Llama(model_path=str(path), n_ctx=64, verbose=False)  # weights too: their shapes must agree
     return [llm.tokenize(text.encode(), add_bos=False, special=True) for text in texts]
 
 
