@@ -283,22 +283,22 @@ def check_base_architecture(base: BaseModelSource) -> str:
         return str(name)
     from transformers import AutoConfig
 
+    folder = _folder_of(base)
     try:
-        config = AutoConfig.from_pretrained(_folder_of(base), local_files_only=True, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError) as exc:
         raise InvalidParams(f"cannot read the config of base model {base.location}: {exc}") from exc
     model_type = architecture_of(config).model_type
-    _check_exportable_tokenizer(base)
-    _check_weights(base)
+    _check_exportable_tokenizer(base, folder)
+    _check_weights(base, folder)
     return model_type
 
 
-def _check_weights(base: BaseModelSource) -> None:
+def _check_weights(base: BaseModelSource, folder: Path) -> None:
     """Safetensors weights, every shard present: a cache holding only an interrupted download, or
     only what AutoConfig and AutoTokenizer fetched, is not a base."""
     import json
 
-    folder = _folder_of(base)
     if (folder / "model.safetensors").is_file():
         return
     index = folder / "model.safetensors.index.json"
@@ -313,11 +313,11 @@ def _check_weights(base: BaseModelSource) -> None:
         raise InvalidParams(f"base model {base.name} lacks {len(missing)} weight shard(s) at {folder}: {missing[0]}, …")
 
 
-def _check_exportable_tokenizer(base: BaseModelSource) -> None:
+def _check_exportable_tokenizer(base: BaseModelSource, folder: Path) -> None:
     """The merged GGUF carries the base's tokenizer: SentencePiece BPE, or byte-level BPE whose split llama.cpp has."""
     import json
 
-    path = _folder_of(base) / "tokenizer.json"
+    path = folder / "tokenizer.json"
     try:
         spec = json.loads(path.read_text())
         kind = spec["model"]["type"]
