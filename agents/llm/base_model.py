@@ -239,30 +239,25 @@ _header_cache: dict[tuple[str, int, int], GgufHeader] = {}
 
 
 def gguf_header(path: Path) -> GgufHeader:
-    """A GGUF file's header, remembered per (path, size, mtime).
-
-    GGUFReader parses every field, a big vocabulary included (seconds for a 49k-token tokenizer on
-    a busy machine), and jobs ask about the same base again and again.
-    """
-    import gguf
+    """A GGUF file's header, remembered per (path, size, mtime): jobs ask about the same base again and again."""
+    from agents.llm.gguf_fields import read_gguf
 
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _header_cache:
         try:
-            reader = gguf.GGUFReader(str(path))
-        except (ValueError, OSError, IndexError) as exc:
+            contents = read_gguf(path)
+        except (ValueError, OSError) as exc:
             raise CorruptModelFile(f"cannot read base model {path}: {exc}") from exc
-        values: dict[str, int | float | str] = {}
-        for name, field in reader.fields.items():
-            if field.types and field.types[0] != gguf.GGUFValueType.ARRAY:
-                values[name] = field.contents()
-        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        values: dict[str, int | float | str] = {
+            name: field.value for name, field in contents.fields.items() if field.sub_type is None
+        }
+        tokens = contents.value("tokenizer.ggml.tokens")
         _header_cache[key] = GgufHeader(
             architecture=str(values["general.architecture"]) if "general.architecture" in values else None,
             values=values,
-            vocab=len(tokens.data) if tokens is not None else 0,
-            has_output=any(t.name == "output.weight" for t in reader.tensors),
+            vocab=len(tokens) if tokens is not None else 0,
+            has_output=any(t.name == "output.weight" for t in contents.tensors),
         )
     return _header_cache[key]
 

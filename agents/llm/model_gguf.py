@@ -28,16 +28,13 @@ ModelDType = Literal["F16", "F32"]
 
 def tokenizer_metadata_from_gguf(path: Path) -> list[MetadataValue]:
     """Every ``tokenizer.*`` key of a GGUF file, with its type."""
-    import gguf
+    from agents.llm.gguf_fields import read_gguf
 
-    reader = gguf.GGUFReader(str(path))
-    values = []
-    for field in reader.fields.values():
-        if not field.name.startswith("tokenizer."):
-            continue
-        main = field.types[0]
-        sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
-        values.append(MetadataValue(field.name, field.contents(), main, sub))
+    values = [
+        MetadataValue(field.name, field.value, field.type, field.sub_type)
+        for field in read_gguf(path).fields.values()
+        if field.name.startswith("tokenizer.")
+    ]
     if not any(v.key == "tokenizer.ggml.tokens" for v in values):
         raise InvalidParams(f"{path.name} carries no tokenizer")
     return values

@@ -79,23 +79,20 @@ def gguf_format_problems(path: Path, kind: str, *, system_prompt: str | None = N
     ``system_prompt``: the one the metadata says a merged model's chat template sends when a
     conversation has none.
     """
-    import gguf
+    from agents.llm.gguf_fields import read_gguf
 
     try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError, IndexError) as exc:
+        contents = read_gguf(path)
+    except (ValueError, OSError) as exc:
         return [f"{path.name} does not parse as GGUF: {exc}"]
-
-    def value(key: str) -> Any:
-        field = reader.fields.get(key)
-        return field.contents() if field is not None else None
+    value = contents.value
 
     problems = []
     architecture = value("general.architecture")
     known = sorted({arch.gguf_name for arch in ARCHITECTURES.values()})
     if architecture not in known:
         problems.append(f"{path.name}: general.architecture is {architecture!r}, expected one of {known}")
-    names = [t.name for t in reader.tensors]
+    names = [t.name for t in contents.tensors]
     if kind == "adapter":
         if value("general.type") != "adapter" or value("adapter.type") != "lora":
             problems.append(f"{path.name}: not marked as a LoRA adapter (general.type / adapter.type)")

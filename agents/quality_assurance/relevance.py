@@ -5,6 +5,8 @@ Embeddings come from all-MiniLM-L6-v2 (``agents.llm.embeddings``).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from agents.llm.embeddings import Embedder, default_embedder
@@ -22,13 +24,15 @@ class DomainReferences:
 
     def __init__(self, embedder: Embedder, domains: dict[str, tuple[str, list[str]]]) -> None:
         self.names = list(domains)
-        rows = []
+        texts: list[str] = []
+        bounds = [0]
         for name, (description, subjects) in domains.items():
             label = name.replace("_", " ")
-            vectors = embedder.encode([description, *(f"{label}: {s}" for s in subjects)])
-            mean = vectors.mean(axis=0)
-            rows.append(mean / np.linalg.norm(mean))
-        self.vectors = np.stack(rows)
+            texts += [description, *(f"{label}: {s}" for s in subjects)]
+            bounds.append(len(texts))
+        vectors = embedder.encode(texts)  # one call: full batches, not one small batch per domain
+        means = np.stack([vectors[start:end].mean(axis=0) for start, end in itertools.pairwise(bounds)])
+        self.vectors = means / np.linalg.norm(means, axis=1, keepdims=True)
         self._index = {name: i for i, name in enumerate(self.names)}
 
     @classmethod

@@ -122,6 +122,10 @@ def build_tiny_gguf(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+TINY_REPLY_TOKENS = 24
+"""QA's reply cap for a random model: it never ends a reply, so every generation runs to the cap
+(320 tokens as configured, most of a tiny job's QA time on a busy machine)."""
+
 SMALL_CATEGORY = ("specialized", ["legal", "financial"])
 """The tiny catalogue's specialized category has two domains, so a category job stays small."""
 
@@ -134,7 +138,7 @@ def tiny_catalog(
     step_timeouts: dict[str, float] | None = None,
     agent_wait_s: dict[str, float] | None = None,
     cpu_max_steps: int | None = None,
-    reply_tokens: int | None = None,
+    reply_tokens: int | None = TINY_REPLY_TOKENS,
     eval_items: int = 4,
     crisis_per_kind: int = 0,
 ) -> Path:
@@ -145,6 +149,7 @@ def tiny_catalog(
     The evaluation sets keep their first ``eval_items`` ordinary messages and ``crisis_per_kind``
     crisis messages of each kind: a random model cannot pass the crisis gate, and asking it 63
     crisis prompts only costs time (the gate itself is tested with scripted replies).
+    ``reply_tokens`` caps QA's generations (``None``: the configured cap, for a base that can chat).
     """
     import importlib.resources
 
@@ -180,7 +185,7 @@ def tiny_catalog(
         ordinary = [i for i in evaluation["items"] if i["kind"] != "crisis"][:eval_items]
         evaluation["items"] = ordinary + [i for items in crisis.values() for i in items[:crisis_per_kind]]
         (folder / "eval" / f"{category}.yaml").write_text(yaml.safe_dump(evaluation))
-    if reply_tokens is not None:  # a random model never ends its reply: QA's generations run to the limit
+    if reply_tokens is not None:
         quality = yaml.safe_load(configs.joinpath("model_quality.yaml").read_text())
         quality["generation"]["max_tokens"] = reply_tokens
         (folder / "model_quality.yaml").write_text(yaml.safe_dump(quality))

@@ -106,8 +106,8 @@ def _units(texts: Sequence[str]) -> tuple[list[str], list[int]]:
 
 
 def _cached_encode(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
-    """Embeddings of a training set, kept on disk under its hash: a few thousand texts take a
-    minute to embed on a busy 2-core machine, and every QA process needs them."""
+    """Embeddings of a training set (messages or replies), kept on disk under its hash: a few
+    thousand texts take a minute to embed on a busy 2-core machine, and every QA process needs them."""
     if cache_dir is None:
         return embedder.encode(texts)
     from runtime import atomic_path
@@ -181,7 +181,7 @@ class CrisisDetector:
         replies = [t for texts in training.replies.values() for t in texts]
         helps = [label == "real_help" for label, texts in training.replies.items() for _ in texts]
         self._replies = LogisticRegression(C=settings.regularisation, max_iter=5000, class_weight="balanced").fit(
-            embedder.encode(replies), helps
+            _cached_encode(embedder, replies, cache_dir), helps
         )
 
     def _fit_svm(self, vectors: np.ndarray, crisis: np.ndarray) -> Any:

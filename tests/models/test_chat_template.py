@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gguf
 import pytest
 
 from agents.llm.chat_template import render_chat, with_default_system
 from agents.llm.default_base import default_base_gguf
+from agents.llm.gguf_fields import read_gguf
 
 TRAINED = "You are MeeTARA, a caring health guide. Say \"see a doctor\" when it's needed; don't {{ guess }}."
 CHATML = (
@@ -18,9 +18,7 @@ CHATML = (
 @pytest.fixture(scope="module")
 def smollm2_template() -> str:
     """The pip-shipped base model's template: it brings a default system prompt of its own."""
-    field = gguf.GGUFReader(str(default_base_gguf())).get_field("tokenizer.chat_template")
-    assert field is not None
-    template = field.contents()
+    template = read_gguf(default_base_gguf()).value("tokenizer.chat_template")
     assert isinstance(template, str) and "SmolLM" in template
     return template
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import gguf
 import pytest
 from transformers import GPT2Config
 
@@ -22,6 +21,7 @@ from agents.data_generation import DataGenerationAgent
 from agents.gguf_creation import GgufCreationAgent
 from agents.gpu_optimization import GpuOptimizationAgent
 from agents.knowledge_transfer import KnowledgeTransferAgent
+from agents.llm.gguf_fields import read_gguf
 from agents.quality_assurance import QualityAssuranceAgent
 from agents.testing import SMALL_CATEGORY, build_tiny_folder, tiny_catalog, tiny_job_env
 from protocol import InvalidParams, JobEventNotification
@@ -138,11 +138,9 @@ async def test_a_domain_job_runs_every_step_once_and_is_deployed_and_reported(  
         assert states == [*names, "done"]
         assert events[0].kind == "submitted" and events[-1].terminal
         assert any(e.kind == "progress" and e.step == "train" and e.data.get("loss") for e in events)
-    # Read once the swarm is closed: parsing GGUF headers takes seconds and would stall the
-    # in-process agents sharing this event loop past their liveness TTL.
     (converted,) = (model_cache / "base-gguf").glob("*.gguf")  # the base, converted once for QA's checks
     for path in [converted, *(Path(f.path) for f in model.files)]:
-        assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == "qwen2"
+        assert read_gguf(path).value("general.architecture") == "qwen2"
 
 
 async def test_bad_submissions_are_refused_and_nothing_is_queued(  # type: ignore[no-untyped-def]
@@ -237,7 +235,7 @@ def test_consecutive_meetara_runs_remember_jobs_the_ledger_and_the_warm_start_in
     """The embedded swarm keeps its records in ``data/state.sqlite3``: a second run builds on the first."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
     base["MEETARA_ARTIFACT_URL"] = str(tmp_path / "artifacts")
-    env = tiny_job_env(base, tmp_path, model_cache, cpu_max_steps=4, reply_tokens=24)  # as cheap as a job gets
+    env = tiny_job_env(base, tmp_path, model_cache, cpu_max_steps=4)  # as cheap as a job gets
 
     def run(domain: str) -> str:
         out = _meetara(

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import anyio
-import gguf
 import pytest
 
 from agents.data_generation import DataGenerationAgent
@@ -14,6 +13,7 @@ from agents.data_generation.stats import dataset_stats
 from agents.gguf_creation import GgufCreationAgent
 from agents.gpu_optimization import GpuOptimizationAgent
 from agents.llm.chat_template import render_chat
+from agents.llm.gguf_fields import read_gguf
 from agents.quality_assurance import QualityAssuranceAgent
 from agents.quality_assurance.model_validation import gguf_format_problems
 from agents.testing import tiny_catalog
@@ -38,11 +38,17 @@ async def test_the_chain_on_the_tiny_model_ends_at_a_qa_refusal(  # type: ignore
     model_cache: Path,
     conversations: tuple[Path, Path],
 ) -> None:
-    """A random 2-layer model can be made to beat its own base, but it cannot chat: QA must say no."""
+    """A random 2-layer model can be made to beat its own base, but it cannot chat: QA must say no.
+
+    Judged by the real pass mark, on a few messages of the evaluation set (one crisis message of
+    each kind) with short replies: a random model's replies never end, the full set is the demo's.
+    """
     train, evaluation = conversations
     system = dataset_stats(train).main_system_prompt  # as the Conductor picks it
     assert system is not None
-    settings = settings_factory(memory_url, model_cache_dir=model_cache)
+    target = load_catalog().categories["healthcare"].quality_target
+    catalog = tiny_catalog(tmp_path / "catalog", healthcare_target=target, crisis_per_kind=1)
+    settings = settings_factory(memory_url, model_cache_dir=model_cache, catalog_dir=catalog)
     async with open_swarm(settings, AGENTS) as swarm:
         artifacts = swarm.artifacts
         dataset, eval_dataset = await artifacts.put_file(train), await artifacts.put_file(evaluation)
@@ -88,15 +94,12 @@ async def test_the_chain_on_the_tiny_model_ends_at_a_qa_refusal(  # type: ignore
         assert metadata["system_prompt"] == system
         merged = next(Path(f.path) for f in model.files if f.kind == "merged")
 
-        def template_checks() -> None:  # off the event loop: reading a GGUF's vocabulary takes seconds
-            template = gguf.GGUFReader(str(merged)).get_field("tokenizer.chat_template").contents()  # type: ignore[union-attr]
-            assert render_chat(template, [{"role": "user", "content": "hi"}]).count(system) == 1
-            assert gguf_format_problems(merged, "merged", system_prompt=system) == []
-            assert gguf_format_problems(merged, "merged", system_prompt="You are someone else.") == [
-                f"{merged.name}: the chat template does not send the trained system prompt"
-            ]
-
-        await anyio.to_thread.run_sync(template_checks)
+        template = read_gguf(merged).value("tokenizer.chat_template")
+        assert render_chat(template, [{"role": "user", "content": "hi"}]).count(system) == 1
+        assert gguf_format_problems(merged, "merged", system_prompt=system) == []
+        assert gguf_format_problems(merged, "merged", system_prompt="You are someone else.") == [
+            f"{merged.name}: the chat template does not send the trained system prompt"
+        ]
 
         validated = await swarm.client.call_model(
             "quality_assurance",
@@ -149,7 +152,7 @@ async def test_general_health_on_smollm2_is_trained_converted_validated_and_depl
     message of each kind: the full set costs ten CPU minutes here and is measured by the demo.
     """
     target = load_catalog().categories["healthcare"].quality_target
-    catalog = tiny_catalog(tmp_path / "catalog", healthcare_target=target, crisis_per_kind=1)
+    catalog = tiny_catalog(tmp_path / "catalog", healthcare_target=target, crisis_per_kind=1, reply_tokens=None)
     settings = settings_factory(memory_url, model_cache_dir=model_cache, catalog_dir=catalog)
     async with open_swarm(settings, [DataGenerationAgent, *AGENTS]) as swarm:
         data = await swarm.client.call_model(

@@ -164,7 +164,7 @@ def test_meetara_run_with_the_teacher_generator_trains_and_deploys(
     """``meetara run --generator teacher``: the data a real teacher wrote is filtered, trained on and deployed."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
     base["MEETARA_ARTIFACT_URL"] = str(tmp_path / "artifacts")
-    env = tiny_job_env(base, tmp_path, model_cache, cpu_max_steps=4, reply_tokens=24)  # as cheap as a job gets
+    env = tiny_job_env(base, tmp_path, model_cache, cpu_max_steps=4)  # as cheap as a job gets
     jobs_yaml = Path(env["MEETARA_CATALOG_DIR"]) / "jobs.yaml"
     jobs = yaml.safe_load(jobs_yaml.read_text())
     # A 135M teacher writes few conversations QA keeps: the gate's pass-rate floor is for real teachers.
