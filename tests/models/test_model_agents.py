@@ -166,7 +166,7 @@ async def test_general_health_on_smollm2_is_trained_converted_validated_and_depl
             "target": "general_health",
             "dataset": data.dataset.model_dump(by_alias=True),
             "eval_dataset": data.eval_dataset.model_dump(by_alias=True),
-            "training": {"max_steps": 8, "effective_batch": 4, "learning_rate": 1e-3},
+            "training": {"max_steps": 8, "effective_batch": 2, "learning_rate": 1e-3},
         }
         trained = await swarm.client.call_model("gpu_optimization", "train", job, TrainOutput, timeout=LONG)
         created = await swarm.client.call_model(
