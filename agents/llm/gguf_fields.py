@@ -4,12 +4,14 @@ gguf-py's ``GGUFReader`` makes a numpy view of every element of every array: a 4
 vocabulary with its merges takes two seconds to open (six on a busy machine; Qwen's 151k tokens
 three times that), and a job opens its base and its models several times. This reads the same
 header with one ``struct`` call per string and one numpy call per numeric array; values come out
-as ``GGUFReader``'s ``contents()`` gives them, types as gguf-py's enums (what ``GGUFWriter`` takes).
-Tensor data is not read.
+as ``GGUFReader``'s ``contents()`` gives them (a nested array stays nested, where gguf-py flattens
+it), types as gguf-py's enums (what ``GGUFWriter`` takes). Tensor data is not read, but a file too
+short to hold it is refused, as gguf-py refuses it.
 """
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGUFValueType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 __all__ = ["GgufContents", "GgufField", "GgufTensorInfo", "read_gguf"]
 
@@ -35,6 +37,7 @@ _SCALARS: dict[GGUFValueType, str] = {
     GGUFValueType.INT64: "q",
     GGUFValueType.FLOAT64: "d",
 }
+_DEFAULT_ALIGNMENT = 32
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -141,8 +144,8 @@ def _parse(path: Path, cursor: _Cursor) -> GgufContents:
     version = cursor.u32()
     if version & 0xFFFF == 0:
         raise ValueError(f"{path.name} is a big-endian GGUF file; only little-endian files are read")
-    if version < 2:
-        raise ValueError(f"{path.name} is GGUF version {version}; versions 2 and later are read")
+    if version not in (2, 3):
+        raise ValueError(f"{path.name} is GGUF version {version}; versions 2 and 3 are read")
     n_tensors, n_fields = cursor.u64(), cursor.u64()
     fields: dict[str, GgufField] = {}
     for _ in range(n_fields):
@@ -153,10 +156,31 @@ def _parse(path: Path, cursor: _Cursor) -> GgufContents:
             raise ValueError(f"{path.name} has the key {name!r} twice")
         fields[name] = GgufField(name, value, kind, item)
     tensors = []
+    ends: list[tuple[str, int]] = []
     for _ in range(n_tensors):
         name = cursor.string()
         dims = tuple(cursor.u64() for _ in range(cursor.u32()))
         ggml_type = cursor.u32()
-        cursor.u64()  # offset into the data section
+        offset = cursor.u64()  # into the data section
         tensors.append(GgufTensorInfo(name, dims, ggml_type))
+        ends.append((name, offset + _tensor_bytes(path, name, dims, ggml_type)))
+    if len({t.name for t in tensors}) != len(tensors):
+        raise ValueError(f"{path.name} names a tensor twice")
+    # The data section starts at the next multiple of the alignment after the header; a file cut
+    # short (a partial download, a full disk) ends before its last tensor does.
+    alignment = fields["general.alignment"].value if "general.alignment" in fields else _DEFAULT_ALIGNMENT
+    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise ValueError(f"{path.name}: general.alignment {alignment!r} is not a power of two")
+    data_start = -(-cursor.at // alignment) * alignment
+    for name, end in ends:
+        if data_start + end > len(cursor.data):
+            raise ValueError(f"{path.name} is cut short: tensor {name} ends past the end of the file")
     return GgufContents(version, fields, tensors)
+
+
+def _tensor_bytes(path: Path, name: str, dims: tuple[int, ...], ggml_type: int) -> int:
+    try:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError):
+        raise ValueError(f"{path.name}: tensor {name} has an unknown ggml type {ggml_type}") from None
+    return math.prod(dims) // block * size

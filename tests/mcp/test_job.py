@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 from pathlib import Path
 
 import anyio
 import mcp_types as types
 import pytest
-import yaml
 
 from agents.conductor import ConductorAgent
 from agents.cost_monitor import CostMonitorAgent
@@ -36,20 +34,10 @@ ALL = [
 ]
 
 
-def quick_catalog(folder: Path) -> Path:
-    """The tiny catalogue, with model QA's sampled replies cut short: a random model never stops,
-    so each would run to the full token budget and the check fails either way."""
-    tiny_catalog(folder)
-    quality = yaml.safe_load(importlib.resources.files("configs").joinpath("model_quality.yaml").read_text())
-    quality["generation"]["max_tokens"] = 16
-    (folder / "model_quality.yaml").write_text(yaml.safe_dump(quality))
-    return folder
-
-
 async def test_a_client_submits_follows_with_progress_and_reads_the_report_and_manifest(  # type: ignore[no-untyped-def]
     settings_factory, memory_url: str, tmp_path: Path, tiny_gguf: Path, model_cache: Path
 ) -> None:
-    catalog = quick_catalog(tmp_path / "catalog")
+    catalog = tiny_catalog(tmp_path / "catalog")
     settings = settings_factory(memory_url, catalog_dir=catalog, model_cache_dir=model_cache, request_timeout_s=120.0)
     job = {
         "target": "general_health",

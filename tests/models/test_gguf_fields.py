@@ -78,6 +78,9 @@ def test_broken_files_are_refused_with_a_reason(tmp_path: Path, every_value_type
         "magic.gguf": (b"GGML" + whole[4:], "not a GGUF file"),
         "big-endian.gguf": (whole[:4] + struct.pack(">I", 3) + whole[8:], "big-endian"),
         "v1.gguf": (whole[:4] + struct.pack("<I", 1) + whole[8:], "version 1"),
+        "v9.gguf": (whole[:4] + struct.pack("<I", 9) + whole[8:], "version 9"),
+        # Header whole, tensor data cut: a partial download or a write that ran out of disk.
+        "half.gguf": (whole[: len(whole) - 8], "cut short: tensor w ends past the end of the file"),
     }
     # The first key's value type, replaced by one no GGUF version defines.
     key_len = struct.unpack_from("<Q", whole, 24)[0]
