@@ -31,7 +31,9 @@ class Embedder:
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self._tokenizer: Any = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-        self._model: Any = AutoModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
+        self._model: Any = (
+            AutoModel.from_pretrained(model_path, local_files_only=True, use_safetensors=True).to(device).eval()
+        )
         self._device = device
         # The opening of a conversation says what it is about; longer inputs cost time, not accuracy.
         self._max_tokens = max_tokens
