@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-__all__ = ["GgufContents", "GgufField", "GgufTensorInfo", "read_gguf"]
+from agents.llm.tokenizer_gguf import MetadataValue
+
+__all__ = ["GgufContents", "GgufTensorInfo", "read_gguf"]
 
 _MAGIC = b"GGUF"
 _SCALARS: dict[GGUFValueType, str] = {
@@ -43,15 +45,6 @@ _U64 = struct.Struct("<Q")
 
 
 @dataclass(frozen=True, slots=True)
-class GgufField:
-    name: str
-    value: Any
-    type: GGUFValueType
-    sub_type: GGUFValueType | None = None
-    """The element type of an array."""
-
-
-@dataclass(frozen=True, slots=True)
 class GgufTensorInfo:
     name: str
     shape: tuple[int, ...]
@@ -62,7 +55,7 @@ class GgufTensorInfo:
 @dataclass(frozen=True, slots=True)
 class GgufContents:
     version: int
-    fields: dict[str, GgufField]
+    fields: dict[str, MetadataValue]
     tensors: list[GgufTensorInfo]
 
     def value(self, key: str) -> Any:
@@ -147,14 +140,14 @@ def _parse(path: Path, cursor: _Cursor) -> GgufContents:
     if version not in (2, 3):
         raise ValueError(f"{path.name} is GGUF version {version}; versions 2 and 3 are read")
     n_tensors, n_fields = cursor.u64(), cursor.u64()
-    fields: dict[str, GgufField] = {}
+    fields: dict[str, MetadataValue] = {}
     for _ in range(n_fields):
         name = cursor.string()
         kind = cursor.value_type()
         value, item = cursor.value(kind)
         if name in fields:
             raise ValueError(f"{path.name} has the key {name!r} twice")
-        fields[name] = GgufField(name, value, kind, item)
+        fields[name] = MetadataValue(name, value, kind, item)
     tensors = []
     ends: list[tuple[str, int]] = []
     for _ in range(n_tensors):

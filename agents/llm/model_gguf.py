@@ -30,11 +30,7 @@ def tokenizer_metadata_from_gguf(path: Path) -> list[MetadataValue]:
     """Every ``tokenizer.*`` key of a GGUF file, with its type."""
     from agents.llm.gguf_fields import read_gguf
 
-    values = [
-        MetadataValue(field.name, field.value, field.type, field.sub_type)
-        for field in read_gguf(path).fields.values()
-        if field.name.startswith("tokenizer.")
-    ]
+    values = [field for field in read_gguf(path).fields.values() if field.key.startswith("tokenizer.")]
     if not any(v.key == "tokenizer.ggml.tokens" for v in values):
         raise InvalidParams(f"{path.name} carries no tokenizer")
     return values
