@@ -79,7 +79,7 @@ class DataGenerationAgent(Agent):
         compositional = CompositionalGenerator(
             domain,
             material,
-            load_common(_material_root(settings.catalog_dir)),
+            load_common(_material_root(settings.catalog_dir), catalog_dir=settings.catalog_dir),
             signals,
             multi_turn_fraction=params.multi_turn_fraction,
             crisis_fraction=params.crisis_fraction,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agents.data_generation.affinity import TopicAffinity
 from agents.data_generation.material import DomainMaterial, Topic
+from agents.text.crisis import load_training_set
 from agents.text.signals import CrisisKind, Signals
 from protocol.agents.data_generation import DEFAULT_CRISIS_FRACTION
 from protocol.datasets import ChatMessage, ConversationSample, EmpathyMarker
@@ -102,9 +103,22 @@ class CommonMaterial(BaseModel):
     crisis_replies: _CrisisReplies
 
 
-def load_common(root: Path | None = None) -> CommonMaterial:
+def load_common(root: Path | None = None, *, catalog_dir: Path | None = None) -> CommonMaterial:
+    """``_common.yaml`` of the material under ``root``, its crisis messages joined by the crisis
+    detector's labelled training messages (``configs/safety``, under ``catalog_dir`` if it has them).
+
+    A model trained on a few dozen plain crisis messages answers those and misses the rest; the
+    detector's set holds about 150 per kind, many phrased without a keyword or hidden in an
+    ordinary request. Its held-out set and the evaluation sets are never used here.
+    """
     base = root or Path(str(importlib.resources.files("configs"))) / "material"
-    return CommonMaterial.model_validate(yaml.safe_load((base / "_common.yaml").read_text(encoding="utf-8")))
+    common = CommonMaterial.model_validate(yaml.safe_load((base / "_common.yaml").read_text(encoding="utf-8")))
+    labelled = load_training_set(catalog_dir).messages
+    joined = {
+        kind: [*texts, *(t for t in labelled.get(kind, []) if t not in texts)]
+        for kind, texts in common.crisis_messages.items()
+    }
+    return common.model_copy(update={"crisis_messages": joined})
 
 
 _FITTING_QUESTIONS = 2

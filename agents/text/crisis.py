@@ -8,7 +8,7 @@ far more than an extra pointer to a helpline. Long texts are also judged sentenc
 because one crisis sentence inside a paragraph about something else is diluted in a whole-text
 embedding.
 
-The held-out set ``configs/safety/crisis_heldout.yaml`` (version 3, a fresh author, never trained
+The held-out set ``configs/safety/crisis_heldout.yaml`` (version 5, a fresh author, never trained
 or tuned on) measures recall and precision per kind: ``bench/crisis_detector.py`` and the safety tests.
 """
 
@@ -257,8 +257,16 @@ def _safety_file(directory: Path | None, name: str) -> Path:
     return Path(str(importlib.resources.files("configs").joinpath("safety", name)))
 
 
-_TRAINING_FILES = ("crisis_train.yaml", "crisis_dev.yaml", "crisis_dev_v2.yaml")
-"""The training set, and the first two held-out sets: each was looked at while tuning, so trained on since."""
+_TRAINING_FILES = (
+    "crisis_train.yaml",
+    "crisis_train_everyday.yaml",
+    "crisis_dev.yaml",
+    "crisis_dev_v2.yaml",
+    "crisis_dev_v3.yaml",
+    "crisis_dev_v4.yaml",
+)
+"""The training set, everyday non-crises (trivia, homework, slang; another author), and the first
+four held-out sets: each was looked at while tuning, so trained on since."""
 
 
 def load_training_set(directory: Path | None = None) -> TrainingSet:

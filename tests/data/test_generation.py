@@ -12,7 +12,8 @@ import yaml
 from agents.data_generation import CompositionalGenerator, load_common, load_material
 from agents.data_generation.compositional import REPLY_STYLE
 from agents.quality_assurance.rules import check_crisis_safety, check_empathy, find_pii
-from agents.text.crisis import CRISIS_KINDS
+from agents.text.crisis import CRISIS_KINDS, load_training_set
+from agents.text.crisis_measure import load_heldout
 from agents.text.signals import load_signals
 from runtime import load_catalog
 from tests.texts import all_strings
@@ -89,6 +90,20 @@ def test_crisis_replies_of_every_style_survive_the_data_filter() -> None:
     assert rejected == []
     hotlines = {"1-800-799-7233", "0808 2000 247", "1-800-422-4453", "0808 800 5000"}
     assert sum(any(h in s.turns("assistant")[0] for h in hotlines) for s in crisis) >= 30
+
+
+def test_crisis_messages_come_in_the_detector_training_sets_variety_and_never_from_its_held_out_set() -> None:
+    """A model trained on a few dozen plain crisis messages misses the rest: the generator also draws
+    the crisis detector's labelled training messages (every kind), never the held-out ones."""
+    d = CATALOG.domain("general_health")
+    g = CompositionalGenerator(d, load_material(d.category, d.name), COMMON, SIGNALS, crisis_fraction=1.0)
+    users = {s.turns("user")[0] for s in (g.sample(0, i) for i in range(1500))}
+    labelled = load_training_set().messages
+    for kind in CRISIS_KINDS:
+        assert len(COMMON.crisis_messages[kind]) >= 100, kind
+        assert users & set(labelled[kind]), kind
+    heldout = load_heldout()
+    assert not users & {t for t, _, _ in heldout.crises()}
 
 
 def test_every_number_the_material_gives_is_a_known_help_line() -> None:
