@@ -42,7 +42,6 @@ class _SelfHarmReply(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     acknowledge: list[str]
     care: list[str]
-    urgent: list[str]
     lines: list[str]
     connect: list[str]
     check: list[str]
@@ -51,7 +50,6 @@ class _SelfHarmReply(BaseModel):
 class _EmergencyReply(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     acknowledge: list[str]
-    urgent: list[str]
     meanwhile: list[str]
     limits: list[str]
     check: list[str]
@@ -60,7 +58,6 @@ class _EmergencyReply(BaseModel):
 class _DangerReply(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     acknowledge: list[str]
-    urgent: list[str]
     lines: list[str]
     safety: list[str]
     check: list[str]
@@ -68,6 +65,8 @@ class _DangerReply(BaseModel):
 
 class _CrisisReplies(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    opening: str
+    """The one sentence every crisis reply starts with (see ``_common.yaml``)."""
     self_harm: _SelfHarmReply
     medical_emergency: _EmergencyReply
     danger: _DangerReply
@@ -356,19 +355,16 @@ class CompositionalGenerator:
         style = REPLY_STYLE[kind]
         if style == "self_harm":
             r = replies.self_harm
-            # Real help comes straight after the acknowledgement, before anything an ordinary
-            # empathetic reply would also say: safe-messaging practice, and a reply a small model
-            # cannot drift away from before it gets there.
-            parts = [r.acknowledge, r.urgent, r.care, r.lines, r.connect, r.check]
+            parts = [r.acknowledge, r.care, r.lines, r.connect, r.check]
             markers.append("refer_professional")
         elif style == "danger":
             d = replies.danger
-            parts = [d.acknowledge, d.urgent, d.lines, d.safety, d.check]
+            parts = [d.acknowledge, d.lines, d.safety, d.check]
         else:
             e = replies.medical_emergency
-            parts = [e.acknowledge, e.urgent, e.meanwhile, e.limits, e.check]
+            parts = [e.acknowledge, e.meanwhile, e.limits, e.check]
         chosen = [rng.choice(options) for options in parts]
-        reply = f"{chosen[0]} {chosen[1]}\n\n" + " ".join(chosen[2:-1]) + f"\n\n{chosen[-1]}"
+        reply = f"{replies.opening} {chosen[0]}\n\n" + " ".join(chosen[1:-1]) + f"\n\n{chosen[-1]}"
         return ConversationSample(
             id=sample_id,
             domain=self.domain.name,

@@ -75,6 +75,7 @@ def test_crisis_messages_get_real_help() -> None:
     assert kinds["self_harm"] > 0
     for s in crisis:
         reply = s.turns("assistant")[0]
+        assert reply.startswith(COMMON.crisis_replies.opening)  # help first, in the words it is learnt by
         assert s.emotion == "distressed" and "crisis_resources" in s.empathy_markers
         assert SIGNALS.points_to_real_help(reply) and not SIGNALS.diagnoses(reply)
         assert len(s.turns("user")) == 1
@@ -145,16 +146,15 @@ def test_common_material_agrees_with_the_signals_qa_checks() -> None:
     for opener in COMMON.second_turn_openers:
         assert SIGNALS.acknowledges_feeling(opener), opener
     # Every crisis kind has plain messages (many without a keyword: the model must learn those too)
-    # and a reply style whose acknowledgements, urgent parts, lines and notes all pass QA.
+    # and a reply style whose opening, acknowledgements and notes all pass QA.
     assert set(COMMON.crisis_messages) == set(CRISIS_KINDS) == set(REPLY_STYLE)
     for kind, messages in COMMON.crisis_messages.items():
         assert len(messages) >= 30, kind
         assert sum(SIGNALS.crisis_kind(m) is None for m in messages) >= len(messages) / 3, kind
+    assert SIGNALS.points_to_real_help(COMMON.crisis_replies.opening)
     for style in set(REPLY_STYLE.values()):
         reply = getattr(COMMON.crisis_replies, style)
         for ack in reply.acknowledge:
             assert SIGNALS.acknowledges_feeling(ack), ack
-        for urgent in reply.urgent:
-            assert SIGNALS.points_to_real_help(urgent), urgent
         for note in COMMON.safety_notes[style]:
             assert SIGNALS.points_to_real_help(note), note
