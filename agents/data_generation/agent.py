@@ -93,10 +93,19 @@ class DataGenerationAgent(Agent):
         if problem:
             raise InvalidParams(problem)
         journal = TeacherJournal(journal_path(settings.data_dir, domain.name, params.teacher))
+        opening = compositional.common.crisis_replies.opening
         if params.generator == "mixed":
-            return MixedGenerator(compositional, domain, material, signals, params.teacher, journal=journal)
+            return MixedGenerator(
+                compositional, domain, material, signals, params.teacher, crisis_opening=opening, journal=journal
+            )
         return TeacherGenerator(
-            domain, material, signals, params.teacher, crisis_fraction=params.crisis_fraction, journal=journal
+            domain,
+            material,
+            signals,
+            params.teacher,
+            crisis_fraction=params.crisis_fraction,
+            crisis_opening=opening,
+            journal=journal,
         )
 
     @tool(idempotent=True)

@@ -191,12 +191,14 @@ class TeacherGenerator:
         settings: TeacherSettings,
         *,
         crisis_fraction: float = DEFAULT_CRISIS_FRACTION,
+        crisis_opening: str | None = None,
         journal: TeacherJournal | None = None,
         client: TeacherClient | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.domain = domain
         self.crisis_fraction = crisis_fraction
+        self.crisis_opening = crisis_opening
         self.material = material
         self.signals = signals
         self.settings = settings
@@ -346,10 +348,16 @@ class TeacherGenerator:
         self, sample_id: str, request: TeacherRequest, turns: list[str], emotion: Emotion
     ) -> ConversationSample:
         """The sample from the teacher's turns (user first), labelled from the request and the text."""
+        detected = self.signals.crisis_kind(turns[0])
+        crisis = bool(request.crisis or detected)
+        opening = self.crisis_opening
+        if crisis and opening and not turns[1].startswith(opening):
+            # Every crisis reply the factory trains on opens with the same call for help, whoever
+            # wrote the rest: a small model commits to a crisis answer at its first tokens.
+            turns = [turns[0], f"{opening} {turns[1]}", *turns[2:]]
         messages = [ChatMessage(role="system", content=request.system)]
         messages += [ChatMessage(role="user" if i % 2 == 0 else "assistant", content=t) for i, t in enumerate(turns)]
         replies = turns[1::2]
-        detected = self.signals.crisis_kind(turns[0])
         markers: list[EmpathyMarker] = []
         if self.signals.acknowledges_feeling(replies[0]):
             markers.append("acknowledge_feeling")
@@ -364,7 +372,7 @@ class TeacherGenerator:
             messages=messages,
             emotion=emotion,
             empathy_markers=markers,
-            crisis=bool(request.crisis or detected),
+            crisis=crisis,
             topic=request.topic,
             generator=self.name,
             split_key=request.split_key,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from pathlib import Path
@@ -143,6 +142,39 @@ async def test_an_endpoint_without_json_schema_gets_json_object_with_the_schema(
 
 
 @pytest.mark.anyio
+async def test_every_crisis_reply_a_teacher_writes_opens_with_the_fixed_call_for_help() -> None:
+    """Asked-for crises and crises the teacher raised on its own both get the opening, once; others never."""
+    opening = load_common().crisis_replies.opening
+    crisis_user = "I have taken all of my pills an hour ago and I can't stop shaking, what do I do?"
+    answers = {
+        0: {**GOOD, "user": crisis_user, "assistant": "That sounds frightening. Call 911 now and stay on the line."},
+        1: {**GOOD, "user": crisis_user, "assistant": f"{opening} Stay where you are and keep the door unlocked."},
+        2: GOOD,
+    }
+    indices = iter(answers)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _answer(json.dumps(answers[next(indices)]))
+
+    gen = TeacherGenerator(
+        load_catalog().domain("sleep"),
+        load_material("healthcare", "sleep"),
+        load_signals(),
+        TeacherSettings(base_url="http://teacher.local/v1", model="tiny", concurrency=1),
+        crisis_fraction=0.0,  # no crisis is asked for: the teacher raised these in the user's words
+        crisis_opening=opening,
+        http_transport=httpx.MockTransport(handler),
+    )
+    samples = await gen.generate(0, range(3))
+    await gen.aclose()
+    first, already, ordinary = samples
+    assert first is not None and already is not None and ordinary is not None
+    assert first.crisis and first.turns("assistant")[0] == f"{opening} {answers[0]['assistant']}"
+    assert already.crisis and already.turns("assistant")[0].count(opening) == 1
+    assert not ordinary.crisis and ordinary.turns("assistant")[0] == GOOD["assistant"]
+
+
+@pytest.mark.anyio
 async def test_transient_failures_are_retried_with_backoff_and_retry_after_is_honoured() -> None:
     script = iter(
         [
@@ -244,10 +276,13 @@ async def test_requests_in_flight_are_bounded_and_the_rate_limit_spaces_them() -
 
     starts.clear()
     gen = _generator(handler, concurrency=4, requests_per_minute=600)  # one start every 0.1 s
+    begun = time.monotonic()
     await gen.generate(0, range(5))
     await gen.aclose()
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.09
+    # The k-th request starts no earlier than k slots after the first could. A busy machine may
+    # start two late ones back to back, never one early: a bound, not a gap between neighbours.
+    slack = 0.002  # an event loop may wake a sleeper up to its clock resolution early
+    assert all(start >= begun + k * 0.1 - slack for k, start in enumerate(sorted(starts))), starts
 
 
 @pytest.mark.anyio
