@@ -348,8 +348,7 @@ class TeacherGenerator:
         self, sample_id: str, request: TeacherRequest, turns: list[str], emotion: Emotion
     ) -> ConversationSample:
         """The sample from the teacher's turns (user first), labelled from the request and the text."""
-        detected = self.signals.crisis_kind(turns[0])
-        crisis = bool(request.crisis or detected)
+        crisis = bool(request.crisis or self.signals.crisis_kind(turns[0]))
         opening = self.crisis_opening
         if crisis and opening and not turns[1].startswith(opening):
             # Every crisis reply the factory trains on opens with the same call for help, whoever
