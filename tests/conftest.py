@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents.testing import build_tiny_gguf
+from agents.text.crisis import default_detector
 from bus import Bus, MemoryBroker, open_transport
 from runtime import Settings
 from runtime.testing import RedisServer, fast_options
@@ -113,3 +114,15 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One conversion cache for the session: the tiny base is converted once."""
     return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def crisis_cache(model_cache: Path) -> Path:
+    """The crisis detector's embeddings and threshold, computed once for the session's agents.
+
+    A deployment keeps them in its model cache across restarts. Without it every agent process that
+    filters data or checks a model embeds a few thousand training texts and cross-validates a
+    threshold first: 30 s on an idle 2-core machine, minutes inside a chaos test's hog.
+    """
+    default_detector(cache_dir=model_cache)
+    return model_cache

@@ -10,7 +10,6 @@ import anyio
 import pytest
 
 from agents.testing import tiny_job_env
-from agents.text.crisis import default_detector
 from protocol.agents.conductor import JobRecord
 from runtime import Settings, SwarmClient, connect
 from runtime.testing import CpuHog, fast_options
@@ -19,17 +18,6 @@ from runtime.testing import CpuHog, fast_options
 @pytest.fixture
 def chaos_env(child_env: dict[str, str], tmp_path: Path, model_cache: Path, crisis_cache: Path) -> dict[str, str]:
     return tiny_job_env(child_env, tmp_path, model_cache)
-
-
-@pytest.fixture(scope="session")
-def crisis_cache(model_cache: Path) -> Path:
-    """The crisis detector's embeddings and threshold, computed once for the session's agents.
-
-    A deployment keeps them in its model cache across restarts; without this the first agent to
-    filter data would embed a few thousand training texts inside a chaos test's job horizon.
-    """
-    default_detector(cache_dir=model_cache)
-    return model_cache
 
 
 def settings_of(env: dict[str, str]) -> Settings:
