@@ -355,8 +355,11 @@ async def test_sigkilled_agent_drops_out_of_the_registry_after_its_ttl(child_env
 @pytest.mark.timeout(900)
 def test_call_generate_in_embedded_mode_writes_a_filtered_dataset(tmp_path: Path, crisis_cache: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEETARA_")}
-    env.update(MEETARA_DATA_DIR=str(tmp_path / "data"), MEETARA_ARTIFACT_URL=str(tmp_path / "artifacts"))
-    env.update(MEETARA_MODEL_CACHE_DIR=str(crisis_cache))
+    env.update(
+        MEETARA_DATA_DIR=str(tmp_path / "data"),
+        MEETARA_ARTIFACT_URL=str(tmp_path / "artifacts"),
+        MEETARA_MODEL_CACHE_DIR=str(crisis_cache),
+    )
     out = meetara(
         "call",
         "data_generation",
