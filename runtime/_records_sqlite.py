@@ -8,6 +8,7 @@ Calls run in a worker thread, one at a time per store, so the event loop never w
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -56,10 +57,15 @@ class SqliteRecords:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            # Two connections switching a new file to WAL at once deadlock on its lock upgrade, and
+            # SQLite answers one "database is locked" at once instead of waiting: set-up is serialised
+            # across processes by an advisory lock on a file beside the database.
+            with open(self.path.with_name(self.path.name + "-setup.lock"), "a") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(_SCHEMA)
             # In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits.
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
             db.execute("DELETE FROM records WHERE expires_at <= ?", (time.time(),))
         except BaseException:
             db.close()

@@ -295,6 +295,19 @@ async def test_sqlite_keeps_records_across_stores_and_reopening(tmp_path: Path) 
     await second.close()
 
 
+async def test_stores_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    # Connections switching a new file to WAL together used to fail one of them ("database is
+    # locked") in about one race in thirty; two hundred races make a regression all but certain to show.
+    for race in range(200):
+        path = tmp_path / f"{race}.sqlite3"
+        stores = [RecordStore(SqliteRecords(path, "ns")) for _ in range(4)]
+        async with anyio.create_task_group() as tg:
+            for store in stores:
+                tg.start_soon(store.open)
+        for store in stores:
+            await store.close()
+
+
 async def test_an_unreadable_database_or_folder_is_an_error_naming_the_path(tmp_path: Path) -> None:
     garbage = tmp_path / "state.sqlite3"
     garbage.write_bytes(b"not a database, just bytes " * 100)
