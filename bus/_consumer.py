@@ -240,9 +240,10 @@ class Subscription:
     async def _reclaim(self, count: int) -> list[tuple[Entry, int]]:
         """One XAUTOCLAIM pass: entries idle past ``reclaim_idle_ms`` belong to dead consumers."""
         try:
-            # A starved event loop delays heartbeats and this pass alike: refresh our own entries
-            # first, or the pass would claim them (raising their delivery count towards the dead
-            # letter limit) although their handlers still run here.
+            # A starved event loop delays heartbeats and this pass alike: our own entries are kept
+            # fresh in the claim's atomic step, or the pass would claim them (raising their delivery
+            # count towards the dead letter limit) although their handlers still run here. The
+            # loop can starve between any two awaits, so a refresh before the claim is not enough.
             await self._refresh_in_flight()
             claim = await self._transport.autoclaim(
                 self.stream,
@@ -251,6 +252,7 @@ class Subscription:
                 min_idle_ms=self._opts.reclaim_idle_ms,
                 start=self._reclaim_cursor,
                 count=count,
+                keep=list(self.in_flight),
             )
         except GroupMissing:
             await self._ensure_group()

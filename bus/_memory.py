@@ -188,12 +188,24 @@ class MemoryTransport:
         return {i: grp.pending[i].deliveries for i in ids if i in grp.pending}
 
     async def autoclaim(
-        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, start: str, count: int
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        start: str,
+        count: int,
+        keep: Sequence[str] = (),
     ) -> AutoclaimResult:
         state = self._broker.stream(stream)
         grp = self._group(stream, group)
         begin = _parse_id(start)
         now = _now_ms()
+        for entry_id in keep:
+            kept = grp.pending.get(entry_id)
+            if kept is not None and kept.consumer == consumer:
+                kept.delivered_at_ms = now
         claimed: list[Entry] = []
         deleted: list[str] = []
         scanned = 0

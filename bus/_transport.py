@@ -87,9 +87,21 @@ class Transport(Protocol):
         """Delivery counts of pending entries (absent ids are not pending)."""
 
     async def autoclaim(
-        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, start: str, count: int
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        start: str,
+        count: int,
+        keep: Sequence[str] = (),
     ) -> AutoclaimResult:
-        """Take over entries idle for at least ``min_idle_ms`` from any consumer."""
+        """Take over entries idle for at least ``min_idle_ms`` from any consumer.
+
+        ``keep``: entries ``consumer`` still works on; those it owns are made fresh (idle 0) in the
+        same atomic step first, so they are never claimed, however late the pass runs.
+        """
 
     async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0) -> list[str]:
         """Set the idle time of entries still owned by ``consumer``; returns the ids it owns.

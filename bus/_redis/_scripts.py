@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["COMPARE_AND_SET", "COMPLETE", "TOUCH"]
+__all__ = ["COMPARE_AND_SET", "COMPLETE", "RECLAIM", "TOUCH"]
 
 TOUCH = """
 -- KEYS[1] stream; ARGV: group, consumer, idle_ms, ids...
@@ -17,6 +17,19 @@ for i = 4, #ARGV do
   end
 end
 return owned
+"""
+
+RECLAIM = """
+-- KEYS[1] stream; ARGV: group, consumer, min_idle_ms, start, count, kept ids...
+-- XAUTOCLAIM, after making the consumer's own kept entries fresh in the same atomic step: a pass
+-- that runs late (its event loop starved past the idle limit) cannot claim work still running here.
+for i = 6, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', 0, 'JUSTID')
+  end
+end
+return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
 """
 
 COMPLETE = """

@@ -14,7 +14,7 @@ from bus._redis._connection import (
     redact_url,
     translate_errors,
 )
-from bus._redis._scripts import COMPARE_AND_SET, COMPLETE, TOUCH
+from bus._redis._scripts import COMPARE_AND_SET, COMPLETE, RECLAIM, TOUCH
 from bus._transport import AutoclaimResult, CompleteResult, Entry
 
 __all__ = ["RedisTransport"]
@@ -51,6 +51,7 @@ class RedisTransport:
         self._client = open_client(url)
         self._blocking = BlockingPool(url)
         self._touch = self._client.register_script(TOUCH)
+        self._reclaim = self._client.register_script(RECLAIM)
         self._complete = self._client.register_script(COMPLETE)
         self._compare_and_set = self._client.register_script(COMPARE_AND_SET)
 
@@ -121,12 +122,21 @@ class RedisTransport:
         return counts
 
     async def autoclaim(
-        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, start: str, count: int
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        start: str,
+        count: int,
+        keep: Sequence[str] = (),
     ) -> AutoclaimResult:
         with translate_errors(self._raw_url):
-            reply = await self._client.xautoclaim(stream, group, consumer, min_idle_ms, start_id=start, count=count)
+            reply = await self._reclaim(keys=[stream], args=[group, consumer, min_idle_ms, start, count, *keep])
         next_start, entries, deleted = reply[0], reply[1], reply[2] if len(reply) > 2 else []
-        claimed = [_entry(raw) for raw in entries if raw is not None]
+        # From a script the fields come as a flat list, and an entry deleted meanwhile as false.
+        claimed = [Entry(_s(raw[0]), dict(zip(raw[1][::2], raw[1][1::2], strict=True))) for raw in entries if raw]
         return AutoclaimResult(_s(next_start), claimed, [_s(d) for d in deleted])
 
     async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str], *, idle_ms: int = 0) -> list[str]:

@@ -574,6 +574,22 @@ async def test_a_starved_consumer_never_reclaims_its_own_running_entries(bus: Bu
     assert await bus.dead_letters() == []
 
 
+async def test_a_reclaim_pass_never_claims_the_entries_its_consumer_keeps(bus: Bus) -> None:
+    """The atomic step under the starved-consumer guarantee: kept entries are fresh before the claim."""
+    transport, stream = bus.transport, bus.keys.stream("reclaim-keep")
+    await transport.ensure_group(stream, "g")
+    ids = [await transport.add(stream, {b"n": str(n).encode()}, maxlen=100) for n in range(3)]
+    assert [e.id for e in await transport.read_group(stream, "g", "a", pending=False, count=3, block_ms=0)] == ids
+    assert await transport.touch(stream, "g", "a", ids, idle_ms=60_000) == ids  # all three long idle
+    claim = await transport.autoclaim(stream, "g", "a", min_idle_ms=30_000, start="0-0", count=10, keep=ids[:2])
+    assert [(e.id, e.fields) for e in claim.entries] == [(ids[2], {b"n": b"2"})]
+    assert await transport.delivery_counts(stream, "g", ids) == {ids[0]: 1, ids[1]: 1, ids[2]: 2}
+    # A kept entry another consumer owns is not refreshed for it: it is claimed like any other.
+    await transport.touch(stream, "g", "a", ids[:1], idle_ms=60_000)
+    claim = await transport.autoclaim(stream, "g", "b", min_idle_ms=30_000, start="0-0", count=10, keep=ids[:1])
+    assert [e.id for e in claim.entries] == ids[:1]
+
+
 async def test_a_request_left_in_an_inbox_runs_once_by_its_key_unless_it_expired_first(bus: Bus) -> None:
     """Work nobody waits on, sent while no consumer runs: the inbox holds it for the agent."""
     await bus.send("worker", call(1), idempotency_key="usage:1", expires_in_s=60)
