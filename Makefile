@@ -34,8 +34,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# pytest-xdist workers (the chaos tests run one after another on one of them; see tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding.
 # pip-audit reads PyPI's per-version JSON API; where that is unreachable (some sandboxes only

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from filelock import FileLock
+from xdist.scheduler import LoadScopeScheduling
 
 from agents.testing import build_tiny_gguf
 from agents.text.crisis import default_detector
@@ -104,16 +108,54 @@ def child_env(redis_url: str, namespace: str, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+class _ChaosOnOneWorker(LoadScopeScheduling):
+    """pytest-xdist's load scheduling, except that the chaos tests form one unit of work: each spins
+    a CPU hog on every core, so they run one after another on one worker while the others take the
+    rest of the suite (which is then as busy as they are)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return "tests/chaos" if nodeid.startswith("tests/chaos/") else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    return _ChaosOnOneWorker(config, log) if config.getvalue("dist") == "load" else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The long tests first (the order is stable otherwise): under pytest-xdist, a worker that is
+    # free picks up short tests at the end instead of waiting on one that started last.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@contextmanager
+def _shared(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A folder of this run that every pytest-xdist worker shares, held under a lock while the caller
+    fills it: what one worker built, the others reuse."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield tmp_path_factory.mktemp(name)
+        return
+    folder = tmp_path_factory.getbasetemp().parent / name  # the run's folder, above each worker's own
+    with FileLock(f"{folder}.lock"):
+        folder.mkdir(exist_ok=True)
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer llama with random weights as GGUF: the model of every model test."""
-    return build_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+    with _shared(tmp_path_factory, "tiny") as folder:
+        path = folder / "tiny-llama.gguf"
+        if not path.exists():
+            build_tiny_gguf(path)
+    return path
 
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One conversion cache for the session: the tiny base is converted once."""
-    return tmp_path_factory.mktemp("model-cache")
+    """One conversion cache for the run: the tiny base is converted once (agents share it safely)."""
+    with _shared(tmp_path_factory, "model-cache") as folder:
+        return folder
 
 
 @pytest.fixture(scope="session")
@@ -124,5 +166,6 @@ def crisis_cache(model_cache: Path) -> Path:
     filters data or checks a model embeds a few thousand training texts and cross-validates a
     threshold first: 30 s on an idle 2-core machine, minutes inside a chaos test's hog.
     """
-    default_detector(cache_dir=model_cache)
+    with FileLock(f"{model_cache}.crisis.lock"):  # one worker computes, the others read its cache
+        default_detector(cache_dir=model_cache)
     return model_cache
