@@ -243,8 +243,8 @@ class Subscription:
             # A starved event loop delays heartbeats and this pass alike: our own entries are kept
             # fresh in the claim's atomic step, or the pass would claim them (raising their delivery
             # count towards the dead letter limit) although their handlers still run here. The
-            # loop can starve between any two awaits, so a refresh before the claim is not enough.
-            await self._refresh_in_flight()
+            # loop can starve between any two awaits, so a touch before the claim would not do.
+            await self._refresh_claims()
             claim = await self._transport.autoclaim(
                 self.stream,
                 self.group,
@@ -325,13 +325,17 @@ class Subscription:
             except (Unavailable, GroupMissing) as exc:
                 log.warning("heartbeat failed", agent=self.agent, error=str(exc))
 
+    async def _refresh_claims(self) -> None:
+        """Keep the idempotency claims of the requests running here."""
+        for claim in list(self._claims.values()):
+            await self._transport.set(claim, self.consumer.encode(), ttl_ms=self._opts.reclaim_idle_ms)
+
     async def _refresh_in_flight(self) -> None:
         """Mark the entries this consumer works on as fresh (idle 0) and keep their running claims."""
         ids = list(self.in_flight)
         if not ids:
             return
-        for claim in list(self._claims.values()):
-            await self._transport.set(claim, self.consumer.encode(), ttl_ms=self._opts.reclaim_idle_ms)
+        await self._refresh_claims()
         owned = await self._transport.touch(self.stream, self.group, self.consumer, ids)
         # An entry acked while the touch ran is settled, not lost.
         lost = [i for i in ids if i not in owned and i in self.in_flight and i not in self._settling]
