@@ -11,12 +11,12 @@ the same vectors, equal to 2e-7, but importing it pulls in its training stack (p
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Embedder", "default_embedder", "default_model_path", "length_batches", "sentence_vectors"]
+__all__ = ["Embedder", "default_embedder", "default_model_path"]
 
 _lock = threading.Lock()
 _default: Embedder | None = None
@@ -46,37 +46,23 @@ class Embedder:
         import torch
 
         out = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
+        # Batches of similar lengths pad little; the rows go back to the texts' order.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         with torch.inference_mode():
-            for rows, batch in length_batches(self._tokenizer, texts, self._batch_size, self._max_tokens):
-                batch = batch.to(self._device)
+            for start in range(0, len(order), self._batch_size):
+                rows = order[start : start + self._batch_size]
+                batch = self._tokenizer(
+                    [texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self._max_tokens,
+                    return_tensors="pt",
+                ).to(self._device)
                 states = self._model(**batch).last_hidden_state
-                out[rows] = sentence_vectors(states, batch["attention_mask"]).float().cpu().numpy()
+                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+                mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                out[rows] = torch.nn.functional.normalize(mean, dim=1).float().cpu().numpy()
         return out
-
-
-def length_batches(
-    tokenizer: Any, texts: Sequence[str], batch_size: int, max_tokens: int
-) -> Iterator[tuple[list[int], Any]]:
-    """(row indices, tokenized batch) over ``texts``, longest first: batches of similar lengths pad
-    little, and the indices put each result back in the texts' order."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        yield (
-            rows,
-            tokenizer(
-                [texts[i] for i in rows], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
-            ),
-        )
-
-
-def sentence_vectors(states: Any, attention_mask: Any) -> Any:
-    """The unit-length mean of each sequence's token states (padding left out)."""
-    import torch
-
-    mask = attention_mask.unsqueeze(-1).to(states.dtype)
-    mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(mean, dim=1)
 
 
 def default_embedder() -> Embedder:

@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.llm.embeddings import length_batches, sentence_vectors
-
 __all__ = ["CrisisModel", "ModelMeta", "merge_lora", "model_dir", "read_meta", "training_digest", "write_meta"]
 
 HEAD_FILE = "head.safetensors"
@@ -76,8 +74,12 @@ class SentenceClassifier:
         self.encoder, self.head, self.scale = encoder, head, scale
 
     def logits(self, batch: dict[str, Any]) -> Any:
+        import torch
+
         states = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return self.scale * self.head(sentence_vectors(states, batch["attention_mask"]))
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return self.scale * self.head(torch.nn.functional.normalize(mean, dim=1))
 
 
 class CrisisModel:
@@ -117,8 +119,17 @@ class CrisisModel:
         import torch
 
         out = np.zeros((len(texts), len(self.meta.labels)), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths pad little
         with torch.inference_mode():
-            for rows, batch in length_batches(self._tokenizer, texts, self._batch_size, self.meta.max_tokens):
+            for start in range(0, len(order), self._batch_size):
+                rows = order[start : start + self._batch_size]
+                batch = self._tokenizer(
+                    [texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.meta.max_tokens,
+                    return_tensors="pt",
+                )
                 out[rows] = torch.softmax(self._net.logits(batch), dim=1).float().numpy()
         return out
 
