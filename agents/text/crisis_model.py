@@ -86,33 +86,22 @@ class CrisisModel:
     """The shipped classifier, merged into the encoder for serving."""
 
     def __init__(self, path: Path, base_model: str, *, batch_size: int = 64) -> None:
-        from safetensors import SafetensorError
-        from transformers import AutoModel, AutoTokenizer
-
-        self._tokenizer: Any = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
-        encoder = AutoModel.from_pretrained(base_model, local_files_only=True, use_safetensors=True)
-        try:
-            self.meta = read_meta(path)
-            merge_lora(encoder, path / ADAPTER_DIR)
-            head = self._head(path)
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
-            raise ValueError(
-                f"the crisis classifier in {path} is unreadable ({exc}); restore it from the release "
-                "or retrain it: python -m agents.text.crisis_training"
-            ) from exc
-        self._net = SentenceClassifier(encoder.eval(), head.eval(), self.meta.scale)
-        self._batch_size = batch_size
-
-    def _head(self, path: Path) -> Any:
         import torch
         from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
 
+        self.meta = ModelMeta.model_validate_json((path / META_FILE).read_text(encoding="utf-8"))
+        self._tokenizer: Any = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
+        encoder = AutoModel.from_pretrained(base_model, local_files_only=True, use_safetensors=True)
+        merge_lora(encoder, path / ADAPTER_DIR)
+        encoder.eval()
         weights = load_file(str(path / HEAD_FILE))
         head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
         head.load_state_dict(weights)
         if head.out_features != len(self.meta.labels):
-            raise ValueError(f"the head has {head.out_features} outputs for {len(self.meta.labels)} labels")
-        return head
+            raise ValueError(f"{path}: the head has {head.out_features} outputs for {len(self.meta.labels)} labels")
+        self._net = SentenceClassifier(encoder, head.eval(), self.meta.scale)
+        self._batch_size = batch_size
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """One row of label probabilities per text, columns in ``meta.labels`` order."""
