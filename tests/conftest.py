@@ -160,11 +160,11 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def crisis_cache(model_cache: Path) -> Path:
-    """The reply judge's embeddings of its labelled replies, computed once for the session's agents.
+    """The crisis detector's embeddings and threshold, computed once for the session's agents.
 
     A deployment keeps them in its model cache across restarts. Without it every agent process that
-    filters data or checks a model embeds a few hundred replies first: seconds on an idle 2-core
-    machine, far longer inside a chaos test's hog.
+    filters data or checks a model embeds a few thousand training texts and cross-validates a
+    threshold first: 30 s on an idle 2-core machine, minutes inside a chaos test's hog.
     """
     with FileLock(f"{model_cache}.crisis.lock"):  # one worker computes, the others read its cache
         default_detector(cache_dir=model_cache)

