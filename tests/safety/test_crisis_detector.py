@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agents.text.crisis import CRISIS_KINDS, CrisisDetector, default_detector, sources_digest
 from agents.text.crisis_measure import DetectorScores, load_heldout, measure
@@ -80,6 +81,19 @@ def test_a_crisis_sentence_inside_a_long_message_is_found(detector: CrisisDetect
     assert len(text.split()) > 50
     assert detector.detect([text])[0].kind == "suicide"
     assert detector.detect([f"{filler} Anyway, how do I price cakes?"])[0].kind is None
+
+
+MACHINE_TURNS_CEILING = 0.10
+"""Share of ``machine_written_turns.yaml`` (184 ordinary user turns a 135M teacher wrote) flagged: 0.060
+today. A LoRA-fine-tuned classifier tried at stop 33 measured far better on the held-out set (false
+alarms 3.1%) but flagged 49 of them (27%), almost all as suicide at P near 1, and the teacher
+job test then failed its data gate: text unlike any labelled message must not read as a crisis."""
+
+
+def test_machine_written_ordinary_turns_are_rarely_flagged(detector: CrisisDetector) -> None:
+    turns = yaml.safe_load((Path(__file__).parent / "machine_written_turns.yaml").read_text(encoding="utf-8"))["turns"]
+    flagged = [t for t, v in zip(turns, detector.detect(turns), strict=True) if v.kind is not None]
+    assert len(flagged) / len(turns) <= MACHINE_TURNS_CEILING, flagged
 
 
 def test_one_detector_per_set_of_source_files(detector: CrisisDetector, tmp_path: Path) -> None:
