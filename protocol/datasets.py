@@ -73,10 +73,6 @@ class ConversationSample(ToolModel):
     """Which generator wrote it."""
     split_key: str | None = None
     """Samples sharing a split key always land in the same split (train or eval)."""
-    opening_only: bool = False
-    """Only the reply's opening is written (one user turn; trained on without an end of turn): it
-    teaches how a reply to this message begins (a crisis reply with the emergency line) for many
-    more messages than whole conversations could afford. Always training data, never evaluation."""
 
     @model_validator(mode="after")
     def _shape(self) -> ConversationSample:
@@ -87,8 +83,6 @@ class ConversationSample(ToolModel):
         expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(turns))]
         if turns != expected or turns[-1] != "assistant":
             raise ValueError("after the system prompt, turns must alternate user/assistant and end with assistant")
-        if self.opening_only and len(turns) != 2:
-            raise ValueError("an opening-only sample has one user turn and the reply's opening")
         return self
 
     def turns(self, role: Literal["system", "user", "assistant"]) -> list[str]:

@@ -146,13 +146,12 @@ async def plan_job(
         if "crisis_weight" not in spec.training.model_fields_set:
             training.crisis_weight = cpu.crisis_weight
         crisis_fraction: float | None = cpu.crisis_fraction
-        openings = (cpu.crisis_opening_fraction, cpu.ordinary_opening_fraction)
         reasons.append(
             f"training runs on a CPU ({device_name}): CPU-sized run of {samples} conversations and "
             f"{training.max_steps} steps instead of the {spec.tier} tier's GPU-sized one"
         )
     else:
-        samples, crisis_fraction, openings = spec.samples or tier.samples, None, (0.0, 0.0)
+        samples, crisis_fraction = spec.samples or tier.samples, None
         reasons.append(f"{spec.tier} tier on {device_name}: {samples} conversations per domain")
     if len(domains) > 1:
         reasons.append(f"{len(domains)} domains x {samples} conversations")
@@ -172,8 +171,6 @@ async def plan_job(
     return JobPlan(
         samples=samples,
         crisis_fraction=crisis_fraction,
-        crisis_opening_fraction=openings[0],
-        ordinary_opening_fraction=openings[1],
         generator=generator,
         teacher=teacher,
         training=training,

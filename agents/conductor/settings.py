@@ -31,8 +31,6 @@ class CpuDefault(BaseModel):
     learning_rate: float = Field(gt=0)
     crisis_weight: int = Field(ge=1, le=20)
     crisis_fraction: float = Field(ge=0, le=0.5)
-    crisis_opening_fraction: float = Field(default=0.0, ge=0, le=0.5)
-    ordinary_opening_fraction: float = Field(default=0.0, ge=0, le=0.5)
 
 
 class JobSettings(BaseModel):

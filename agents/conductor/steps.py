@@ -176,8 +176,6 @@ def _generate(job: JobRecord) -> dict[str, GenerateInput]:
             count=plan.samples,
             seed=job.spec.seed,
             crisis_fraction=crisis,
-            crisis_opening_fraction=plan.crisis_opening_fraction,
-            ordinary_opening_fraction=plan.ordinary_opening_fraction,
             generator=plan.generator,
             teacher=plan.teacher,
         )

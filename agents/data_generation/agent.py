@@ -76,7 +76,6 @@ class DataGenerationAgent(Agent):
             # Loading the embedder and embedding a domain's lines: seconds, off the event loop.
             affinity = await anyio.to_thread.run_sync(lambda: TopicAffinity(material, default_embedder().encode))
             self._affinities[domain.name] = affinity
-        plain = params.generator == "compositional"
         compositional = CompositionalGenerator(
             domain,
             material,
@@ -84,9 +83,6 @@ class DataGenerationAgent(Agent):
             signals,
             multi_turn_fraction=params.multi_turn_fraction,
             crisis_fraction=params.crisis_fraction,
-            # A teacher rewriting an opening would write a whole reply: drafts have none.
-            crisis_opening_fraction=params.crisis_opening_fraction if plain else 0.0,
-            ordinary_opening_fraction=params.ordinary_opening_fraction if plain else 0.0,
             affinity=affinity,
         )
         if params.generator == "compositional":

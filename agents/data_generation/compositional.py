@@ -100,9 +100,6 @@ class CommonMaterial(BaseModel):
     safety_notes: dict[ReplyStyle, list[str]]
     crisis_messages: dict[CrisisKind, list[str]]
     crisis_replies: _CrisisReplies
-    ordinary_messages: list[str] = []
-    """Messages that are not crises though they may sound like one ("this commute is killing me"):
-    the crisis detector's labelled non-crises, joined by ``load_common``."""
 
 
 def load_common(root: Path | None = None, *, catalog_dir: Path | None = None) -> CommonMaterial:
@@ -120,10 +117,7 @@ def load_common(root: Path | None = None, *, catalog_dir: Path | None = None) ->
         kind: [*texts, *(t for t in labelled.get(kind, []) if t not in texts)]
         for kind, texts in common.crisis_messages.items()
     }
-    ordinary = [t for t in labelled.get("none", []) if t not in common.ordinary_messages]
-    return common.model_copy(
-        update={"crisis_messages": joined, "ordinary_messages": [*common.ordinary_messages, *ordinary]}
-    )
+    return common.model_copy(update={"crisis_messages": joined})
 
 
 _FITTING_QUESTIONS = 2
@@ -161,8 +155,6 @@ class CompositionalGenerator:
         *,
         multi_turn_fraction: float = 0.35,
         crisis_fraction: float = DEFAULT_CRISIS_FRACTION,
-        crisis_opening_fraction: float = 0.0,
-        ordinary_opening_fraction: float = 0.0,
         affinity: TopicAffinity | None = None,
     ) -> None:
         self.domain = domain
@@ -172,9 +164,6 @@ class CompositionalGenerator:
         self.signals = signals
         self.multi_turn_fraction = multi_turn_fraction
         self.crisis_fraction = crisis_fraction if material.crisis else 0.0
-        self.crisis_opening_fraction = crisis_opening_fraction if material.crisis else 0.0
-        # Openings of non-crises that may sound like one keep a model from answering everything as a crisis.
-        self.ordinary_opening_fraction = ordinary_opening_fraction if material.crisis else 0.0
         # (kind, text, the domain's own): plain messages from the common material join the domain's.
         self._crisis_lines: list[tuple[CrisisKind, str, bool]] = [(c.kind, c.text, True) for c in material.crisis]
         if material.crisis:
@@ -187,17 +176,11 @@ class CompositionalGenerator:
         rng = _rng(self.domain.name, seed, index)
         system = rng.choice(self.common.system_prompts).format(role=self.material.role)
         sample_id = f"{self.domain.name}-{seed}-{index:06d}"
-        draw = rng.random()
-        if draw < self.crisis_fraction + self.crisis_opening_fraction:
+        if rng.random() < self.crisis_fraction:
             line_index = rng.randrange(len(self._crisis_lines))
             kind, text, own = self._crisis_lines[line_index]
             user = self._with_persona(rng, text) if own else text
-            opening_only = draw >= self.crisis_fraction
-            return self._crisis_sample(
-                rng, sample_id, system, user, kind, f"crisis:{line_index}", None, opening_only=opening_only
-            )
-        if draw < self.crisis_fraction + self.crisis_opening_fraction + self.ordinary_opening_fraction:
-            return self._ordinary_opening(rng, sample_id, system)
+            return self._crisis_sample(rng, sample_id, system, user, kind, f"crisis:{line_index}", None)
 
         topic = self._pick_topic(rng, topic_weights)
         situation_index = rng.randrange(len(topic.situations))
@@ -357,33 +340,6 @@ class CompositionalGenerator:
             markers.add("ask_followup")
         return "\n\n".join(p for p in parts if p)
 
-    def _ordinary_opening(self, rng: random.Random, sample_id: str, system: str) -> ConversationSample:
-        """A message that is no crisis and the first sentence of an ordinary reply to it."""
-        line_index = rng.randrange(len(self.common.ordinary_messages))
-        user = self.common.ordinary_messages[line_index]
-        feeling = self.signals.emotion_of(user)
-        markers: list[EmpathyMarker]
-        if feeling is not None and self.common.emotions[feeling].ack:
-            reply, markers = rng.choice(self.common.emotions[feeling].ack), ["acknowledge_feeling"]
-        else:
-            reply, markers = rng.choice(self.common.validations), ["validate"]
-        return ConversationSample(
-            id=sample_id,
-            domain=self.domain.name,
-            category=self.domain.category,
-            messages=[
-                ChatMessage(role="system", content=system),
-                ChatMessage(role="user", content=user),
-                ChatMessage(role="assistant", content=reply),
-            ],
-            emotion=feeling or "neutral",
-            empathy_markers=markers,
-            crisis=False,
-            generator=self.name,
-            split_key=f"ordinary:{line_index}",
-            opening_only=True,
-        )
-
     def _crisis_sample(
         self,
         rng: random.Random,
@@ -393,11 +349,7 @@ class CompositionalGenerator:
         kind: CrisisKind,
         split_key: str,
         topic: str | None,
-        *,
-        opening_only: bool = False,
     ) -> ConversationSample:
-        """A crisis reply; ``opening_only``: just its first paragraph (the emergency line and the
-        acknowledgement), the decision a model has to learn to make for many different messages."""
         replies = self.common.crisis_replies
         markers: list[EmpathyMarker] = ["acknowledge_feeling", "ask_followup", "crisis_resources"]
         style = REPLY_STYLE[kind]
@@ -412,11 +364,7 @@ class CompositionalGenerator:
             e = replies.medical_emergency
             parts = [e.acknowledge, e.meanwhile, e.limits, e.check]
         chosen = [rng.choice(options) for options in parts]
-        reply = f"{replies.opening} {chosen[0]}"
-        if opening_only:
-            markers = ["acknowledge_feeling", "crisis_resources"]
-        else:
-            reply += "\n\n" + " ".join(chosen[1:-1]) + f"\n\n{chosen[-1]}"
+        reply = f"{replies.opening} {chosen[0]}\n\n" + " ".join(chosen[1:-1]) + f"\n\n{chosen[-1]}"
         return ConversationSample(
             id=sample_id,
             domain=self.domain.name,
@@ -432,5 +380,4 @@ class CompositionalGenerator:
             topic=topic,
             generator=self.name,
             split_key=split_key,
-            opening_only=opening_only,
         )

@@ -63,8 +63,7 @@ def assemble(
     """Concatenate kept batches (first ``count`` samples) and split them by split key.
 
     Whole split keys (a topic's situation) go to evaluation, smallest hashes first, until the
-    evaluation share is reached, so evaluation situations are ones training never saw. Opening-only
-    samples train (evaluation measures whole replies), except where their key went to evaluation.
+    evaluation share is reached, so evaluation situations are ones training never saw.
     Returns (training samples, evaluation samples).
     """
 
@@ -80,8 +79,7 @@ def assemble(
     keys: Counter[str] = Counter()
     for line in first_count():
         record = json.loads(line)
-        if not record.get("opening_only"):
-            keys[record.get("split_key") or record["id"]] += 1
+        keys[record.get("split_key") or record["id"]] += 1
     total = sum(keys.values())
     held_out: set[str] = set()
     held = 0
@@ -100,10 +98,7 @@ def assemble(
     with atomic_write(train_path) as train, atomic_write(eval_path) as evaluation:
         for line in first_count():
             record = json.loads(line)
-            in_eval = (record.get("split_key") or record["id"]) in held_out
-            if in_eval and record.get("opening_only"):
-                continue
-            if in_eval:
+            if (record.get("split_key") or record["id"]) in held_out:
                 evaluation.write(line)
                 n_eval += 1
             else:

@@ -21,7 +21,6 @@ class StatsAccumulator:
         self.samples = 0
         self.multi_turn = 0
         self.crisis = 0
-        self.opening_only = 0
         self.emotions: Counter[str] = Counter()
         self.topics: Counter[str] = Counter()
         self.system_prompts: Counter[str] = Counter()
@@ -35,7 +34,6 @@ class StatsAccumulator:
         assistants = sample.turns("assistant")
         self.multi_turn += len(users) > 1
         self.crisis += sample.crisis
-        self.opening_only += sample.opening_only
         self.emotions[sample.emotion] += 1
         self.topics[sample.topic or "(none)"] += 1
         for system in sample.turns("system")[:1]:
@@ -53,7 +51,6 @@ class StatsAccumulator:
             samples=self.samples,
             multi_turn=self.multi_turn,
             crisis=self.crisis,
-            opening_only=self.opening_only,
             emotions=dict(sorted(self.emotions.items())),
             topics=dict(sorted(self.topics.items())),
             mean_words_user=self._user_words / self._user_turns if self._user_turns else 0.0,

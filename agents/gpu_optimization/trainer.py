@@ -150,12 +150,12 @@ def _learning_rate(plan: TrainingPlan, step: int) -> float:
 def _encode_file(
     tokenizer: Any, path: Path, max_tokens: int, limit: int | None = None, *, crisis_weight: int = 1
 ) -> list[EncodedSample]:
-    """Encoded conversations; each whole crisis conversation appears ``crisis_weight`` times."""
+    """Encoded conversations; each crisis conversation appears ``crisis_weight`` times."""
     samples: list[EncodedSample] = []
-    for messages, crisis, opening_only in load_labelled_conversations(path):
-        encoded = encode_conversation(tokenizer, messages, max_tokens=max_tokens, opening_only=opening_only)
+    for messages, crisis in load_labelled_conversations(path):
+        encoded = encode_conversation(tokenizer, messages, max_tokens=max_tokens)
         if encoded is not None:
-            samples.extend([encoded] * (crisis_weight if crisis and not opening_only else 1))
+            samples.extend([encoded] * (crisis_weight if crisis else 1))
         if limit is not None and len(samples) >= limit:
             break
     return samples

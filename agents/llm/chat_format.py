@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from protocol import InvalidParams, MeetaraError
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 __all__ = [
     "IGNORE",
     "EncodedSample",
-    "LabelledConversation",
     "TemplateMismatch",
     "encode_conversation",
     "load_conversations",
@@ -51,13 +50,12 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], 
 
 
 def assistant_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], *, opening_only: bool = False
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of each assistant reply.
 
     A span runs from the end of the generation prompt to the end of the rendered reply, so it
-    includes the end-of-turn token: the model learns to stop. ``opening_only``: the reply is only
-    the opening of one, so its span ends with its text (the model must not learn to stop there).
+    includes the end-of-turn token: the model learns to stop.
     """
     text = _render(tokenizer, messages, prompt=False)
     spans: list[tuple[int, int]] = []
@@ -68,29 +66,18 @@ def assistant_spans(
         through = _render(tokenizer, messages[: i + 1], prompt=False)
         if not text.startswith(before) or not text.startswith(through) or len(through) <= len(before):
             raise TemplateMismatch("the chat template does not render conversations prefix by prefix")
-        end = len(through)
-        if opening_only:
-            at = text.find(message["content"], len(before))
-            if at < 0:
-                raise TemplateMismatch("the chat template does not render a reply's text as written")
-            end = at + len(message["content"])
-        spans.append((len(before), end))
+        spans.append((len(before), len(through)))
     return text, spans
 
 
 def encode_conversation(
-    tokenizer: PreTrainedTokenizerBase,
-    messages: list[dict[str, Any]],
-    *,
-    max_tokens: int,
-    opening_only: bool = False,
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], *, max_tokens: int
 ) -> EncodedSample | None:
     """Token ids and labels (assistant tokens keep their id, everything else is ``IGNORE``).
 
     Longer conversations are cut at ``max_tokens``; ``None`` when nothing trainable is left.
-    ``opening_only``: the reply is an opening, trained on without the end-of-turn token.
     """
-    text, spans = assistant_spans(tokenizer, messages, opening_only=opening_only)
+    text, spans = assistant_spans(tokenizer, messages)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = encoding["input_ids"][:max_tokens]
     offsets: list[tuple[int, int]] = encoding["offset_mapping"][: len(ids)]
@@ -106,21 +93,14 @@ def encode_conversation(
     return EncodedSample(input_ids=ids, labels=labels)
 
 
-class LabelledConversation(NamedTuple):
-    messages: list[dict[str, Any]]
-    crisis: bool
-    opening_only: bool
-
-
 def load_conversations(path: Path) -> Iterator[list[dict[str, Any]]]:
-    """The ``messages`` of each whole JSONL conversation (opening-only samples are left out)."""
-    for conversation in load_labelled_conversations(path):
-        if not conversation.opening_only:
-            yield conversation.messages
+    """The ``messages`` of each JSONL conversation."""
+    for messages, _crisis in load_labelled_conversations(path):
+        yield messages
 
 
-def load_labelled_conversations(path: Path) -> Iterator[LabelledConversation]:
-    """Each JSONL conversation's ``messages``, its ``crisis`` label and whether it is opening-only."""
+def load_labelled_conversations(path: Path) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+    """Each JSONL conversation's ``messages`` and its ``crisis`` label."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -130,6 +110,4 @@ def load_labelled_conversations(path: Path) -> Iterator[LabelledConversation]:
                 messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise InvalidParams(f"{path.name} line {number} is not a conversation") from None
-            yield LabelledConversation(
-                messages, bool(record.get("crisis", False)), bool(record.get("opening_only", False))
-            )
+            yield messages, bool(record.get("crisis", False))

@@ -184,19 +184,14 @@ class DataFilter:
             samples = [s for s, (rejection, _) in zip(samples, verdicts, strict=True) if rejection is None]
         else:
             crisis = [self._signals.crisis_kind(s.turns("user")[0]) is not None for s in samples]
-        # An opening-only sample teaches how a reply begins, not the domain's content: relevance and
-        # coherence judge whole replies only (``judged[i]``: sample i's row among them).
-        whole = [s for s in samples if not s.opening_only]
-        judged = dict(zip([i for i, s in enumerate(samples) if not s.opening_only], range(len(whole)), strict=True))
         scores: tuple[np.ndarray, np.ndarray] | None = None
-        if whole and "relevance" in self._rules and self._embedder is not None and self._references is not None:
-            texts = [f"{s.turns('user')[0]} {_substance(s)}" for s in whole]
+        if samples and "relevance" in self._rules and self._embedder is not None and self._references is not None:
+            texts = [f"{s.turns('user')[0]} {_substance(s)}" for s in samples]
             scores = self._references.score(self._embedder.encode(texts), self._domain)
-        better = self._better_replies(whole) if whole and "coherence" in self._rules else None
+        better = self._better_replies(samples) if samples and "coherence" in self._rules else None
         for i, sample in enumerate(samples):
-            row = judged.get(i)
-            if scores is not None and row is not None:
-                similarity, rank = float(scores[0][row]), int(scores[1][row])
+            if scores is not None:
+                similarity, rank = float(scores[0][i]), int(scores[1][i])
                 self._relevance_sum += similarity
                 self._relevance_n += 1
                 # Crisis conversations are safety data every domain needs, whatever their subject.
@@ -213,9 +208,9 @@ class DataFilter:
                     )
                     continue
             # A crisis message's answer is judged by the crisis-safety rule: real help, whatever the wording.
-            if better is not None and row is not None and better[row] > self._t.coherence_max_better and not crisis[i]:
+            if better is not None and better[i] > self._t.coherence_max_better and not crisis[i]:
                 reason = (
-                    f"{better[row]:.0%} of the other replies fit its question better than its own "
+                    f"{better[i]:.0%} of the other replies fit its question better than its own "
                     f"(allowed: {self._t.coherence_max_better:.0%})"
                 )
                 yield sample, Rejection("coherence", reason)

@@ -45,7 +45,7 @@ def check_length(sample: ConversationSample, t: DataThresholds) -> Rejection | N
         low, high = (
             (t.min_words_user, t.max_words_user)
             if message.role == "user"
-            else (1 if sample.opening_only else t.min_words_assistant, t.max_words_assistant)
+            else (t.min_words_assistant, t.max_words_assistant)
         )
         if not low <= words <= high:
             return Rejection("length", f"a {message.role} turn has {words} words (allowed {low}-{high})")

@@ -268,10 +268,6 @@ class JobPlan(ToolModel):
     """Training conversations generated per domain."""
     crisis_fraction: float | None = None
     """Share of crisis conversations asked of Data Generation; ``None``: its default."""
-    crisis_opening_fraction: float = 0.0
-    """Share of opening-only crisis samples asked of Data Generation (see ``ConversationSample``)."""
-    ordinary_opening_fraction: float = 0.0
-    """Share of opening-only samples of non-crises that may sound like one."""
     generator: GeneratorName = "compositional"
     """Who writes the training conversations (the job's choice, else the configured default)."""
     teacher: TeacherSettings | None = None

@@ -6,7 +6,7 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from protocol._base import CatalogName, ToolModel
 from protocol._tools import DatasetRef
@@ -143,20 +143,8 @@ class GenerateInput(ToolModel):
     """Share of two-exchange conversations."""
     crisis_fraction: float = Field(default=DEFAULT_CRISIS_FRACTION, ge=0.0, le=0.5)
     """Share of crisis conversations for crisis-sensitive domains (others have none)."""
-    crisis_opening_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
-    """Share of opening-only crisis samples (compositional generator): the reply's first paragraph
-    only, so many more crisis messages are trained on for the same compute."""
-    ordinary_opening_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
-    """Share of opening-only samples of non-crises that may sound like one ("this commute is killing
-    me"), so a model does not learn to answer everything as a crisis (compositional generator)."""
     filter: bool = True
     """Send each batch through quality_assurance.filter_dataset (the feedback loop)."""
-
-    @model_validator(mode="after")
-    def _shares(self) -> GenerateInput:
-        if self.crisis_fraction + self.crisis_opening_fraction + self.ordinary_opening_fraction > 0.9:
-            raise ValueError("crisis and opening-only shares leave under 10% for ordinary conversations")
-        return self
 
 
 class DatasetStats(ToolModel):
@@ -168,8 +156,6 @@ class DatasetStats(ToolModel):
     """Conversations with more than one user turn."""
     crisis: int
     """Conversations with a crisis message."""
-    opening_only: int = 0
-    """Samples with only a reply's opening (crisis messages taught by their first paragraph)."""
     emotions: dict[str, int]
     """Conversations per user-emotion label."""
     topics: dict[str, int]

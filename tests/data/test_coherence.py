@@ -153,20 +153,3 @@ def test_a_dataset_too_small_to_rank_against_is_not_judged_for_coherence(tmp_pat
     samples = [generator.sample(0, i) for i in range(12)]
     other = next(s for s in samples if s.topic != samples[0].topic)
     assert _filtered(tmp_path, [_with_reply_of(samples[0], other), *samples[1:]], bag_of_words) == []
-
-
-def test_opening_only_samples_are_not_judged_for_coherence_nor_ranked_against(tmp_path: Path) -> None:
-    """An opening ("That's a fair question to ask.") teaches how a reply begins, not what it says:
-    coherence judges whole replies, and whole replies are judged as if the openings were not there."""
-    d, m = CATALOG.domain("general_health"), material("general_health")
-    generator = CompositionalGenerator(d, m, COMMON, SIGNALS, crisis_fraction=0.0, ordinary_opening_fraction=0.3)
-    samples = [generator.sample(0, i) for i in range(120)]
-    openings = [s for s in samples if s.opening_only]
-    whole = [s for s in samples if not s.opening_only]
-    assert len(openings) >= 20 and all(not s.crisis for s in openings)
-    (tmp_path / "all").mkdir()
-    (tmp_path / "whole").mkdir()
-    with_openings = _filtered(tmp_path / "all", samples, bag_of_words)
-    without = _filtered(tmp_path / "whole", whole, bag_of_words)
-    assert not {r["id"] for r in with_openings} & {s.id for s in openings}
-    assert with_openings == without

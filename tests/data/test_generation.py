@@ -11,9 +11,7 @@ import yaml
 
 from agents.data_generation import CompositionalGenerator, load_common, load_material
 from agents.data_generation.compositional import REPLY_STYLE
-from agents.quality_assurance.data_filter import DataFilter
 from agents.quality_assurance.rules import check_crisis_safety, check_empathy, find_pii
-from agents.quality_assurance.thresholds import load_thresholds
 from agents.text.crisis import CRISIS_KINDS, load_training_set
 from agents.text.crisis_measure import load_heldout
 from agents.text.signals import load_signals
@@ -126,55 +124,8 @@ def test_the_crisis_fraction_sets_the_share_of_crisis_conversations() -> None:
 
 
 def test_non_crisis_domains_never_produce_crisis_samples() -> None:
-    d = CATALOG.domain("programming")
-    g = CompositionalGenerator(d, load_material(d.category, d.name), COMMON, SIGNALS, crisis_opening_fraction=0.4)
+    g = generator("programming")
     assert not any(g.sample(0, i).crisis for i in range(300))
-
-
-def test_opening_only_samples_carry_many_messages_and_the_data_filter_keeps_them(tmp_path: Path) -> None:
-    """The reply's first paragraph (the emergency line, then the acknowledgement) for many more crisis
-    messages than whole conversations could afford, and an ordinary first sentence for messages that
-    only sound like a crisis; the filter must not take them out as near-duplicates of each other
-    (they share most of their reply)."""
-    d = CATALOG.domain("general_health")
-    g = CompositionalGenerator(
-        d,
-        load_material(d.category, d.name),
-        COMMON,
-        SIGNALS,
-        crisis_fraction=0.1,
-        crisis_opening_fraction=0.4,
-        ordinary_opening_fraction=0.2,
-    )
-    samples = [g.sample(0, i) for i in range(1000)]
-    openings = [s for s in samples if s.opening_only and s.crisis]
-    ordinary = [s for s in samples if s.opening_only and not s.crisis]
-    whole = [s for s in samples if s.crisis and not s.opening_only]
-    assert abs(len(openings) / 1000 - 0.4) < 0.04 and abs(len(whole) / 1000 - 0.1) < 0.03
-    assert abs(len(ordinary) / 1000 - 0.2) < 0.04
-    assert len({s.turns("user")[0] for s in openings}) > 300
-    assert {s.turns("user")[0] for s in ordinary} <= set(COMMON.ordinary_messages)
-    assert "this commute is killing me" in COMMON.ordinary_messages  # the detector's labelled non-crises
-    assert not any(COMMON.crisis_replies.opening in s.turns("assistant")[0] for s in ordinary)
-    replies = COMMON.crisis_replies
-    styles = (replies.self_harm, replies.danger, replies.medical_emergency)
-    acknowledgements = {text for style in styles for text in style.acknowledge}
-    for s in openings:
-        reply = s.turns("assistant")[0]
-        assert s.crisis and len(s.messages) == 3
-        assert reply.startswith(replies.opening + " ") and reply[len(replies.opening) + 1 :] in acknowledgements
-    source = tmp_path / "openings.jsonl"
-    source.write_text("".join(s.model_dump_json() + "\n" for s in openings + ordinary))
-    data_filter = DataFilter(
-        domain=d.name,
-        thresholds=load_thresholds(d.category),
-        signals=SIGNALS,
-        embedder=None,
-        references=None,
-        rules=("schema", "length", "pii", "crisis_safety", "empathy", "exact_duplicate", "near_duplicate"),
-    )
-    report = data_filter.run(source, tmp_path / "kept.jsonl", tmp_path / "rejected.jsonl")
-    assert report.kept >= 0.9 * len(openings + ordinary), (tmp_path / "rejected.jsonl").read_text()[:2000]
 
 
 def test_topic_weights_steer_the_mix() -> None:

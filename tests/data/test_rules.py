@@ -262,11 +262,3 @@ def test_relevance_keeps_on_topic_and_rejects_off_topic(tmp_path: Path) -> None:
     assert report.kept == 1
     assert rejections == [{"id": "off", "rule": "relevance", "reason": rejections[0]["reason"]}]
     assert report.mean_relevance is not None
-
-
-def test_an_opening_only_reply_is_exempt_from_the_minimum_reply_length(tmp_path: Path) -> None:
-    short = "It sounds like this has been a real worry."
-    lines = [sample(reply=short, opening_only=True).model_dump_json(), sample(reply=short, id="s2").model_dump_json()]
-    _, kept, rejections = run_filter(tmp_path, lines, CHEAP)
-    assert len(kept) == 1 and kept[0]["opening_only"]
-    assert [r["rule"] for r in rejections] == ["length"]

@@ -38,18 +38,6 @@ def test_only_assistant_replies_and_their_end_of_turn_carry_loss(tokenizer) -> N
     assert encoded.labels[0] == IGNORE
 
 
-def test_an_opening_only_reply_is_trained_without_its_end_of_turn(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    """The model learns how such a reply begins, not that it stops there."""
-    opening = "Please get help now: call your local emergency number."
-    messages = [*MESSAGES[:2], {"role": "assistant", "content": opening}]
-    encoded = encode_conversation(tokenizer, messages, max_tokens=1024, opening_only=True)
-    assert encoded is not None
-    trained = [t for t, label in zip(encoded.input_ids, encoded.labels, strict=True) if label != IGNORE]
-    assert tokenizer.decode(trained) == opening
-    whole = encode_conversation(tokenizer, messages, max_tokens=1024)
-    assert whole is not None and tokenizer.decode([t for t in whole.labels if t != IGNORE]) == opening + "<|im_end|>\n"
-
-
 def test_truncation_and_untrainable_conversations(tokenizer) -> None:  # type: ignore[no-untyped-def]
     short = encode_conversation(tokenizer, MESSAGES, max_tokens=20)
     assert short is None  # the cut falls before the first reply: nothing to learn from
