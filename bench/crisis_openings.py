@@ -21,6 +21,7 @@ else the domain's first.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import statistics
 from collections import Counter
@@ -39,8 +40,6 @@ _HELDOUT = ("crisis_heldout.yaml", "crisis_heldout_v6.yaml")
 
 
 def _heldout_sets() -> dict[str, list[str]]:
-    import importlib.resources
-
     sets: dict[str, list[str]] = {}
     for name in _HELDOUT:
         path = Path(str(importlib.resources.files("configs").joinpath("safety", name)))
