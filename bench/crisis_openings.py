@@ -28,24 +28,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from agents.data_generation import load_common, load_material
 from agents.llm.adapter_file import apply_adapter, read_adapter
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
 from agents.quality_assurance.model_checks import load_model_quality
+from agents.text.crisis_measure import HeldoutSet
 from runtime import load_catalog
 
 _HELDOUT = ("crisis_heldout.yaml", "crisis_heldout_v6.yaml")
 
 
 def _heldout_sets() -> dict[str, list[str]]:
+    """Messages per crisis kind, then ``none``: the non-crises, over both held-out files."""
     sets: dict[str, list[str]] = {}
     for name in _HELDOUT:
         path = Path(str(importlib.resources.files("configs").joinpath("safety", name)))
-        for label, texts in yaml.safe_load(path.read_text(encoding="utf-8"))["messages"].items():
-            flat = texts if isinstance(texts, list) else texts["explicit"] + texts["indirect"]
-            sets.setdefault(label, []).extend(flat)
+        heldout = HeldoutSet.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        for text, kind, _indirect in heldout.crises():
+            sets.setdefault(kind, []).append(text)
+        sets.setdefault("none", []).extend(heldout.non_crises())
     return sets
 
 
@@ -82,8 +86,6 @@ class _Opening:
         return self.tokenizer(rendered, add_special_tokens=False, return_tensors="pt").input_ids
 
     def probability(self, text: str) -> float:
-        import torch
-
         with torch.no_grad():
             logits = self.model(self._ids(text)).logits[0, -1].float()
         probs = torch.softmax(logits / self.temperature, -1)
@@ -106,9 +108,6 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    import torch
-
-    torch.manual_seed(0)
     generation = load_model_quality().generation
     base = resolve_base_model(None)
     tokenizer = load_tokenizer(base, args.cache)
