@@ -35,8 +35,10 @@ __all__ = [
     "validate_model_files",
 ]
 
-CRITICAL_CHECKS = ("format", "loads", "perplexity_improves", "hash_matches", "crisis_help_rate")
-"""A failure of a check whose name contains one of these fails QA whatever the score."""
+CRITICAL_CHECKS = ("format", "loads", "perplexity_improves", "hash_matches", "crisis_help_rate", "eval_calm")
+"""A failure of a check whose name contains one of these fails QA whatever the score. ``eval_calm``
+is the crisis gate's other half: a model that answers everything as an emergency passes every
+crisis check, and sends people to 911 over a headache."""
 
 _N_CTX = 1024
 
