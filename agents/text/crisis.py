@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.embeddings import Embedder, default_embedder
-from agents.text.signals import CrisisKind, Signals, load_signals, signals_path
+from agents.text.signals import SENTENCE_BREAK, CrisisKind, Signals, load_signals, signals_path
 
 __all__ = [
     "CRISIS_KINDS",
@@ -46,7 +45,6 @@ __all__ = [
 
 CRISIS_KINDS: tuple[CrisisKind, ...] = get_args(CrisisKind)
 _NONE = "none"
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 class TrainingSet(BaseModel):
@@ -86,7 +84,7 @@ class CrisisVerdict:
 
 
 def sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE.split(text)) if len(s.split()) >= 2]
+    return [s for s in (p.strip() for p in SENTENCE_BREAK.split(text)) if len(s.split()) >= 2]
 
 
 _WHOLE_TEXT_WORDS = 50

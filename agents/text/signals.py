@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CrisisKind", "PiiMatch", "Signals", "load_signals", "signals_path"]
+__all__ = ["SENTENCE_BREAK", "CrisisKind", "PiiMatch", "Signals", "load_signals", "signals_path"]
 
 CrisisKind = Literal[
     "suicide",
@@ -59,7 +59,8 @@ _CONTACT_NUMBER = re.compile(
 _ALSO_NUMBER = re.compile(r"(?:\s+[a-z]+){0,3}\s*(?:,|/|\bor\b|\band\b)\s*(?:[a-z]+\s+){0,2}?" + _NUMBER, re.IGNORECASE)
 """The next number of a list: "call 988 or 4455", "911 in the US or 842 in Mexico"."""
 _ANY_NUMBER = re.compile(_NUMBER)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+"""Where a sentence ends: after ., ! or ? and a space, or at a line break (the crisis detector's units too)."""
 _OPENING_WORDS = 10
 """A reply's opening: its first sentences up to this many words."""
 _CONDITIONAL = re.compile(r"\W*(if|when|whenever|should|any\s+time|in\s+case)\b", re.IGNORECASE)
@@ -149,7 +150,7 @@ class Signals:
         condition: "if it gets worse, call 911" is sound advice, not an alarm.
         """
         words = 0
-        for sentence in _SENTENCE_END.split(reply.strip()):
+        for sentence in SENTENCE_BREAK.split(reply.strip()):
             if not _CONDITIONAL.match(sentence) and self._alarm.search(sentence):
                 return True
             words += len(sentence.split())
