@@ -57,8 +57,8 @@ def _train(
     for step in range(args.steps):
         picked = [rows[(step * args.batch + i) % len(rows)] for i in range(args.batch)]
         batch = collate_rows(picked, samples, row_len=seq, pad_id=pad, packed=True)
-        loss, count = _loss_sum(model, batch, "cpu", None)
-        (loss / count).backward()
+        loss = _loss_sum(model, batch, "cpu", None)
+        (loss.weighted / loss.tokens).backward()
         optimizer.step()
         optimizer.zero_grad()
     seconds = (time.perf_counter() - started) / args.steps

@@ -1,7 +1,7 @@
 """A job's train step alone, on this machine's device: what a tier's run costs here.
 
     python -m bench.train_job --dataset TRAIN.jsonl --eval EVAL.jsonl [--domain general_health]
-        [--tier lightning] [--steps N] [--base PATH.gguf] [--out DIR]
+        [--tier lightning] [--steps N] [--training JSON] [--base PATH.gguf] [--out DIR]
 
 Calls the GPU Optimization agent's ``train`` tool the way the Conductor does (the tier's plan,
 the micro-batch probed on CUDA, precision chosen by the device) in an embedded swarm, and
@@ -13,6 +13,7 @@ on a rented GPU can be converted, validated and deployed on another machine.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,7 +37,7 @@ async def _train(args: argparse.Namespace, root: Path) -> TrainOutput:
             "tier": args.tier,
             "dataset": dataset,
             "eval_dataset": evaluation,
-            "training": {"max_steps": args.steps} if args.steps else {},
+            "training": {**json.loads(args.training), **({"max_steps": args.steps} if args.steps else {})},
             **({"base_model": args.base} if args.base else {}),
         }
         result = await swarm.client.call_model("gpu_optimization", "train", arguments, TrainOutput)
@@ -55,6 +56,11 @@ def main() -> None:
     parser.add_argument("--tier", default="lightning")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the tier's)")
     parser.add_argument("--base", default=None, help="base model (default: the pip-shipped SmolLM2)")
+    parser.add_argument(
+        "--training",
+        default="{}",
+        help="training overrides as JSON, e.g. '{\"crisis_weight\": 2}' (a CPU job's: configs/jobs.yaml)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the adapter and the result here")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="meetara-train-job-"))

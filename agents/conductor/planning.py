@@ -145,6 +145,8 @@ async def plan_job(
         training.learning_rate = training.learning_rate or cpu.learning_rate
         if "crisis_weight" not in spec.training.model_fields_set:
             training.crisis_weight = cpu.crisis_weight
+        if "opening_weight" not in spec.training.model_fields_set:
+            training.opening_weight = cpu.opening_weight
         crisis_fraction: float | None = cpu.crisis_fraction
         reasons.append(
             f"training runs on a CPU ({device_name}): CPU-sized run of {samples} conversations and "

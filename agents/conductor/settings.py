@@ -30,6 +30,7 @@ class CpuDefault(BaseModel):
     effective_batch: int = Field(gt=0)
     learning_rate: float = Field(gt=0)
     crisis_weight: int = Field(ge=1, le=20)
+    opening_weight: float = Field(ge=1, le=100)
     crisis_fraction: float = Field(ge=0, le=0.5)
 
 

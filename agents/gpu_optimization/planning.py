@@ -118,6 +118,7 @@ def plan_training(
         target_modules=job.lora.target_modules,
         seed=overrides.seed,
         crisis_weight=overrides.crisis_weight,
+        opening_weight=overrides.opening_weight,
         shape=shape,
         memory=memory,
         reasons=reasons,

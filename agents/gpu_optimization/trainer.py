@@ -182,7 +182,7 @@ class _Session:
     def plan(self) -> TrainingPlan:
         return self.run.plan
 
-    def loss_sum(self, batch: PackedBatch) -> tuple[Any, int]:
+    def loss_sum(self, batch: PackedBatch) -> _Loss:
         return _loss_sum(self.model, batch, self.device, self.autocast)
 
     def evaluate(self) -> float | None:
@@ -191,7 +191,12 @@ class _Session:
     def batch(self, rows: list[list[int]]) -> PackedBatch:
         plan = self.plan
         return collate_rows(
-            rows, self.train_samples, row_len=plan.sequence_length, pad_id=self.pad_id, packed=plan.packing
+            rows,
+            self.train_samples,
+            row_len=plan.sequence_length,
+            pad_id=self.pad_id,
+            packed=plan.packing,
+            opening_weight=plan.opening_weight,
         )
 
 
@@ -209,6 +214,16 @@ class _Pace:
 
 
 @dataclass(frozen=True, slots=True)
+class _Loss:
+    """A micro-batch's summed loss: ``weighted`` (what is optimised; ``plain`` without weights), and
+    its loss-carrying tokens."""
+
+    weighted: Any
+    plain: Any
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Hooks:
     """The caller's callbacks (see ``run_training``)."""
 
@@ -217,8 +232,8 @@ class _Hooks:
     should_stop: Callable[[], bool] | None
 
 
-def _loss_sum(model: PeftModel, batch: PackedBatch, device: str, autocast: torch.dtype | None) -> tuple[Any, int]:
-    """Summed cross-entropy over loss-carrying tokens, and their count.
+def _loss_sum(model: PeftModel, batch: PackedBatch, device: str, autocast: torch.dtype | None) -> _Loss:
+    """Cross-entropy over loss-carrying tokens: summed as the batch weighs them, and plain.
 
     The output head (vocabulary x hidden, the single largest matrix of a small model) runs only on
     positions whose next token carries loss, instead of on every position.
@@ -239,8 +254,12 @@ def _loss_sum(model: PeftModel, batch: PackedBatch, device: str, autocast: torch
             use_cache=False,
         ).last_hidden_state
         logits = inner.lm_head(hidden[:, :-1][keep])
-    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    return loss, count
+    losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
+    if batch.weights is None:
+        total = losses.sum()
+        return _Loss(total, total.detach(), count)
+    weights = batch.weights[:, 1:].to(device)[keep]
+    return _Loss((losses * weights).sum(), losses.detach().sum(), count)
 
 
 def _evaluate(
@@ -264,9 +283,9 @@ def _evaluate(
                 pad_id=pad_id,
                 packed=True,
             )
-            loss, n = _loss_sum(model, batch, device, autocast)
-            total += float(loss)
-            count += n
+            loss = _loss_sum(model, batch, device, autocast)
+            total += float(loss.plain)
+            count += loss.tokens
     model.train()
     return total / count if count else None
 
@@ -379,8 +398,8 @@ def _probe(session: _Session, start: int) -> int:
     heaviest = sorted(range(len(rows)), key=lambda r: -sum(len(samples[i]) for i in rows[r]))
 
     def attempt(size: int) -> None:
-        loss, _ = session.loss_sum(session.batch([rows[i] for i in heaviest[:size]]))
-        session.scaler.scale(loss).backward()
+        loss = session.loss_sum(session.batch([rows[i] for i in heaviest[:size]]))
+        session.scaler.scale(loss.weighted).backward()
         session.optimizer.zero_grad(set_to_none=True)
 
     return probe_micro_batch(attempt, start)
@@ -404,11 +423,12 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
         group["lr"] = _learning_rate(plan, step)
     batches = [session.batch(rows[i : i + micro]) for i in range(0, len(rows), micro)]
     targets = sum(int((b.labels[:, 1:] != IGNORE).sum()) for b in batches)
+    weight = sum(b.loss_weight for b in batches)
     step_loss, fed = 0.0, 0
     for batch in batches:
-        loss, _ = session.loss_sum(batch)
-        scaler.scale(loss / max(targets, 1)).backward()
-        step_loss += float(loss.detach())
+        loss = session.loss_sum(batch)
+        scaler.scale(loss.weighted / max(weight, 1.0)).backward()
+        step_loss += float(loss.plain)
         fed += batch.tokens
         state.computed += int(batch.input_ids.numel())
     state.tokens += fed

@@ -120,6 +120,9 @@ class TrainingOverrides(ToolModel):
     crisis_weight: int = Field(default=4, ge=1, le=20)
     """Times each crisis conversation appears in the training rows: safe replies to crisis messages
     are rare in the data and must not be rare in what the model learns."""
+    opening_weight: float = Field(default=1.0, ge=1, le=100)
+    """Loss weight of each reply's first tokens, where the model decides whether a message is a
+    crisis (a crisis reply opens with one fixed sentence); 1 weighs every token alike."""
 
 
 class TrainInput(ToolModel):
@@ -190,6 +193,8 @@ class TrainingPlan(ToolModel):
     """Random seed."""
     crisis_weight: int
     """Upsampling of crisis conversations."""
+    opening_weight: float = 1.0
+    """Loss weight of each reply's first tokens."""
     shape: ModelShape | None = None
     """The base's dimensions (None where they could not be read)."""
     memory: MemoryEstimate | None = None

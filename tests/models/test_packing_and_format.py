@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.gpu_optimization.packing import collate_rows, pack_rows
+from agents.gpu_optimization.packing import collate_rows, pack_rows, reply_starts
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
 from agents.llm.chat_format import IGNORE, EncodedSample, TemplateMismatch, encode_conversation
 
@@ -89,3 +89,22 @@ def test_unpacked_rows_are_padded_with_a_mask() -> None:
     assert batch.input_ids.shape == (2, 10)
     assert batch.attention_mask is not None and batch.attention_mask[1].tolist() == [1] * 4 + [0] * 6
     assert batch.labels[1, 4:].tolist() == [IGNORE] * 6
+
+
+def test_the_opening_tokens_of_every_reply_carry_the_opening_weight() -> None:
+    """Each reply's first OPENING_TOKENS label positions weigh ``opening_weight``; the rest, 1."""
+    # Two replies in one conversation (prompt, reply, user turn, reply), then a second conversation.
+    a = EncodedSample(
+        list(range(20)), [IGNORE] * 4 + list(range(4, 10)) + [IGNORE] * 5 + list(range(15, 17)) + [IGNORE] * 3
+    )
+    b = EncodedSample(list(range(8)), [IGNORE] * 3 + list(range(3, 8)))
+    batch = collate_rows([[0, 1]], [a, b], row_len=32, pad_id=2, packed=True, opening_weight=5.0)
+    assert batch.weights is not None
+    labelled = batch.labels[0] != IGNORE
+    heavy = [p for p, w in enumerate(batch.weights[0].tolist()) if w == 5.0 and labelled[p]]
+    assert heavy == [4, 5, 6, 15, 16, 23, 24, 25]  # a two-token reply: both tokens
+    assert reply_starts(a.labels) == [4, 15]
+    # Loss-carrying weight: the label at position 0 is never predicted, so it never counts.
+    assert batch.loss_weight == 8 * 5.0 + (6 + 2 + 5 - 8) * 1.0
+    plain = collate_rows([[0, 1]], [a, b], row_len=32, pad_id=2, packed=True)
+    assert plain.weights is None and plain.loss_weight == 13

@@ -231,3 +231,43 @@ def test_each_tier_is_priced_with_lora_where_its_base_fits_and_qlora_where_only_
     assert methods["quality", "T4"] == "qlora"  # a 14B base only fits 16 GB in 4 bits
     assert methods["quality", "H100"] == "lora"
     assert catalog.tier("quality").base_shape.parameters > 14e9
+
+
+def test_the_opening_weight_teaches_how_replies_open(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Weighting each reply's first tokens (where a model decides whether it writes a crisis reply)
+    lowers their loss beyond what the same steps unweighted reach; the reported curve stays the
+    plain per-token mean, so runs stay comparable."""
+    from agents.gpu_optimization.packing import OPENING_TOKENS, reply_starts
+    from agents.llm.adapter_file import apply_adapter
+    from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
+    from agents.llm.chat_format import encode_conversation, load_conversations
+
+    train, _ = conversations
+    base = resolve_base_model(str(tiny_gguf))
+    tokenizer = load_tokenizer(base, model_cache)
+    samples = [
+        s for m in list(load_conversations(train))[:40] if (s := encode_conversation(tokenizer, m, max_tokens=512))
+    ]
+
+    def opening_loss(adapter_path: Path) -> float:
+        model = apply_adapter(load_base_model(base, model_cache, dtype=torch.float32), read_adapter(adapter_path))
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for s in samples:
+                logprobs = torch.log_softmax(model(torch.tensor([s.input_ids])).logits[0].float(), -1)
+                for start in reply_starts(s.labels):
+                    for p in range(start, min(start + OPENING_TOKENS, len(s.labels))):
+                        total -= float(logprobs[p - 1, s.labels[p]])
+                        n += 1
+        return total / n
+
+    losses, curves = {}, {}
+    for weight in (1.0, 20.0):
+        run = tiny_run(tiny_gguf, model_cache, tmp_path / f"w{weight}", train, None, opening_weight=weight)
+        result = run_training(run)
+        losses[weight], curves[weight] = opening_loss(result.adapter_path), result.metrics.loss_curve
+    assert losses[20.0] < losses[1.0] - 0.1, losses
+    # Step 1 runs the untouched base on the same rows: the same plain mean, whatever the weights.
+    assert curves[20.0][0][1] == pytest.approx(curves[1.0][0][1], rel=1e-5), curves
