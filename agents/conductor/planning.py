@@ -143,10 +143,10 @@ async def plan_job(
         training.max_steps = training.max_steps or cpu.max_steps
         training.effective_batch = training.effective_batch or cpu.effective_batch
         training.learning_rate = training.learning_rate or cpu.learning_rate
-        if "crisis_weight" not in spec.training.model_fields_set:
-            training.crisis_weight = cpu.crisis_weight
-        if "opening_weight" not in spec.training.model_fields_set:
-            training.opening_weight = cpu.opening_weight
+        # Fields with a protocol default: the CPU's value unless the job set its own.
+        for name in ("crisis_weight", "opening_weight"):
+            if name not in spec.training.model_fields_set:
+                setattr(training, name, getattr(cpu, name))
         crisis_fraction: float | None = cpu.crisis_fraction
         reasons.append(
             f"training runs on a CPU ({device_name}): CPU-sized run of {samples} conversations and "
