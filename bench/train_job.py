@@ -77,6 +77,8 @@ def main() -> None:
         f"{m.tokens_per_second:,.0f} tokens/s, padding {m.padding_fraction:.1%}"
     )
     print(f"held-out loss {m.eval_loss_base} -> {m.eval_loss}; training loss {m.first_loss} -> {m.final_loss}")
+    if m.decision_curve:
+        print(f"crisis-decision loss {m.decision_curve[0][1]} -> {m.decision_curve[-1][1]}")
 
 
 if __name__ == "__main__":

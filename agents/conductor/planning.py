@@ -144,7 +144,7 @@ async def plan_job(
         training.effective_batch = training.effective_batch or cpu.effective_batch
         training.learning_rate = training.learning_rate or cpu.learning_rate
         # Fields with a protocol default: the CPU's value unless the job set its own.
-        for name in ("crisis_weight", "opening_weight"):
+        for name in ("crisis_weight", "opening_weight", "decision_weight", "decision_prompts"):
             if name not in spec.training.model_fields_set:
                 setattr(training, name, getattr(cpu, name))
         crisis_fraction: float | None = cpu.crisis_fraction

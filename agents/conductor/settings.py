@@ -31,6 +31,8 @@ class CpuDefault(BaseModel):
     learning_rate: float = Field(gt=0)
     crisis_weight: int = Field(ge=1, le=20)
     opening_weight: float = Field(ge=1, le=100)
+    decision_weight: float = Field(ge=0, le=100)
+    decision_prompts: int = Field(ge=2, le=4096)
     crisis_fraction: float = Field(ge=0, le=0.5)
 
 

@@ -61,6 +61,8 @@ class TrainingState(BaseModel):
     """Positions computed, padding included (for the padding fraction)."""
     curve: list[tuple[int, float]] = []
     """(step, mean loss) of every step so far."""
+    decision_curve: list[tuple[int, float]] = []
+    """(step, crisis-decision loss) of every step so far, when the plan weighs it."""
     eval_loss_base: float | None = None
     """Held-out loss of the base model, measured once per run."""
 

@@ -119,6 +119,8 @@ def plan_training(
         seed=overrides.seed,
         crisis_weight=overrides.crisis_weight,
         opening_weight=overrides.opening_weight,
+        decision_weight=overrides.decision_weight,
+        decision_prompts=overrides.decision_prompts,
         shape=shape,
         memory=memory,
         reasons=reasons,

@@ -25,6 +25,7 @@ from agents.gpu_optimization.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from agents.gpu_optimization.decisions import DecisionSet, crisis_opening_token, decision_loss
 from agents.gpu_optimization.packing import PackedBatch, collate_rows, pack_rows, padded_rows
 from agents.llm.adapter_file import AdapterFile, apply_adapter, write_adapter
 from agents.llm.base_model import BaseModelSource, load_base_model, load_tokenizer
@@ -177,6 +178,7 @@ class _Session:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scaler: GradScaler
+    decisions: _Decisions | None = None
 
     @property
     def plan(self) -> TrainingPlan:
@@ -198,6 +200,37 @@ class _Session:
             packed=plan.packing,
             opening_weight=plan.opening_weight,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Decisions:
+    """The crisis-decision prompts and the token a crisis reply opens with (see ``decisions``)."""
+
+    prompts: DecisionSet
+    opening: int
+
+
+def _decisions(tokenizer: Any, run: TrainingRun) -> _Decisions | None:
+    """The decision prompts when the plan weighs the decision and the data has crisis replies to open as."""
+    from agents.text.crisis import load_training_set
+
+    plan = run.plan
+    if plan.decision_weight <= 0:
+        return None
+    systems: list[str] = []
+    crisis_replies: list[EncodedSample] = []
+    for messages, is_crisis in load_labelled_conversations(run.train_path):
+        if messages[0]["role"] == "system" and messages[0]["content"] not in systems:
+            systems.append(messages[0]["content"])
+        if is_crisis and (sample := encode_conversation(tokenizer, messages, max_tokens=plan.sequence_length)):
+            crisis_replies.append(sample)
+    opening = crisis_opening_token(crisis_replies)
+    if opening is None or not systems:
+        return None  # no crisis replies (or no system prompt) in the data: nothing to open as
+    labelled = load_training_set().messages
+    crises = [m for kind, texts in labelled.items() if kind != "none" for m in texts]
+    prompts = DecisionSet(tokenizer, systems, crises, labelled["none"], seed=plan.seed, max_tokens=plan.sequence_length)
+    return _Decisions(prompts, opening)
 
 
 @dataclass(slots=True)
@@ -359,6 +392,7 @@ def _prepare(run: TrainingRun) -> _Session:
         p.data = p.data.float()  # master weights of the adapter stay fp32 under autocast
     lengths = [len(s) for s in train_samples]
     return _Session(
+        decisions=_decisions(tokenizer, run),
         run=run,
         device=device,
         autocast=autocast,
@@ -431,6 +465,12 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
         step_loss += float(loss.plain)
         fed += batch.tokens
         state.computed += int(batch.input_ids.numel())
+    if session.decisions is not None:
+        prompts = session.decisions.prompts.for_step(step, plan.decision_prompts)
+        decision = decision_loss(session.model, prompts, session.decisions.opening, session.device, session.autocast)
+        weighted: Any = scaler.scale(decision * plan.decision_weight)
+        weighted.backward()
+        state.decision_curve.append((step + 1, round(float(decision.detach()), 5)))
     state.tokens += fed
     state.trained_tokens += targets
     scaler.unscale_(optimizer)
@@ -514,6 +554,7 @@ def _metrics(
         grad_accumulation=math.ceil(plan.effective_batch / micro),
         padding_fraction=1 - state.tokens / state.computed if state.computed else 0.0,
         loss_curve=curve[::stride],
+        decision_curve=state.decision_curve[::stride],
     )
 
 

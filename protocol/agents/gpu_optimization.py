@@ -123,6 +123,11 @@ class TrainingOverrides(ToolModel):
     opening_weight: float = Field(default=1.0, ge=1, le=100)
     """Loss weight of each reply's first tokens, where the model decides whether a message is a
     crisis (a crisis reply opens with one fixed sentence); 1 weighs every token alike."""
+    decision_weight: float = Field(default=0.0, ge=0, le=100)
+    """Weight of the crisis-decision loss: each step also asks, over labelled crisis and ordinary
+    messages, whether the reply would open as a crisis reply (0: off)."""
+    decision_prompts: int = Field(default=16, ge=2, le=4096)
+    """Labelled messages per step for the crisis-decision loss, half crises."""
 
 
 class TrainInput(ToolModel):
@@ -195,6 +200,10 @@ class TrainingPlan(ToolModel):
     """Upsampling of crisis conversations."""
     opening_weight: float = 1.0
     """Loss weight of each reply's first tokens."""
+    decision_weight: float = 0.0
+    """Weight of the crisis-decision loss (0: off)."""
+    decision_prompts: int = 16
+    """Labelled messages per step for the crisis-decision loss."""
     shape: ModelShape | None = None
     """The base's dimensions (None where they could not be read)."""
     memory: MemoryEstimate | None = None
@@ -232,6 +241,8 @@ class TrainingMetrics(ToolModel):
     """Share of computed positions that were padding."""
     loss_curve: list[tuple[int, float]]
     """(step, loss) at most 200 points."""
+    decision_curve: list[tuple[int, float]] = Field(default_factory=list)
+    """(step, crisis-decision loss) at most 200 points; empty when the plan does not weigh it."""
 
 
 class TrainOutput(ToolModel):

@@ -108,3 +108,27 @@ def test_the_opening_tokens_of_every_reply_carry_the_opening_weight() -> None:
     assert batch.loss_weight == 8 * 5.0 + (6 + 2 + 5 - 8) * 1.0
     plain = collate_rows([[0, 1]], [a, b], row_len=32, pad_id=2, packed=True)
     assert plain.weights is None and plain.loss_weight == 13
+
+
+def test_decision_prompts_are_balanced_end_at_the_generation_prompt_and_repeat_on_resume(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from agents.gpu_optimization.decisions import DecisionSet, crisis_opening_token
+
+    crises = [f"crisis message {i}" for i in range(5)]
+    ordinary = [f"ordinary message {i}" for i in range(30)]
+    prompts = DecisionSet(tokenizer, ["Be kind.", "Be brief."], crises, ordinary, seed=3, max_tokens=512)
+    batch = prompts.for_step(7, 12)
+    assert sorted(batch.crisis.tolist()) == [0.0] * 8 + [1.0] * 4  # a third crises, drawn again if too few
+    assert batch.input_ids.shape[0] == 1  # twelve short prompts share one packed row
+    starts = (batch.position_ids[0] == 0).nonzero().flatten().tolist()
+    for row, end, crisis in zip(batch.rows.tolist(), batch.ends.tolist(), batch.crisis.tolist(), strict=True):
+        start = max(s for s in starts if s <= end)
+        text = tokenizer.decode(batch.input_ids[row, start : end + 1].tolist())
+        assert text.startswith("<|im_start|>system\nBe ") and text.endswith("<|im_start|>assistant\n")
+        assert ("crisis message" in text) == bool(crisis)
+    again = prompts.for_step(7, 12)  # a resumed run sees the same prompts at the same step
+    assert again.input_ids.equal(batch.input_ids) and not prompts.for_step(8, 12).input_ids.equal(batch.input_ids)
+
+    a = EncodedSample([1, 2, 3, 4], [IGNORE, IGNORE, 9, 5])
+    b = EncodedSample([1, 2, 3], [IGNORE, 9, 6])
+    c = EncodedSample([1, 2, 3], [IGNORE, 8, 6])
+    assert crisis_opening_token([a, b, c]) == 9 and crisis_opening_token([]) is None

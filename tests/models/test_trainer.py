@@ -271,3 +271,43 @@ def test_the_opening_weight_teaches_how_replies_open(
     assert losses[20.0] < losses[1.0] - 0.1, losses
     # Step 1 runs the untouched base on the same rows: the same plain mean, whatever the weights.
     assert curves[20.0][0][1] == pytest.approx(curves[1.0][0][1], rel=1e-5), curves
+
+
+def test_the_decision_loss_teaches_the_crisis_decision_on_messages_it_never_saw(
+    tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With the decision loss on, a run learns P(crisis opening) up after a crisis and down after an
+    ordinary message, measured on the detector's held-out messages (never in the decision prompts)."""
+    from agents.gpu_optimization.decisions import DecisionSet, crisis_opening_token, decision_loss
+    from agents.llm.adapter_file import apply_adapter
+    from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
+    from agents.llm.chat_format import encode_conversation, load_labelled_conversations
+    from agents.text.crisis_measure import load_heldout
+
+    train, _ = conversations
+    base = resolve_base_model(str(tiny_gguf))
+    tokenizer = load_tokenizer(base, model_cache)
+    labelled = list(load_labelled_conversations(train))
+    crisis_replies = [s for m, c in labelled if c and (s := encode_conversation(tokenizer, m, max_tokens=512))]
+    opening = crisis_opening_token(crisis_replies)
+    assert opening is not None
+    heldout = load_heldout()
+    crises = [text for text, _kind, _indirect in heldout.crises()]
+    unseen = DecisionSet(
+        tokenizer, [labelled[0][0][0]["content"]], crises, heldout.non_crises(), seed=1, max_tokens=512
+    )
+    probe = unseen.for_step(0, 64)
+
+    def held_out_loss(adapter_path: Path) -> float:
+        model = apply_adapter(load_base_model(base, model_cache, dtype=torch.float32), read_adapter(adapter_path))
+        with torch.no_grad():
+            return float(decision_loss(model, probe, opening, "cpu", None))
+
+    losses, curves = {}, {}
+    for weight in (0.0, 5.0):
+        run = tiny_run(tiny_gguf, model_cache, tmp_path / f"d{weight}", train, None, decision_weight=weight)
+        result = run_training(run)
+        losses[weight], curves[weight] = held_out_loss(result.adapter_path), result.metrics.decision_curve
+    assert losses[5.0] < losses[0.0] - 0.5, losses
+    assert curves[0.0] == [] and [step for step, _ in curves[5.0]] == [1, 2, 3, 4, 5, 6]
+    assert curves[5.0][-1][1] < curves[5.0][0][1], curves[5.0]

@@ -1,0 +1,143 @@
+"""The crisis decision as a loss of its own: does a reply to this message open as a crisis reply?
+
+A crisis reply in the training data opens with one fixed sentence, so a model decides at its
+reply's first token whether a message is a crisis. Language-model loss teaches that decision from
+one token per crisis conversation (a few dozen in a CPU job), and nothing pushes the opening down
+after an ordinary message that merely sounds alarming. Here each step also sees a batch of short
+prompts — system prompt and one user message, no reply — from the crisis detector's labelled
+messages (crises of every kind and ordinary messages that share their words), and a binary
+cross-entropy on the probability of the crisis opening's first token: up after a crisis, down
+after anything else. No reply text is imposed on ordinary messages; they keep the replies the
+language-model loss teaches.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agents.gpu_optimization.packing import pack_rows
+from agents.llm.chat_format import IGNORE, EncodedSample
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CRISIS_SHARE", "DecisionBatch", "DecisionSet", "crisis_opening_token", "decision_loss"]
+
+CRISIS_SHARE = 1 / 3
+"""Crises among a step's prompts: ordinary messages that sound alarming (idioms, grief, past
+emergencies) are the many-sided, harder half of the decision."""
+
+
+def crisis_opening_token(crisis_replies: Sequence[EncodedSample]) -> int | None:
+    """The first reply token most of the training data's crisis conversations open with."""
+    firsts: Counter[int] = Counter()
+    for sample in crisis_replies:
+        first = next((label for label in sample.labels if label != IGNORE), None)
+        if first is not None:
+            firsts[first] += 1
+    return firsts.most_common(1)[0][0] if firsts else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionBatch:
+    """Prompts packed side by side in rows (positions restart at each prompt, as in training rows)."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    rows: torch.Tensor
+    """Row of each prompt's last token, where the reply's first token is predicted..."""
+    ends: torch.Tensor
+    """...and its column."""
+    crisis: torch.Tensor
+    """1.0 for a crisis message, 0.0 for an ordinary one."""
+
+
+class DecisionSet:
+    """Encoded prompts with their labels, and the prompts of each optimizer step.
+
+    A step's prompts depend only on (seed, step) and balance crises and ordinary messages, so a
+    resumed run sees the prompts it would have seen.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        systems: Sequence[str],
+        crises: Sequence[str],
+        ordinary: Sequence[str],
+        *,
+        seed: int,
+        max_tokens: int,
+    ) -> None:
+        if not systems or not crises or not ordinary:
+            raise ValueError("the decision set needs system prompts, crisis messages and ordinary messages")
+        rng = np.random.default_rng((seed, 7))
+        self.crises = [self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) for m in crises]
+        self.ordinary = [
+            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) for m in ordinary
+        ]
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.seed, self.row_len = seed, max_tokens
+
+    @staticmethod
+    def _encode(tokenizer: Any, system: str, message: str, max_tokens: int) -> list[int]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": message}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids: list[int] = tokenizer(text, add_special_tokens=False).input_ids
+        return ids[-max_tokens:]  # the generation prompt's end is what the decision reads from
+
+    def for_step(self, step: int, size: int) -> DecisionBatch:
+        """``size`` prompts, ``CRISIS_SHARE`` of them crises and the rest ordinary messages."""
+        import torch
+
+        rng = np.random.default_rng((self.seed, 11, step))
+        n = max(1, round(size * CRISIS_SHARE))
+        picked = [(self.crises[i], 1.0) for i in rng.choice(len(self.crises), n, replace=n > len(self.crises))]
+        picked += [
+            (self.ordinary[i], 0.0)
+            for i in rng.choice(len(self.ordinary), size - n, replace=size - n > len(self.ordinary))
+        ]
+        layout = pack_rows([len(ids) for ids, _ in picked], self.row_len)
+        width = max(sum(len(picked[i][0]) for i in row) for row in layout)
+        input_ids = torch.full((len(layout), width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((len(layout), width), dtype=torch.long)
+        rows, ends, crisis = [], [], []
+        for r, row in enumerate(layout):
+            at = 0
+            for index in row:
+                ids, label = picked[index]
+                input_ids[r, at : at + len(ids)] = torch.tensor(ids)
+                positions[r, at : at + len(ids)] = torch.arange(len(ids))
+                at += len(ids)
+                rows.append(r)
+                ends.append(at - 1)
+                crisis.append(label)
+            positions[r, at:] = torch.arange(width - at)  # the tail is a sequence of its own
+        return DecisionBatch(input_ids, positions, torch.tensor(rows), torch.tensor(ends), torch.tensor(crisis))
+
+
+def decision_loss(
+    model: Any, batch: DecisionBatch, opening: int, device: str, autocast: torch.dtype | None
+) -> torch.Tensor:
+    """Mean binary cross-entropy of P(first reply token = the crisis opening's) against the labels."""
+    import contextlib
+
+    import torch
+
+    inner: Any = model.get_base_model()
+    context = torch.autocast(device_type=device, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with context:
+        hidden = inner.model(
+            input_ids=batch.input_ids.to(device), position_ids=batch.position_ids.to(device), use_cache=False
+        ).last_hidden_state
+        logits = inner.lm_head(hidden[batch.rows.to(device), batch.ends.to(device)])
+    log_p = torch.log_softmax(logits.float(), -1)[:, opening]
+    # log(1 - p) from log p without cancellation where p is near 1
+    log_not_p = torch.log((-torch.expm1(log_p)).clamp_min(1e-12))
+    crisis = batch.crisis.to(device)
+    return -(crisis * log_p + (1 - crisis) * log_not_p).mean()
