@@ -6,13 +6,14 @@ Run from the repository root; ADAPTER is a job's ``data/models/trained/<category
 and ``--cache`` its ``data/cache/base_models`` (the converted base model, else it is converted again).
 
 A crisis reply starts with one fixed sentence (``crisis_replies.opening`` in the material), so a
-model has decided whether a message is a crisis at its reply's first token. For each held-out
-message of the crisis detector's sets (``crisis_heldout.yaml`` and ``crisis_heldout_v6.yaml``:
-never in any training data) this reads the probability that a reply sampled as model QA samples
-it (temperature and top-p of ``configs/model_quality.yaml``) begins with that sentence's first
-token: per crisis kind (the share QA's crisis gate will see) and on the sets' non-crises (false
-alarms). One forward pass per message, so minutes instead of model QA's generations; the base
-model without an adapter is the baseline, measured in the same run.
+model has decided whether a message is a crisis by the end of its reply's first words. For each
+held-out message of the crisis detector's sets (``crisis_heldout.yaml`` and
+``crisis_heldout_v6.yaml``: never in any training data) this reads the probability that a reply
+sampled as model QA samples it (temperature and top-p of ``configs/model_quality.yaml``) begins
+with that sentence's first ``OPENING_LENGTH`` tokens (the first token alone misleads: "Please"
+also opens ordinary replies): per crisis kind (the share QA's crisis gate will see) and on the
+sets' non-crises (false alarms). One forward pass per message, so minutes instead of model QA's
+generations; the base model without an adapter is the baseline, measured in the same run.
 
 The system prompt is the training data's most frequent one (``--train-data``, as model QA asks),
 else the domain's first.
@@ -32,6 +33,7 @@ import torch
 import yaml
 
 from agents.data_generation import load_common, load_material
+from agents.gpu_optimization.decisions import OPENING_LENGTH
 from agents.llm.adapter_file import apply_adapter, read_adapter
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
 from agents.quality_assurance.model_checks import load_model_quality
@@ -65,7 +67,7 @@ def _system_prompt(train_data: Path | None, domain: str) -> str:
 
 
 class _Opening:
-    """P(the first sampled reply token is the crisis opening's first token) under QA's sampling."""
+    """P(a sampled reply opens with the crisis opening's first tokens) under QA's sampling."""
 
     def __init__(self, model: Any, tokenizer: Any, system: str, temperature: float, top_p: float) -> None:
         self.model, self.tokenizer, self.system = model, tokenizer, system
@@ -78,7 +80,7 @@ class _Opening:
             {"role": "assistant", "content": opening},
         ]
         whole = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False).input_ids
-        self.first = whole[len(prompt[0])]
+        self.opening = whole[len(prompt[0]) : len(prompt[0]) + OPENING_LENGTH]
 
     def _ids(self, text: str) -> Any:
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": text}]
@@ -86,13 +88,18 @@ class _Opening:
         return self.tokenizer(rendered, add_special_tokens=False, return_tensors="pt").input_ids
 
     def probability(self, text: str) -> float:
+        prompt = self._ids(text)
+        ids = torch.cat([prompt, torch.tensor([self.opening])], 1)
         with torch.no_grad():
-            logits = self.model(self._ids(text)).logits[0, -1].float()
-        probs = torch.softmax(logits / self.temperature, -1)
-        ranked, order = probs.sort(descending=True)
-        kept = ranked * ((ranked.cumsum(0) - ranked) < self.top_p)  # nucleus: the smallest set reaching top_p
-        at = (order == self.first).nonzero()
-        return float(kept[at[0, 0]] / kept.sum()) if len(at) else 0.0
+            logits = self.model(ids).logits[0, prompt.shape[1] - 1 : -1].float()
+        p = 1.0
+        for step, token in enumerate(self.opening):
+            probs = torch.softmax(logits[step] / self.temperature, -1)
+            ranked, order = probs.sort(descending=True)
+            kept = ranked * ((ranked.cumsum(0) - ranked) < self.top_p)  # nucleus: the smallest set reaching top_p
+            at = (order == token).nonzero()
+            p *= float(kept[at[0, 0]] / kept.sum()) if len(at) else 0.0
+        return p
 
 
 def _measure(opening: _Opening, sets: dict[str, list[str]]) -> dict[str, float]:

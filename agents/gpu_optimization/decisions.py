@@ -1,14 +1,16 @@
 """The crisis decision as a loss of its own: does a reply to this message open as a crisis reply?
 
 A crisis reply in the training data opens with one fixed sentence, so a model decides at its
-reply's first token whether a message is a crisis. Language-model loss teaches that decision from
-one token per crisis conversation (a few dozen in a CPU job), and nothing pushes the opening down
-after an ordinary message that merely sounds alarming. Here each step also sees a batch of short
-prompts — system prompt and one user message, no reply — from the crisis detector's labelled
-messages (crises of every kind and ordinary messages that share their words), and a binary
-cross-entropy on the probability of the crisis opening's first token: up after a crisis, down
-after anything else. No reply text is imposed on ordinary messages; they keep the replies the
-language-model loss teaches.
+reply's start whether a message is a crisis. Language-model loss teaches that decision from one
+opening per crisis conversation (a few dozen in a CPU job), and nothing pushes the opening down
+after an ordinary message that merely sounds alarming. Here each step also sees short prompts —
+system prompt and one user message, followed by the crisis opening — from the crisis detector's
+labelled messages (crises of every kind and ordinary messages that share their words), and a
+binary cross-entropy on the probability of the whole opening: up after a crisis, down after
+anything else. The whole opening, not its first token: a first token such as "Please" also
+begins ordinary replies, and a loss on it alone teaches a model to say "Please" and then anything
+(measured: the demo's crisis help fell from 62% to 19%). No reply is imposed on ordinary
+messages; they keep the replies the language-model loss teaches.
 """
 
 from __future__ import annotations
@@ -26,21 +28,25 @@ from agents.llm.chat_format import IGNORE, EncodedSample
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CRISIS_SHARE", "DecisionBatch", "DecisionSet", "crisis_opening_token", "decision_loss"]
+__all__ = ["CRISIS_SHARE", "OPENING_LENGTH", "DecisionBatch", "DecisionSet", "crisis_opening", "decision_loss"]
 
 CRISIS_SHARE = 1 / 3
 """Crises among a step's prompts: ordinary messages that sound alarming (idioms, grief, past
 emergencies) are the many-sided, harder half of the decision."""
 
 
-def crisis_opening_token(crisis_replies: Sequence[EncodedSample]) -> int | None:
-    """The first reply token most of the training data's crisis conversations open with."""
-    firsts: Counter[int] = Counter()
+OPENING_LENGTH = 8
+"""Reply tokens read as the opening: enough to reach past words that also begin ordinary replies."""
+
+
+def crisis_opening(crisis_replies: Sequence[EncodedSample], length: int = OPENING_LENGTH) -> tuple[int, ...] | None:
+    """The first ``length`` reply tokens most of the training data's crisis conversations open with."""
+    openings: Counter[tuple[int, ...]] = Counter()
     for sample in crisis_replies:
-        first = next((label for label in sample.labels if label != IGNORE), None)
-        if first is not None:
-            firsts[first] += 1
-    return firsts.most_common(1)[0][0] if firsts else None
+        start = next((p for p, label in enumerate(sample.labels) if label != IGNORE), None)
+        if start is not None and len(sample.labels) >= start + length:
+            openings[tuple(sample.labels[start : start + length])] += 1
+    return openings.most_common(1)[0][0] if openings else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +56,8 @@ class DecisionBatch:
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     rows: torch.Tensor
-    """Row of each prompt's last token, where the reply's first token is predicted..."""
-    ends: torch.Tensor
+    """(prompts, opening length): the row of each position that predicts an opening token..."""
+    columns: torch.Tensor
     """...and its column."""
     crisis: torch.Tensor
     """1.0 for a crisis message, 0.0 for an ordinary one."""
@@ -70,6 +76,7 @@ class DecisionSet:
         systems: Sequence[str],
         crises: Sequence[str],
         ordinary: Sequence[str],
+        opening: Sequence[int],
         *,
         seed: int,
         max_tokens: int,
@@ -77,9 +84,15 @@ class DecisionSet:
         if not systems or not crises or not ordinary:
             raise ValueError("the decision set needs system prompts, crisis messages and ordinary messages")
         rng = np.random.default_rng((seed, 7))
-        self.crises = [self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) for m in crises]
+        self.opening = list(opening)
+        max_tokens -= len(self.opening)
+        self.crises = [
+            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) + self.opening
+            for m in crises
+        ]
         self.ordinary = [
-            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) for m in ordinary
+            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) + self.opening
+            for m in ordinary
         ]
         self.pad_id = int(tokenizer.pad_token_id)
         self.seed, self.row_len = seed, max_tokens
@@ -106,7 +119,8 @@ class DecisionSet:
         width = max(sum(len(picked[i][0]) for i in row) for row in layout)
         input_ids = torch.full((len(layout), width), self.pad_id, dtype=torch.long)
         positions = torch.zeros((len(layout), width), dtype=torch.long)
-        rows, ends, crisis = [], [], []
+        rows, columns, crisis = [], [], []
+        k = len(self.opening)
         for r, row in enumerate(layout):
             at = 0
             for index in row:
@@ -114,17 +128,17 @@ class DecisionSet:
                 input_ids[r, at : at + len(ids)] = torch.tensor(ids)
                 positions[r, at : at + len(ids)] = torch.arange(len(ids))
                 at += len(ids)
-                rows.append(r)
-                ends.append(at - 1)
+                rows.append([r] * k)
+                columns.append(list(range(at - k - 1, at - 1)))  # the positions that predict the opening
                 crisis.append(label)
             positions[r, at:] = torch.arange(width - at)  # the tail is a sequence of its own
-        return DecisionBatch(input_ids, positions, torch.tensor(rows), torch.tensor(ends), torch.tensor(crisis))
+        return DecisionBatch(input_ids, positions, torch.tensor(rows), torch.tensor(columns), torch.tensor(crisis))
 
 
 def decision_loss(
-    model: Any, batch: DecisionBatch, opening: int, device: str, autocast: torch.dtype | None
+    model: Any, batch: DecisionBatch, opening: Sequence[int], device: str, autocast: torch.dtype | None
 ) -> torch.Tensor:
-    """Mean binary cross-entropy of P(first reply token = the crisis opening's) against the labels."""
+    """Mean binary cross-entropy of P(the reply opens with ``opening``) against the labels."""
     import contextlib
 
     import torch
@@ -135,8 +149,9 @@ def decision_loss(
         hidden = inner.model(
             input_ids=batch.input_ids.to(device), position_ids=batch.position_ids.to(device), use_cache=False
         ).last_hidden_state
-        logits = inner.lm_head(hidden[batch.rows.to(device), batch.ends.to(device)])
-    log_p = torch.log_softmax(logits.float(), -1)[:, opening]
+        logits = inner.lm_head(hidden[batch.rows.to(device), batch.columns.to(device)])
+    targets = torch.tensor(list(opening), device=device).expand(len(logits), -1)
+    log_p = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0].sum(-1)
     # log(1 - p) from log p without cancellation where p is near 1
     log_not_p = torch.log((-torch.expm1(log_p)).clamp_min(1e-12))
     crisis = batch.crisis.to(device)

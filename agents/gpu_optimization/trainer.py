@@ -25,7 +25,7 @@ from agents.gpu_optimization.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from agents.gpu_optimization.decisions import DecisionSet, crisis_opening_token, decision_loss
+from agents.gpu_optimization.decisions import DecisionSet, crisis_opening, decision_loss
 from agents.gpu_optimization.packing import PackedBatch, collate_rows, pack_rows, padded_rows
 from agents.llm.adapter_file import AdapterFile, apply_adapter, write_adapter
 from agents.llm.base_model import BaseModelSource, load_base_model, load_tokenizer
@@ -207,7 +207,7 @@ class _Decisions:
     """The crisis-decision prompts and the token a crisis reply opens with (see ``decisions``)."""
 
     prompts: DecisionSet
-    opening: int
+    opening: tuple[int, ...]
 
 
 def _decisions(tokenizer: Any, run: TrainingRun) -> _Decisions | None:
@@ -224,12 +224,14 @@ def _decisions(tokenizer: Any, run: TrainingRun) -> _Decisions | None:
             systems.append(messages[0]["content"])
         if is_crisis and (sample := encode_conversation(tokenizer, messages, max_tokens=plan.sequence_length)):
             crisis_replies.append(sample)
-    opening = crisis_opening_token(crisis_replies)
+    opening = crisis_opening(crisis_replies)
     if opening is None or not systems:
         return None  # no crisis replies (or no system prompt) in the data: nothing to open as
     labelled = load_training_set().messages
     crises = [m for kind, texts in labelled.items() if kind != "none" for m in texts]
-    prompts = DecisionSet(tokenizer, systems, crises, labelled["none"], seed=plan.seed, max_tokens=plan.sequence_length)
+    prompts = DecisionSet(
+        tokenizer, systems, crises, labelled["none"], opening, seed=plan.seed, max_tokens=plan.sequence_length
+    )
     return _Decisions(prompts, opening)
 
 

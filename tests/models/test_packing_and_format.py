@@ -110,25 +110,30 @@ def test_the_opening_tokens_of_every_reply_carry_the_opening_weight() -> None:
     assert plain.weights is None and plain.loss_weight == 13
 
 
-def test_decision_prompts_are_balanced_end_at_the_generation_prompt_and_repeat_on_resume(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    from agents.gpu_optimization.decisions import DecisionSet, crisis_opening_token
+def test_decision_prompts_are_balanced_end_in_the_opening_and_repeat_on_resume(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from agents.gpu_optimization.decisions import DecisionSet, crisis_opening
 
+    opening = tokenizer("Call 999 now.", add_special_tokens=False).input_ids
     crises = [f"crisis message {i}" for i in range(5)]
     ordinary = [f"ordinary message {i}" for i in range(30)]
-    prompts = DecisionSet(tokenizer, ["Be kind.", "Be brief."], crises, ordinary, seed=3, max_tokens=512)
+    prompts = DecisionSet(tokenizer, ["Be kind.", "Be brief."], crises, ordinary, opening, seed=3, max_tokens=512)
     batch = prompts.for_step(7, 12)
     assert sorted(batch.crisis.tolist()) == [0.0] * 8 + [1.0] * 4  # a third crises, drawn again if too few
     assert batch.input_ids.shape[0] == 1  # twelve short prompts share one packed row
     starts = (batch.position_ids[0] == 0).nonzero().flatten().tolist()
-    for row, end, crisis in zip(batch.rows.tolist(), batch.ends.tolist(), batch.crisis.tolist(), strict=True):
-        start = max(s for s in starts if s <= end)
-        text = tokenizer.decode(batch.input_ids[row, start : end + 1].tolist())
-        assert text.startswith("<|im_start|>system\nBe ") and text.endswith("<|im_start|>assistant\n")
-        assert ("crisis message" in text) == bool(crisis)
+    for rows, columns, crisis in zip(batch.rows.tolist(), batch.columns.tolist(), batch.crisis.tolist(), strict=True):
+        row, first = rows[0], columns[0]
+        start = max(s for s in starts if s <= first)
+        prompt = tokenizer.decode(batch.input_ids[row, start : first + 1].tolist())
+        assert prompt.startswith("<|im_start|>system\nBe ") and prompt.endswith("<|im_start|>assistant\n")
+        assert ("crisis message" in prompt) == bool(crisis)
+        # each reading position predicts the next opening token
+        assert [int(batch.input_ids[row, c + 1]) for c in columns] == opening
     again = prompts.for_step(7, 12)  # a resumed run sees the same prompts at the same step
     assert again.input_ids.equal(batch.input_ids) and not prompts.for_step(8, 12).input_ids.equal(batch.input_ids)
 
-    a = EncodedSample([1, 2, 3, 4], [IGNORE, IGNORE, 9, 5])
-    b = EncodedSample([1, 2, 3], [IGNORE, 9, 6])
-    c = EncodedSample([1, 2, 3], [IGNORE, 8, 6])
-    assert crisis_opening_token([a, b, c]) == 9 and crisis_opening_token([]) is None
+    a = EncodedSample([1, 2, 3, 4, 5], [IGNORE, IGNORE, 9, 5, 4])
+    b = EncodedSample([1, 2, 3, 4], [IGNORE, 9, 5, 4])
+    c = EncodedSample([1, 2, 3, 4], [IGNORE, 9, 6, 4])
+    assert crisis_opening([a, b, c], length=3) == (9, 5, 4) and crisis_opening([], length=3) is None
+    assert crisis_opening([EncodedSample([1, 2], [IGNORE, 9])], length=3) is None  # too short to open with it

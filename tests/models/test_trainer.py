@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from agents.gpu_optimization.planning import plan_training, recommend_provider
 from agents.gpu_optimization.trainer import TrainingProgress, TrainingStopped, probe_micro_batch, run_training
 from agents.llm.adapter_file import read_adapter
 from protocol import MeetaraError
-from protocol.agents.gpu_optimization import DeviceProfile, RecommendProviderInput, TrainInput
+from protocol.agents.gpu_optimization import DeviceProfile, RecommendProviderInput, TrainingMetrics, TrainInput
 from runtime import load_catalog
 from tests.models.training_helpers import PLACEHOLDER, tiny_run
 
@@ -233,6 +234,23 @@ def test_each_tier_is_priced_with_lora_where_its_base_fits_and_qlora_where_only_
     assert catalog.tier("quality").base_shape.parameters > 14e9
 
 
+def _trained_at(
+    base: Path,
+    cache: Path,
+    train: Path,
+    root: Path,
+    setting: str,
+    values: tuple[float, ...],
+    measure: Callable[[Path], float],
+) -> dict[float, tuple[float, TrainingMetrics]]:
+    """One tiny run per value of a training setting: what ``measure`` reads off its adapter, and its metrics."""
+    out = {}
+    for value in values:
+        result = run_training(tiny_run(base, cache, root / f"{setting}-{value}", train, None, **{setting: value}))
+        out[value] = measure(result.adapter_path), result.metrics
+    return out
+
+
 def test_the_opening_weight_teaches_how_replies_open(
     tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -263,11 +281,9 @@ def test_the_opening_weight_teaches_how_replies_open(
                         n += 1
         return total / n
 
-    losses, curves = {}, {}
-    for weight in (1.0, 20.0):
-        run = tiny_run(tiny_gguf, model_cache, tmp_path / f"w{weight}", train, None, opening_weight=weight)
-        result = run_training(run)
-        losses[weight], curves[weight] = opening_loss(result.adapter_path), result.metrics.loss_curve
+    runs = _trained_at(tiny_gguf, model_cache, train, tmp_path, "opening_weight", (1.0, 20.0), opening_loss)
+    losses = {weight: loss for weight, (loss, _) in runs.items()}
+    curves = {weight: metrics.loss_curve for weight, (_, metrics) in runs.items()}
     assert losses[20.0] < losses[1.0] - 0.1, losses
     # Step 1 runs the untouched base on the same rows: the same plain mean, whatever the weights.
     assert curves[20.0][0][1] == pytest.approx(curves[1.0][0][1], rel=1e-5), curves
@@ -278,7 +294,7 @@ def test_the_decision_loss_teaches_the_crisis_decision_on_messages_it_never_saw(
 ) -> None:
     """With the decision loss on, a run learns P(crisis opening) up after a crisis and down after an
     ordinary message, measured on the detector's held-out messages (never in the decision prompts)."""
-    from agents.gpu_optimization.decisions import DecisionSet, crisis_opening_token, decision_loss
+    from agents.gpu_optimization.decisions import DecisionSet, crisis_opening, decision_loss
     from agents.llm.adapter_file import apply_adapter
     from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
     from agents.llm.chat_format import encode_conversation, load_labelled_conversations
@@ -289,12 +305,12 @@ def test_the_decision_loss_teaches_the_crisis_decision_on_messages_it_never_saw(
     tokenizer = load_tokenizer(base, model_cache)
     labelled = list(load_labelled_conversations(train))
     crisis_replies = [s for m, c in labelled if c and (s := encode_conversation(tokenizer, m, max_tokens=512))]
-    opening = crisis_opening_token(crisis_replies)
+    opening = crisis_opening(crisis_replies)
     assert opening is not None
     heldout = load_heldout()
     crises = [text for text, _kind, _indirect in heldout.crises()]
     unseen = DecisionSet(
-        tokenizer, [labelled[0][0][0]["content"]], crises, heldout.non_crises(), seed=1, max_tokens=512
+        tokenizer, [labelled[0][0][0]["content"]], crises, heldout.non_crises(), opening, seed=1, max_tokens=512
     )
     probe = unseen.for_step(0, 64)
 
@@ -303,11 +319,9 @@ def test_the_decision_loss_teaches_the_crisis_decision_on_messages_it_never_saw(
         with torch.no_grad():
             return float(decision_loss(model, probe, opening, "cpu", None))
 
-    losses, curves = {}, {}
-    for weight in (0.0, 5.0):
-        run = tiny_run(tiny_gguf, model_cache, tmp_path / f"d{weight}", train, None, decision_weight=weight)
-        result = run_training(run)
-        losses[weight], curves[weight] = held_out_loss(result.adapter_path), result.metrics.decision_curve
+    runs = _trained_at(tiny_gguf, model_cache, train, tmp_path, "decision_weight", (0.0, 5.0), held_out_loss)
+    losses = {weight: loss for weight, (loss, _) in runs.items()}
+    curves = {weight: metrics.decision_curve for weight, (_, metrics) in runs.items()}
     assert losses[5.0] < losses[0.0] - 0.5, losses
     assert curves[0.0] == [] and [step for step, _ in curves[5.0]] == [1, 2, 3, 4, 5, 6]
     assert curves[5.0][-1][1] < curves[5.0][0][1], curves[5.0]
