@@ -178,7 +178,8 @@ class _Session:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scaler: GradScaler
-    decisions: _Decisions | None = None
+    decisions: DecisionSet | None = None
+    """The crisis-decision prompts, when the plan weighs the decision."""
 
     @property
     def plan(self) -> TrainingPlan:
@@ -202,15 +203,7 @@ class _Session:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Decisions:
-    """The crisis-decision prompts and the token a crisis reply opens with (see ``decisions``)."""
-
-    prompts: DecisionSet
-    opening: tuple[int, ...]
-
-
-def _decisions(tokenizer: Any, run: TrainingRun) -> _Decisions | None:
+def _decisions(tokenizer: Any, run: TrainingRun) -> DecisionSet | None:
     """The decision prompts when the plan weighs the decision and the data has crisis replies to open as."""
     from agents.text.crisis import load_training_set
 
@@ -229,10 +222,9 @@ def _decisions(tokenizer: Any, run: TrainingRun) -> _Decisions | None:
         return None  # no crisis replies (or no system prompt) in the data: nothing to open as
     labelled = load_training_set().messages
     crises = [m for kind, texts in labelled.items() if kind != "none" for m in texts]
-    prompts = DecisionSet(
+    return DecisionSet(
         tokenizer, systems, crises, labelled["none"], opening, seed=plan.seed, max_tokens=plan.sequence_length
     )
-    return _Decisions(prompts, opening)
 
 
 @dataclass(slots=True)
@@ -394,7 +386,6 @@ def _prepare(run: TrainingRun) -> _Session:
         p.data = p.data.float()  # master weights of the adapter stay fp32 under autocast
     lengths = [len(s) for s in train_samples]
     return _Session(
-        decisions=_decisions(tokenizer, run),
         run=run,
         device=device,
         autocast=autocast,
@@ -406,6 +397,7 @@ def _prepare(run: TrainingRun) -> _Session:
         params=params,
         optimizer=torch.optim.AdamW(params, lr=plan.learning_rate, weight_decay=0.0),
         scaler=torch.amp.GradScaler(device, enabled=plan.loss_scaling),
+        decisions=_decisions(tokenizer, run),
     )
 
 
@@ -468,7 +460,7 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
         fed += batch.tokens
         state.computed += int(batch.input_ids.numel())
     if session.decisions is not None:
-        prompts = session.decisions.prompts.for_step(step, plan.decision_prompts)
+        prompts = session.decisions.for_step(step, plan.decision_prompts)
         decision = decision_loss(session.model, prompts, session.decisions.opening, session.device, session.autocast)
         weighted: Any = scaler.scale(decision * plan.decision_weight)
         weighted.backward()
