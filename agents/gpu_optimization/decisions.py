@@ -85,17 +85,17 @@ class DecisionSet:
             raise ValueError("the decision set needs system prompts, crisis messages and ordinary messages")
         rng = np.random.default_rng((seed, 7))
         self.opening = list(opening)
-        max_tokens -= len(self.opening)
+        self.seed, self.row_len = seed, max_tokens
+        prompt_tokens = max_tokens - len(self.opening)
         self.crises = [
-            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) + self.opening
+            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, prompt_tokens) + self.opening
             for m in crises
         ]
         self.ordinary = [
-            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, max_tokens) + self.opening
+            self._encode(tokenizer, systems[int(rng.integers(len(systems)))], m, prompt_tokens) + self.opening
             for m in ordinary
         ]
         self.pad_id = int(tokenizer.pad_token_id)
-        self.seed, self.row_len = seed, max_tokens
 
     @staticmethod
     def _encode(tokenizer: Any, system: str, message: str, max_tokens: int) -> list[int]:
