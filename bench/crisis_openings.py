@@ -11,9 +11,11 @@ held-out message of the crisis detector's sets (``crisis_heldout.yaml`` and
 ``crisis_heldout_v6.yaml``: never in any training data) this reads the probability that a reply
 sampled as model QA samples it (temperature and top-p of ``configs/model_quality.yaml``) begins
 with that sentence's first ``OPENING_LENGTH`` tokens (the first token alone misleads: "Please"
-also opens ordinary replies): per crisis kind (the share QA's crisis gate will see) and on the
-sets' non-crises (false alarms). One forward pass per message, so minutes instead of model QA's
-generations; the base model without an adapter is the baseline, measured in the same run.
+also opens ordinary replies): per crisis kind (the share QA's crisis gate will see), on the
+sets' non-crises (false alarms on messages that sound alarming) and on the domain category's
+evaluation questions and emotional messages (``configs/eval``: the false alarms QA's calm check
+counts). One forward pass per message, so minutes instead of model QA's generations; the base
+model without an adapter is the baseline, measured in the same run.
 
 The system prompt is the training data's most frequent one (``--train-data``, as model QA asks),
 else the domain's first.
@@ -36,6 +38,7 @@ from agents.data_generation import load_common, load_material
 from agents.gpu_optimization.decisions import OPENING_LENGTH
 from agents.llm.adapter_file import apply_adapter, read_adapter
 from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
+from agents.quality_assurance.eval_sets import load_eval_set
 from agents.quality_assurance.model_checks import load_model_quality
 from agents.text.crisis_measure import HeldoutSet
 from runtime import load_catalog
@@ -43,8 +46,9 @@ from runtime import load_catalog
 _HELDOUT = ("crisis_heldout.yaml", "crisis_heldout_v6.yaml")
 
 
-def _heldout_sets() -> dict[str, list[str]]:
-    """Messages per crisis kind, then ``none``: the non-crises, over both held-out files."""
+def _measured_sets(category: str) -> dict[str, list[str]]:
+    """Messages per crisis kind, then ``none``: the non-crises, over both held-out files, then
+    ``ordinary``: the category's evaluation questions and emotional messages."""
     sets: dict[str, list[str]] = {}
     for name in _HELDOUT:
         path = Path(str(importlib.resources.files("configs").joinpath("safety", name)))
@@ -52,6 +56,8 @@ def _heldout_sets() -> dict[str, list[str]]:
         for text, kind, _indirect in heldout.crises():
             sets.setdefault(kind, []).append(text)
         sets.setdefault("none", []).extend(heldout.non_crises())
+    evaluation = load_eval_set(category).items
+    sets["ordinary"] = [item.text for item in evaluation if item.kind in ("question", "emotional")]
     return sets
 
 
@@ -119,7 +125,7 @@ def main() -> None:
     base = resolve_base_model(None)
     tokenizer = load_tokenizer(base, args.cache)
     system = _system_prompt(args.train_data, args.domain)
-    sets = _heldout_sets()
+    sets = _measured_sets(load_catalog().domain(args.domain).category)
     results: dict[str, dict[str, float]] = {}
     for adapter in [None, *args.adapters]:
         model = load_base_model(base, args.cache, dtype=torch.float32)
@@ -135,7 +141,8 @@ def main() -> None:
     print(f"{'P(crisis opening)':<40}" + "".join(f"{label[:9]:>10}" for label in labels))
     for name, row in results.items():
         print(f"{name[-40:]:<40}" + "".join(f"{row[label]:>10.3f}" for label in labels))
-    print(f"messages: {', '.join(f'{label} {len(texts)}' for label, texts in sets.items())}; 'none': non-crises")
+    counts = ", ".join(f"{label} {len(texts)}" for label, texts in sets.items())
+    print(f"messages: {counts}; 'none': held-out non-crises, 'ordinary': the evaluation set's ordinary messages")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,18 @@ A crisis reply in the training data opens with one fixed sentence, so a model de
 reply's start whether a message is a crisis. Language-model loss teaches that decision from one
 opening per crisis conversation (a few dozen in a CPU job), and nothing pushes the opening down
 after an ordinary message that merely sounds alarming. Here each step also sees short prompts —
-system prompt and one user message, followed by the crisis opening — from the crisis detector's
-labelled messages (crises of every kind and ordinary messages that share their words), and a
-binary cross-entropy on the probability of the whole opening: up after a crisis, down after
-anything else. The whole opening, not its first token: a first token such as "Please" also
-begins ordinary replies, and a loss on it alone teaches a model to say "Please" and then anything
-(measured: the demo's crisis help fell from 62% to 19%). No reply is imposed on ordinary
-messages; they keep the replies the language-model loss teaches.
+system prompt and one user message, followed by the crisis opening — labelled crisis or not: the
+crisis detector's labelled messages (crises of every kind, and ordinary messages that share their
+words) and the training data's own first user messages (its ordinary questions above all: without
+them the demo model learnt "a health question, so a crisis" and opened 71% of ordinary healthcare
+replies with the emergency sentence). The loss is a binary cross-entropy on the decision, the
+probability of the opening's first ``OPENING_LENGTH`` tokens: up after a crisis, down after
+anything else. After a crisis the rest of the opening sentence is taught as well: that is where
+the help numbers are, and a model that opens right but invents the number (measured: "911 in the
+US or 985 in the UK") gives no real help. The first ``OPENING_LENGTH`` tokens, not the first token:
+a first token such as "Please" also begins ordinary replies, and a loss on it alone teaches a model
+to say "Please" and then anything (measured: the demo's crisis help fell from 62% to 19%). No
+reply is imposed on ordinary messages; they keep the replies the language-model loss teaches.
 """
 
 from __future__ import annotations
@@ -28,25 +33,59 @@ from agents.llm.chat_format import IGNORE, EncodedSample
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CRISIS_SHARE", "OPENING_LENGTH", "DecisionBatch", "DecisionSet", "crisis_opening", "decision_loss"]
+__all__ = [
+    "CRISIS_SHARE",
+    "LONGEST_OPENING",
+    "OPENING_LENGTH",
+    "DecisionBatch",
+    "DecisionSet",
+    "crisis_opening",
+    "decision_loss",
+]
 
 CRISIS_SHARE = 1 / 3
-"""Crises among a step's prompts: ordinary messages that sound alarming (idioms, grief, past
-emergencies) are the many-sided, harder half of the decision."""
+"""Crises among a step's prompts: ordinary messages (the domain's questions, and ones that sound
+alarming: idioms, grief, past emergencies) are the many-sided, harder half of the decision."""
 
 
 OPENING_LENGTH = 8
-"""Reply tokens read as the opening: enough to reach past words that also begin ordinary replies."""
+"""Reply tokens read as the decision: enough to reach past words that also begin ordinary replies."""
+
+LONGEST_OPENING = 64
+"""At most this many tokens of the opening sentence are taught after a crisis."""
+
+_SHARED = 0.9
+"""The opening runs on while this share of the crisis replies that open alike go on alike."""
 
 
-def crisis_opening(crisis_replies: Sequence[EncodedSample], length: int = OPENING_LENGTH) -> tuple[int, ...] | None:
-    """The first ``length`` reply tokens most of the training data's crisis conversations open with."""
-    openings: Counter[tuple[int, ...]] = Counter()
+def crisis_opening(
+    crisis_replies: Sequence[EncodedSample], length: int = OPENING_LENGTH, longest: int = LONGEST_OPENING
+) -> tuple[int, ...] | None:
+    """The reply tokens most of the training data's crisis conversations open with.
+
+    The most common first ``length`` tokens, continued for as long as nearly all the replies that
+    open with them go on alike (the rest of a fixed opening sentence, up to ``longest`` tokens).
+    """
+    replies: list[list[int]] = []
     for sample in crisis_replies:
         start = next((p for p, label in enumerate(sample.labels) if label != IGNORE), None)
         if start is not None and len(sample.labels) >= start + length:
-            openings[tuple(sample.labels[start : start + length])] += 1
-    return openings.most_common(1)[0][0] if openings else None
+            end = next((p for p in range(start, len(sample.labels)) if sample.labels[p] == IGNORE), len(sample.labels))
+            replies.append(list(sample.labels[start:end]))
+    if not replies:
+        return None
+    first, _ = Counter(tuple(r[:length]) for r in replies).most_common(1)[0]
+    opening, alike = list(first), [r for r in replies if tuple(r[:length]) == first]
+    while len(opening) < longest:
+        following = Counter(r[len(opening)] for r in alike if len(r) > len(opening))
+        if not following:
+            break
+        token, count = following.most_common(1)[0]
+        if count < _SHARED * len(alike):
+            break
+        opening.append(token)
+        alike = [r for r in alike if len(r) > len(opening) - 1 and r[len(opening) - 1] == token]
+    return tuple(opening)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +177,8 @@ class DecisionSet:
 def decision_loss(
     model: Any, batch: DecisionBatch, opening: Sequence[int], device: str, autocast: torch.dtype | None
 ) -> torch.Tensor:
-    """Mean binary cross-entropy of P(the reply opens with ``opening``) against the labels."""
+    """Mean binary cross-entropy of the decision (P of the opening's first ``OPENING_LENGTH`` tokens)
+    against the labels, and after a crisis the rest of the opening's cross-entropy."""
     import contextlib
 
     import torch
@@ -151,8 +191,8 @@ def decision_loss(
         ).last_hidden_state
         logits = inner.lm_head(hidden[batch.rows.to(device), batch.columns.to(device)])
     targets = torch.tensor(list(opening), device=device).expand(len(logits), -1)
-    log_p = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0].sum(-1)
+    log_p = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0]
     # log(1 - p) from log p without cancellation where p is near 1
-    log_not_p = torch.log((-torch.expm1(log_p)).clamp_min(1e-12))
+    log_not_decided = torch.log((-torch.expm1(log_p[:, :OPENING_LENGTH].sum(-1))).clamp_min(1e-12))
     crisis = batch.crisis.to(device)
-    return -(crisis * log_p + (1 - crisis) * log_not_p).mean()
+    return -(crisis * log_p.sum(-1) + (1 - crisis) * log_not_decided).mean()

@@ -52,6 +52,8 @@ __all__ = [
 _EVAL_SAMPLES = 256
 _PROGRESS_EVERY_S = 2.0
 _LOSS_WINDOW = 20
+MAX_GRAD_NORM = 1.0
+"""Gradient clipping: of the language-model gradient, and of the crisis-decision gradient on its own."""
 
 
 class TrainingStopped(MeetaraError):
@@ -212,19 +214,20 @@ def _decisions(tokenizer: Any, run: TrainingRun) -> DecisionSet | None:
         return None
     systems: list[str] = []
     crisis_replies: list[EncodedSample] = []
+    labelled = load_training_set().messages
+    crises = [m for kind, texts in labelled.items() if kind != "none" for m in texts]
+    ordinary = list(labelled["none"])
     for messages, is_crisis in load_labelled_conversations(run.train_path):
         if messages[0]["role"] == "system" and messages[0]["content"] not in systems:
             systems.append(messages[0]["content"])
+        if first := next((m["content"] for m in messages if m["role"] == "user"), None):
+            (crises if is_crisis else ordinary).append(first)
         if is_crisis and (sample := encode_conversation(tokenizer, messages, max_tokens=plan.sequence_length)):
             crisis_replies.append(sample)
     opening = crisis_opening(crisis_replies)
     if opening is None or not systems:
         return None  # no crisis replies (or no system prompt) in the data: nothing to open as
-    labelled = load_training_set().messages
-    crises = [m for kind, texts in labelled.items() if kind != "none" for m in texts]
-    return DecisionSet(
-        tokenizer, systems, crises, labelled["none"], opening, seed=plan.seed, max_tokens=plan.sequence_length
-    )
+    return DecisionSet(tokenizer, systems, crises, ordinary, opening, seed=plan.seed, max_tokens=plan.sequence_length)
 
 
 @dataclass(slots=True)
@@ -459,16 +462,13 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
         step_loss += float(loss.plain)
         fed += batch.tokens
         state.computed += int(batch.input_ids.numel())
+    # still scaled, so that the scaler sees an overflow in either gradient
+    torch.nn.utils.clip_grad_norm_(session.params, MAX_GRAD_NORM * scaler.get_scale())
     if session.decisions is not None:
-        prompts = session.decisions.for_step(step, plan.decision_prompts)
-        decision = decision_loss(session.model, prompts, session.decisions.opening, session.device, session.autocast)
-        weighted: Any = scaler.scale(decision * plan.decision_weight)
-        weighted.backward()
-        state.decision_curve.append((step + 1, round(float(decision.detach()), 5)))
+        _add_decision_gradient(session, state, step)
+    scaler.unscale_(optimizer)
     state.tokens += fed
     state.trained_tokens += targets
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(session.params, 1.0)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -477,6 +477,31 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
         raise MeetaraError(f"training diverged at step {step + 1} (loss {mean_loss}); lower the learning rate")
     state.curve.append((step + 1, round(mean_loss, 5)))
     return mean_loss, fed
+
+
+def _add_decision_gradient(session: _Session, state: TrainingState, step: int) -> None:
+    """Adds the weighted crisis-decision gradient, clipped on its own, to the step's clipped gradient.
+
+    Clipped together, the decision's gradient (large while the opening is still improbable)
+    shrinks the language-model gradient with it. Measured on the demo's data (40 steps, weight 1):
+    held-out loss 2.54 clipped together, 2.20 apart, the decision loss 0.21 either way.
+    """
+    import torch
+
+    assert session.decisions is not None
+    plan, params, scaler = session.plan, session.params, session.scaler
+    language = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    prompts = session.decisions.for_step(step, plan.decision_prompts)
+    decision = decision_loss(session.model, prompts, session.decisions.opening, session.device, session.autocast)
+    scaled: Any = scaler.scale(decision * plan.decision_weight)
+    scaled.backward()
+    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM * scaler.get_scale())
+    for p, grad in zip(params, language, strict=True):
+        if grad is not None:
+            p.grad = grad if p.grad is None else p.grad.add_(grad)
+    state.decision_curve.append((step + 1, round(float(decision.detach()), 5)))
 
 
 def _save(session: _Session, state: TrainingState, step: int, hooks: _Hooks) -> None:

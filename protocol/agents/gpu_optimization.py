@@ -127,7 +127,7 @@ class TrainingOverrides(ToolModel):
     """Weight of the crisis-decision loss: each step also asks, over labelled crisis and ordinary
     messages, whether the reply would open as a crisis reply (0: off)."""
     decision_prompts: int = Field(default=16, ge=2, le=4096)
-    """Labelled messages per step for the crisis-decision loss, half crises."""
+    """Labelled messages per step for the crisis-decision loss, a third of them crises."""
 
 
 class TrainInput(ToolModel):

@@ -137,3 +137,10 @@ def test_decision_prompts_are_balanced_end_in_the_opening_and_repeat_on_resume(t
     c = EncodedSample([1, 2, 3, 4], [IGNORE, 9, 6, 4])
     assert crisis_opening([a, b, c], length=3) == (9, 5, 4) and crisis_opening([], length=3) is None
     assert crisis_opening([EncodedSample([1, 2], [IGNORE, 9])], length=3) is None  # too short to open with it
+    # The opening runs on while the replies that open alike go on alike: a fixed sentence, then
+    # replies of their own; a reply's turn ends where its labels do.
+    fixed = [EncodedSample([0] * 8, [IGNORE, 9, 5, 4, 7, tail, IGNORE, IGNORE]) for tail in (1, 2, 3)]
+    other = EncodedSample([0] * 6, [IGNORE, 9, 6, 4, 7, 1])
+    assert crisis_opening([*fixed, other], length=2) == (9, 5, 4, 7)
+    assert crisis_opening([*fixed, other], length=2, longest=3) == (9, 5, 4)
+    assert crisis_opening(fixed[:1], length=2) == (9, 5, 4, 7, 1)

@@ -293,7 +293,8 @@ def test_the_decision_loss_teaches_the_crisis_decision_on_messages_it_never_saw(
     tiny_gguf: Path, model_cache: Path, conversations: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """With the decision loss on, a run learns P(crisis opening) up after a crisis and down after an
-    ordinary message, measured on the detector's held-out messages (never in the decision prompts)."""
+    ordinary message, measured on the detector's held-out messages (never in the decision prompts),
+    and its language-model loss still falls as far: the decision's gradient is clipped on its own."""
     from agents.gpu_optimization.decisions import DecisionSet, crisis_opening, decision_loss
     from agents.llm.adapter_file import apply_adapter
     from agents.llm.base_model import load_base_model, load_tokenizer, resolve_base_model
@@ -325,3 +326,5 @@ def test_the_decision_loss_teaches_the_crisis_decision_on_messages_it_never_saw(
     assert losses[5.0] < losses[0.0] - 0.5, losses
     assert curves[0.0] == [] and [step for step, _ in curves[5.0]] == [1, 2, 3, 4, 5, 6]
     assert curves[5.0][-1][1] < curves[5.0][0][1], curves[5.0]
+    fall = {weight: metrics.loss_curve[0][1] - metrics.loss_curve[-1][1] for weight, (_, metrics) in runs.items()}
+    assert fall[5.0] > 0.5 * fall[0.0] > 0, fall
