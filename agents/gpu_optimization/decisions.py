@@ -76,15 +76,15 @@ def crisis_opening(
         return None
     first, _ = Counter(tuple(r[:length]) for r in replies).most_common(1)[0]
     opening, alike = list(first), [r for r in replies if tuple(r[:length]) == first]
-    while len(opening) < longest:
-        following = Counter(r[len(opening)] for r in alike if len(r) > len(opening))
+    while (at := len(opening)) < longest:
+        following = Counter(r[at] for r in alike if len(r) > at)
         if not following:
             break
         token, count = following.most_common(1)[0]
         if count < _SHARED * len(alike):
             break
         opening.append(token)
-        alike = [r for r in alike if len(r) > len(opening) - 1 and r[len(opening) - 1] == token]
+        alike = [r for r in alike if len(r) > at and r[at] == token]
     return tuple(opening)
 
 
