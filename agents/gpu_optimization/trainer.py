@@ -465,7 +465,7 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
     # still scaled, so that the scaler sees an overflow in either gradient
     torch.nn.utils.clip_grad_norm_(session.params, MAX_GRAD_NORM * scaler.get_scale())
     if session.decisions is not None:
-        _add_decision_gradient(session, state, step)
+        _add_decision_gradient(session, session.decisions, state, step)
     scaler.unscale_(optimizer)
     state.tokens += fed
     state.trained_tokens += targets
@@ -479,7 +479,7 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
     return mean_loss, fed
 
 
-def _add_decision_gradient(session: _Session, state: TrainingState, step: int) -> None:
+def _add_decision_gradient(session: _Session, decisions: DecisionSet, state: TrainingState, step: int) -> None:
     """Adds the weighted crisis-decision gradient, clipped on its own, to the step's clipped gradient.
 
     Clipped together, the decision's gradient (large while the opening is still improbable)
@@ -488,13 +488,12 @@ def _add_decision_gradient(session: _Session, state: TrainingState, step: int) -
     """
     import torch
 
-    assert session.decisions is not None
     plan, params, scaler = session.plan, session.params, session.scaler
     language = [p.grad for p in params]
     for p in params:
         p.grad = None
-    prompts = session.decisions.for_step(step, plan.decision_prompts)
-    decision = decision_loss(session.model, prompts, session.decisions.opening, session.device, session.autocast)
+    prompts = decisions.for_step(step, plan.decision_prompts)
+    decision = decision_loss(session.model, prompts, decisions.opening, session.device, session.autocast)
     scaled: Any = scaler.scale(decision * plan.decision_weight)
     scaled.backward()
     torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM * scaler.get_scale())
