@@ -35,6 +35,8 @@ from protocol.agents.gguf_creation import (
     ListModelsInput,
     ListModelsOutput,
     ModelMetadata,
+    VersionFilesInput,
+    VersionFilesOutput,
 )
 from protocol.agents.quality_assurance import ModelQAReport, ReportComparison
 from runtime import Agent, CallContext, tool, utc_now_iso, write_json
@@ -208,6 +210,32 @@ class GgufCreationAgent(Agent):
                     raise InvalidParams(f"cannot read the QA report of {params.model_id} {version}: {exc}") from exc
             settings = load_regression_settings(self.ctx.settings.catalog_dir)
             return compare_reports(reports[params.baseline], reports[params.candidate], settings, params.baseline)
+
+        return await anyio.to_thread.run_sync(load)
+
+    @tool(read_only=True)
+    async def version_files(self, params: VersionFilesInput) -> VersionFilesOutput:
+        """A deployed version's model files (artifact references) and text records: what an export copies."""
+        models_dir = self.ctx.settings.models_dir
+
+        def load() -> VersionFilesOutput:
+            entries = [e for e in read_manifest(models_dir).models if e.model_id == params.model_id]
+            wanted = [e for e in entries if (e.version == params.version if params.version else e.lane == "production")]
+            if not wanted:
+                which = params.version or "production version"
+                known = ", ".join(f"{e.version} ({e.lane})" for e in entries) or "none"
+                raise InvalidParams(f"{params.model_id} has no deployed {which}; deployed: {known}")
+            entry = wanted[0]
+            layout = VersionLayout.of(entry)
+            records = (
+                layout.card_path,
+                layout.modelfile_path,
+                layout.adapter_modelfile_path,
+                layout.metadata_path,
+                layout.qa_report_path,
+            )
+            documents = {p.name: (models_dir / p).read_text() for p in records if (models_dir / p).is_file()}
+            return VersionFilesOutput(entry=entry, documents=documents)
 
         return await anyio.to_thread.run_sync(load)
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from agents.gguf_creation.model_card import model_card
+from agents.gguf_creation.ollama import write_modelfiles
 from agents.gguf_creation.regression import RegressionSettings, compare_reports
 from agents.llm.layout import MANIFEST, STAGING, ModelLayout, VersionLayout
 from protocol import InvalidParams
@@ -129,8 +131,11 @@ def _new_version(manifest: Manifest, model_id: str, version: str | None) -> str:
     return version
 
 
-def _write_records(folder: Path, target: VersionLayout, metadata: ModelMetadata, report: ModelQAReport) -> None:
-    """The metadata (now with its version and QA summary) and the QA report, beside the model files."""
+def _write_records(
+    folder: Path, target: VersionLayout, metadata: ModelMetadata, report: ModelQAReport, files: list[GgufFile]
+) -> None:
+    """Beside the model files: the metadata (now with its version and QA summary), the QA report, and
+    what users run the version with (Ollama Modelfiles, the model card)."""
     qa_summary = {
         "score": report.score,
         "target": report.target,
@@ -143,6 +148,16 @@ def _write_records(folder: Path, target: VersionLayout, metadata: ModelMetadata,
         f.write(deployed.model_dump_json(indent=2))
     with atomic_write(folder / target.qa_report_path.name) as f:
         f.write(report.model_dump_json(indent=2))
+    modelfiles = write_modelfiles(
+        folder,
+        deployed,
+        report.sampling,
+        files,
+        merged_name=target.modelfile_path.name,
+        adapter_name=target.adapter_modelfile_path.name,
+    )
+    with atomic_write(folder / target.card_path.name) as f:
+        f.write(model_card(deployed, report, files, modelfiles))
 
 
 def _stage(
@@ -165,7 +180,7 @@ def _stage(
             name = Path(file.path).name
             fetch(file, staging / name)
             deployed.append(file.model_copy(update={"path": str(target.folder / name)}))
-        _write_records(staging, target, metadata, report)
+        _write_records(staging, target, metadata, report, deployed)
         final = models_dir / target.folder
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging, final)

@@ -110,6 +110,21 @@ class VersionLayout:
     def qa_report_path(self) -> Path:
         return self.folder / _qa_report_name(self.model_id)
 
+    @property
+    def card_path(self) -> Path:
+        """The model card."""
+        return self.folder / "README.md"
+
+    @property
+    def modelfile_path(self) -> Path:
+        """Ollama's Modelfile for the merged model."""
+        return self.folder / "Modelfile"
+
+    @property
+    def adapter_modelfile_path(self) -> Path:
+        """Ollama's Modelfile for the base model with the LoRA adapter."""
+        return self.folder / "Modelfile.adapter"
+
 
 def _check_scope(scope: str, target: str, catalog: Catalog) -> None:
     if scope == "domain":

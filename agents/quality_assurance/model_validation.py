@@ -287,6 +287,11 @@ def validate_model_files(
         tokens_per_second=median_or_none(rates),
         samples=samples,
         files=checked,
+        sampling={
+            "temperature": settings.generation.temperature,
+            "top_p": settings.generation.top_p,
+            "repeat_penalty": settings.generation.repeat_penalty,
+        },
         evaluation=EvaluationReport(
             category=model.eval_set.category,
             version=model.eval_set.version,

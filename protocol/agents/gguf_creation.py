@@ -25,6 +25,8 @@ __all__ = [
     "ListModelsOutput",
     "ManifestEntry",
     "ModelMetadata",
+    "VersionFilesInput",
+    "VersionFilesOutput",
 ]
 
 Lane = Literal["production", "development", "legacy"]
@@ -224,3 +226,21 @@ class ListModelsOutput(ToolModel):
     """Matching deployed versions, newest first."""
     manifest_path: str
     """Path of ``manifest.json``."""
+
+
+class VersionFilesInput(ToolModel):
+    """Arguments of ``gguf_creation.version_files``."""
+
+    model_id: ModelId
+    """The model."""
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    """The version; ``None``: the production one."""
+
+
+class VersionFilesOutput(ToolModel):
+    """Result of ``gguf_creation.version_files``: what an export copies."""
+
+    entry: ManifestEntry
+    """The version, with its model files (by artifact reference, to fetch and verify)."""
+    documents: dict[str, str]
+    """Its text records by file name: model card, Ollama Modelfiles, metadata, QA report."""

@@ -24,6 +24,12 @@ __all__ = [
     "QACheck",
     "RejectionExample",
     "RuleReport",
+    "AskInput",
+    "AskOutput",
+    "ChatTurn",
+    "DomainMatch",
+    "RouteInput",
+    "RouteOutput",
     "ValidateModelInput",
     "ValidateModelOutput",
 ]
@@ -234,6 +240,9 @@ class ModelQAReport(ToolModel):
     """The files examined, by hash (deploy refuses files QA never saw)."""
     evaluation: EvaluationReport | None = None
     """Replies to the category's hand-written evaluation set (absent in reports before it existed)."""
+    sampling: dict[str, float] = Field(default_factory=dict)
+    """The sampling the replies were measured at (``temperature``, ``top_p``, ``repeat_penalty``):
+    what the deployed model's Modelfile sets (empty in reports before it was recorded)."""
     created_at: str
     """ISO 8601 UTC."""
 
@@ -277,3 +286,75 @@ class ValidateModelOutput(ToolModel):
     """Where the report JSON was written (beside the model)."""
     report_artifact: ArtifactRef
     """The report JSON in the artifact store."""
+
+
+class RouteInput(ToolModel):
+    """Arguments of ``quality_assurance.route``."""
+
+    text: str = Field(min_length=1, max_length=8000)
+    """The user's request, in free text."""
+    domain: CatalogName | None = None
+    """Answer as this domain (a chat with a chosen model); ``None``: the router picks."""
+
+
+class DomainMatch(ToolModel):
+    """A domain close to the request."""
+
+    domain: str
+    category: str
+    similarity: float
+    """Cosine similarity of the request to the domain's reference vector."""
+
+
+class RouteOutput(ToolModel):
+    """Result of ``quality_assurance.route``: who answers, and the help a crisis gets first."""
+
+    matches: list[DomainMatch]
+    """The closest domains, closest first."""
+    domain: str | None
+    """The domain taken (None: no clear one)."""
+    confident: bool
+    """The top domain is close enough and clearly ahead of the next (or the caller chose it)."""
+    reason: str
+    """Why this model answers, or why none can."""
+    model_id: str | None
+    """The deployed model that answers (its production version); None: none is deployed."""
+    version: str | None
+    model_file: str | None
+    """Its merged GGUF, relative to the models folder."""
+    crisis: str | None
+    """The crisis the detector sees in the request (the kind), or None."""
+    crisis_help: str | None
+    """Real help, shown before any model reply when ``crisis`` is set."""
+
+
+class ChatTurn(ToolModel):
+    """An earlier message of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=8000)
+
+
+class AskInput(ToolModel):
+    """Arguments of ``quality_assurance.ask``."""
+
+    text: str = Field(min_length=1, max_length=8000)
+    """The user's message."""
+    domain: CatalogName | None = None
+    """Answer as this domain; ``None``: the router picks."""
+    history: list[ChatTurn] = Field(default_factory=list, max_length=64)
+    """The conversation so far, oldest first."""
+    max_tokens: int | None = Field(default=None, ge=8, le=4096)
+    """Reply length limit (``None``: the router's configured one)."""
+
+
+class AskOutput(ToolModel):
+    """Result of ``quality_assurance.ask``."""
+
+    route: RouteOutput
+    reply: str
+    """What the model said."""
+    answer: str
+    """What the user is shown: the crisis help first when the request is a crisis, then the reply."""
+    tokens: int
+    """Reply tokens generated."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -438,3 +439,39 @@ def test_compare_prints_two_versions_side_by_side_and_fails_when_the_second_is_w
     assert same.returncode == 0 and "no measure is worse" in same.stdout
     missing = meetara("compare", "meetara_general_health", "v1", "v9", env=env)
     assert missing.returncode == 1 and "meetara_general_health v9 is not deployed" in missing.stderr
+
+
+def test_export_copies_a_version_with_its_card_modelfiles_and_checksums(
+    embedded_env: dict[str, str], tmp_path: Path, tiny_gguf: Path
+) -> None:
+    from tests.models.test_model_card import deploy_tiny_version
+
+    models, deployment = deploy_tiny_version(tmp_path, tiny_gguf)
+    env = {**embedded_env, "MEETARA_MODELS_DIR": str(models)}
+    to = tmp_path / "export" / "general_health"
+    out = meetara("export", "meetara_general_health", "--to", str(to), env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ollama create meetara_general_health -f Modelfile" in " ".join(out.stdout.split())
+    names = {p.name for p in to.iterdir()}
+    for file in deployment.entry.files:
+        assert Path(file.path).name in names
+    assert {"README.md", "Modelfile", "Modelfile.adapter", "SHA256SUMS"} <= names
+    sums = {
+        name: digest for digest, name in (line.split("  ") for line in (to / "SHA256SUMS").read_text().splitlines())
+    }
+    assert set(sums) == names - {"SHA256SUMS"}
+    for name, digest in sums.items():
+        assert hashlib.sha256((to / name).read_bytes()).hexdigest() == digest, name
+
+    again = meetara("export", "meetara_general_health", "--to", str(to), env=env, timeout=300)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    unknown = meetara("export", "meetara_general_health", "--version", "v7", "--to", str(tmp_path / "x"), env=env)
+    assert unknown.returncode == 1 and "no deployed v7; deployed: v1 (production)" in unknown.stderr
+
+    # A model file that no longer matches its hash: nothing is exported, not even part of it.
+    merged = next(f for f in deployment.entry.files if f.kind == "merged")
+    assert merged.artifact is not None
+    Path(merged.artifact.uri.removeprefix("file://")).write_bytes(b"\0" * merged.size)
+    corrupt = meetara("export", "meetara_general_health", "--to", str(tmp_path / "y"), env=env, timeout=300)
+    assert corrupt.returncode == 1 and "corrupt" in corrupt.stderr
+    assert not (tmp_path / "y").exists() and not list(tmp_path.glob(".y-*"))
