@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -12,21 +13,28 @@ import anyio.to_thread
 from agents.llm.base_model import base_gguf, load_tokenizer, resolve_base_model
 from agents.llm.chat_format import encode_conversation, load_conversations
 from agents.llm.layout import build_folder, layout_of
+from agents.quality_assurance.chat import ChatModel
 from agents.quality_assurance.data_filter import ALL_RULES, DataFilter
 from agents.quality_assurance.eval_sets import load_eval_set
 from agents.quality_assurance.evaluation import EvalJudges
 from agents.quality_assurance.model_checks import load_model_quality
 from agents.quality_assurance.model_validation import ModelUnderTest, validate_model_files
 from agents.quality_assurance.relevance import DomainReferences, Embedder, default_embedder
+from agents.quality_assurance.router import load_router_settings, rank, route_request
 from agents.quality_assurance.thresholds import load_thresholds
 from agents.text.crisis import CrisisDetector, default_detector
 from agents.text.signals import load_signals
 from protocol import InvalidParams
-from protocol.agents.gguf_creation import ModelMetadata
+from protocol.agents.gguf_creation import ListModelsOutput, ModelMetadata
 from protocol.agents.quality_assurance import (
+    AskInput,
+    AskOutput,
+    DomainMatch,
     FilterDatasetInput,
     FilterDatasetOutput,
     FilterReport,
+    RouteInput,
+    RouteOutput,
     ValidateModelInput,
     ValidateModelOutput,
 )
@@ -46,11 +54,13 @@ class QualityAssuranceAgent(Agent):
     name = "quality_assurance"
     description = (
         "Data filtering (duplicates, length, PII, crisis safety, empathy, relevance) and model validation "
-        "(GGUF format, llama.cpp loading, held-out perplexity, generations, crisis replies)."
+        "(GGUF format, llama.cpp loading, held-out perplexity, generations, crisis replies); routes a "
+        "request to the deployed model that should answer it, and answers with it."
     )
     concurrency = 2
 
     _relevance: tuple[Embedder, DomainReferences] | None = None
+    _chat: ChatModel | None = None
 
     async def _relevance_model(self) -> tuple[Embedder, DomainReferences]:
         """The embedder and all domains' reference vectors, built on first use."""
@@ -243,3 +253,61 @@ class QualityAssuranceAgent(Agent):
             perplexity_adapted=report.perplexity_adapted,
         )
         return ValidateModelOutput(report=report, report_path=str(report_path), report_artifact=ref)
+
+    async def _route(self, text: str, domain: str | None) -> RouteOutput:
+        catalog = self.ctx.catalog
+        # (an unknown domain is refused here, with the catalogue's message)
+        forced = (
+            DomainMatch(domain=domain, category=catalog.domain(domain).category, similarity=1.0) if domain else None
+        )
+        settings = await anyio.to_thread.run_sync(load_router_settings, self.ctx.settings.catalog_dir)
+        embedder, references = await self._relevance_model()
+        detector = await self._crisis_detector()
+        deployed = await self.ctx.client.call_model(
+            "gguf_creation", "list_models", {"lane": "production"}, ListModelsOutput
+        )
+        matches = await anyio.to_thread.run_sync(lambda: rank(references, embedder, catalog, [text], settings.top_k)[0])
+        return await anyio.to_thread.run_sync(
+            lambda: route_request(matches, deployed.models, detector, text, settings, forced=forced)
+        )
+
+    @tool(read_only=True)
+    async def route(self, params: RouteInput) -> RouteOutput:
+        """Which deployed model answers a request: the closest domains (embedding ranking over the
+        catalogue) with a confidence, the model picked (the domain's, else its category's or the
+        universal one), and the real help a crisis message gets first (the crisis detector's)."""
+        return await self._route(params.text, params.domain)
+
+    @tool(read_only=True)
+    async def ask(self, params: AskInput, ctx: CallContext) -> AskOutput:
+        """Answer a message with the deployed model the router picks (or ``domain``'s), streaming the
+        reply as progress (``meta.text``). A crisis message gets real help first, whatever the model says."""
+        routed = await self._route(params.text, params.domain)
+        if routed.model_file is None:
+            raise InvalidParams(f"no model can answer: {routed.reason}")
+        settings = self.ctx.settings
+        router = await anyio.to_thread.run_sync(load_router_settings, settings.catalog_dir)
+        sampling = (await anyio.to_thread.run_sync(load_model_quality, settings.catalog_dir)).generation
+        if self._chat is None:
+            self._chat = ChatModel(threads=os.cpu_count())
+        chat, report = self._chat, ctx.progress_reporter()
+        limit = params.max_tokens or router.max_reply_tokens
+        pending: list[str] = []
+        flushed = [time.monotonic(), 0]
+
+        def on_text(text: str) -> None:  # a progress event every quarter second, not every token
+            pending.append(text)
+            flushed[1] += 1
+            if time.monotonic() - flushed[0] >= 0.25:
+                report(flushed[1], limit, None, meta={"text": "".join(pending)})
+                pending.clear()
+                flushed[0] = time.monotonic()
+
+        messages = [t.model_dump() for t in params.history] + [{"role": "user", "content": params.text}]
+        path = settings.models_dir / routed.model_file
+        reply, tokens = await anyio.to_thread.run_sync(lambda: chat.reply(path, messages, sampling, limit, on_text))
+        if pending:  # the tail the last quarter second brought (back on the event loop here)
+            await ctx.progress(tokens, limit, None, meta={"text": "".join(pending)})
+        answer = f"{routed.crisis_help}\n\n{reply}" if routed.crisis_help else reply
+        self.log.info("answered", model=routed.model_id, domain=routed.domain, crisis=routed.crisis, tokens=tokens)
+        return AskOutput(route=routed, reply=reply, answer=answer, tokens=tokens)
