@@ -12,7 +12,7 @@ from agents.conductor import tools
 from agents.conductor.driver import JobDriver, LeaseLost
 from agents.conductor.job_store import JobStore
 from agents.conductor.planning import plan_job
-from agents.conductor.report import build_report
+from agents.conductor.report import build_report, report_folder, write_report_files
 from agents.conductor.settings import JobSettings, load_job_settings
 from agents.llm.layout import domains_of
 from protocol import InvalidParams, JobEvent, JobEventNotification, RpcError, new_id
@@ -118,6 +118,7 @@ class ConductorAgent(Agent):
             settings=self.job_settings,
             owner=self._owner,
             publish=publish,
+            finished=self._write_report,
         )
         log = self.log.bind(job=job.job_id)
         log.info("driving job", state=job.state)
@@ -139,6 +140,15 @@ class ConductorAgent(Agent):
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(RpcError):  # else the lease expires by itself
                     await self.store.release(job.job_id, self._owner)
+
+    async def _write_report(self, job: JobRecord) -> None:
+        """The finished job's report files (JSON, loss chart); a failure to write them is logged, not fatal."""
+        settings = self.ctx.settings
+        report = build_report(job, settings.models_dir)
+        try:
+            await anyio.to_thread.run_sync(write_report_files, report, report_folder(settings.data_dir, job.job_id))
+        except OSError as exc:
+            self.log.warning("job report not written", job=job.job_id, error=str(exc))
 
     async def _job(self, job_id: str) -> JobRecord:
         job = await self.store.load(job_id)
@@ -256,7 +266,8 @@ class ConductorAgent(Agent):
     async def job_report(self, params: JobIdInput) -> JobReport:
         """What a job produced and what it took: files with sizes and sha256, data pass rate,
         perplexity base vs adapted, QA score, seconds and dollars per stage."""
-        return build_report(await self._job(params.job_id), self.ctx.settings.models_dir)
+        settings = self.ctx.settings
+        return build_report(await self._job(params.job_id), settings.models_dir, settings.data_dir)
 
     @tool(read_only=True)
     async def list_domains(self, params: ListDomainsInput) -> ListDomainsOutput:

@@ -70,8 +70,11 @@ class JobDriver:
         settings: JobSettings,
         owner: str,
         publish: Publish,
+        finished: Callable[[JobRecord], Awaitable[None]] | None = None,
     ) -> None:
+        """``finished``: run once the job has reached a terminal state, before that is announced."""
         self.job = job
+        self._finished = finished
         self._store = store
         self._client = client
         self._catalog = catalog
@@ -117,6 +120,8 @@ class JobDriver:
         if state in TERMINAL_STATES:
             self.job.finished_at = time.time()
         await self._save()
+        if state in TERMINAL_STATES and self._finished is not None:
+            await self._finished(self.job)  # the report files exist by the time anyone hears the job ended
         await self._event("state_changed", message=message or error or state)
 
     async def _cancelled(self) -> bool:

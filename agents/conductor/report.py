@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agents.conductor.loss_chart import loss_svg
 from agents.conductor.steps import CONVERT, DATA, DEPLOY, KNOWLEDGE_TRANSFER, MODEL_QA, TRAIN
 from protocol.agents.conductor import (
     DeployedModel,
@@ -15,8 +16,29 @@ from protocol.agents.conductor import (
     ValidatedModel,
 )
 from protocol.agents.gguf_creation import BuiltModel, GgufFile
+from runtime import atomic_write
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "report_folder", "write_report_files"]
+
+REPORT = "report.json"
+LOSS_CHART = "loss_curve.svg"
+
+
+def report_folder(data_dir: Path, job_id: str) -> Path:
+    """Where a finished job's report files are: ``data/reports/{job_id}/``."""
+    return data_dir / "reports" / job_id
+
+
+def write_report_files(report: JobReport, folder: Path) -> JobReport:
+    """``report.json``, and ``loss_curve.svg`` when the job trained; the report with its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if report.loss_curve:
+        with atomic_write(folder / LOSS_CHART) as f:
+            f.write(loss_svg({"training loss": report.loss_curve}, f"job {report.job_id}: training loss"))
+    report = report.model_copy(update={"report_path": str(folder / REPORT)})
+    with atomic_write(folder / REPORT) as f:
+        f.write(report.model_dump_json(indent=2))
+    return report
 
 
 def _files(files: list[GgufFile], root: Path | None) -> list[ReportFile]:
@@ -54,7 +76,8 @@ def _model(
     )
 
 
-def build_report(job: JobRecord, models_dir: Path) -> JobReport:
+def build_report(job: JobRecord, models_dir: Path, data_dir: Path | None = None) -> JobReport:
+    """The job's report; with ``data_dir``, pointing at its report files where they were written."""
     data, trained, built = DATA.result(job), TRAIN.result(job), CONVERT.result(job)
     validated, deployed = MODEL_QA.result(job), DEPLOY.result(job)
     qa = {m.model_id: m for m in validated.models} if validated else {}
@@ -66,6 +89,7 @@ def build_report(job: JobRecord, models_dir: Path) -> JobReport:
     ]
     end = job.finished_at or job.updated_at
     warm = KNOWLEDGE_TRANSFER.result(job) if trained and trained.warm_started else None
+    written = report_folder(data_dir, job.job_id) / REPORT if data_dir else None
     return JobReport(
         job_id=job.job_id,
         state=job.state,
@@ -79,4 +103,6 @@ def build_report(job: JobRecord, models_dir: Path) -> JobReport:
         total_seconds=round(end - job.created_at, 3) if job.state in ("done", "failed", "cancelled") else None,
         total_usd=round(sum(s.usd for s in job.steps), 6),
         warm_started_from=warm.domain if warm else None,
+        loss_curve=trained.metrics.loss_curve if trained else [],
+        report_path=str(written) if written and written.is_file() else None,
     )

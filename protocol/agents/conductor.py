@@ -399,3 +399,7 @@ class JobReport(ToolModel):
     total_usd: float
     warm_started_from: str | None
     """Domain whose adapter initialised training (knowledge transfer), when any."""
+    loss_curve: list[tuple[int, float]] = Field(default_factory=list)
+    """(step, training loss) of the run, at most 200 points (empty before training)."""
+    report_path: str | None = None
+    """``report.json`` (with ``loss_curve.svg`` beside it), written when the job ended."""

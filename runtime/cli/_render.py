@@ -112,6 +112,21 @@ def event_line(record: EventRecord) -> str:
     return f"{_clock(record.envelope.meta.sent_at)}  {getattr(message, 'method', type(message).__name__)}"
 
 
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """``values`` as one line of block characters (averaged into ``width`` columns), low to high."""
+    if not values:
+        return ""
+    n = min(width, len(values))
+    columns = [values[i * len(values) // n : (i + 1) * len(values) // n] for i in range(n)]
+    means = [sum(c) / len(c) for c in columns]
+    low, high = min(means), max(means)
+    span = high - low or 1.0
+    return "".join(_BARS[round((m - low) / span * (len(_BARS) - 1))] for m in means)
+
+
 def report_table(report: JobReport, models_dir: Path) -> Table:
     """A job report for the terminal: outcome, files, quality and time per stage."""
     table = Table(title=f"job {report.job_id}: {report.state}", show_header=False)
@@ -138,6 +153,13 @@ def report_table(report: JobReport, models_dir: Path) -> Table:
             table.add_row("perplexity", f"base {model.perplexity_base:.2f} -> merged {model.perplexity_merged:.2f}")
         if model.qa_score is not None:
             table.add_row("model QA", f"{model.qa_score:.1f}% ({'passed' if model.qa_passed else 'failed'})")
+    if report.loss_curve:
+        first, last = report.loss_curve[0], report.loss_curve[-1]
+        curve = sparkline([loss for _, loss in report.loss_curve])
+        table.add_row("training loss", f"{curve}  {first[1]:.3f} (step {first[0]}) -> {last[1]:.3f} (step {last[0]})")
+    if report.report_path:
+        chart = Path(report.report_path).with_name("loss_curve.svg")
+        table.add_row("report", report.report_path + (f" (loss chart: {chart})" if report.loss_curve else ""))
     stages = [f"{s.step} {s.seconds:.0f}s" for s in report.stages if s.seconds is not None]
     table.add_row("stages", ", ".join(stages) or "-")
     total = f"{report.total_seconds:.0f}s" if report.total_seconds is not None else "-"

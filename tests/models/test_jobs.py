@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import anyio
 import pytest
@@ -226,6 +227,19 @@ def test_meetara_run_domain_trains_validates_and_deploys_in_one_process(  # type
     assert "state=done" in out.stdout and f"v1 in {tmp_path / 'models'}" in out.stdout
     manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
     assert [m["version"] for m in manifest["models"]] == ["v1"]
+    # the report's files, written before the job's end was announced, and its loss curve in the terminal
+    (report_file,) = (tmp_path / "data" / "reports").glob("*/report.json")
+    report = JobReport.model_validate_json(report_file.read_text())
+    assert report.state == "done" and len(report.loss_curve) == 40 and report.report_path == str(report_file)
+    text = " ".join(out.stdout.split())
+    assert f"report │ {report_file}" in text and str(report_file.with_name("loss_curve.svg")) in text
+    first = report.loss_curve[0]
+    assert f"{first[1]:.3f} (step {first[0]}) ->" in text
+    chart = ElementTree.parse(report_file.with_name("loss_curve.svg")).getroot()
+    (curve,) = chart.iter("{http://www.w3.org/2000/svg}polyline")
+    assert len(curve.attrib["points"].split()) == 40
+    deployed = tmp_path / "models" / manifest["models"][0]["path"]
+    assert {"README.md", "Modelfile", "Modelfile.adapter"} <= {p.name for p in deployed.iterdir()}
 
 
 @pytest.mark.slow
