@@ -23,6 +23,7 @@ from runtime.cli._render import (
     event_line,
     plan_table,
     report_table,
+    sparkline,
     tools_table,
 )
 from runtime.cli._session import client_session, is_embedded
@@ -285,9 +286,19 @@ async def _job_tool(client: SwarmClient, tool: str, arguments: dict[str, Any]) -
 @app.command()
 @run_async
 async def status(job_id: Annotated[str, typer.Argument(help="Job id from `meetara submit`.")]) -> None:
-    """Show one job's state, steps and artifacts."""
+    """Show one job's state, steps and artifacts (in a terminal, its training loss as a chart too)."""
     async with client_session(state.settings) as client:
-        await _job_tool(client, "job_status", {"job_id": job_id})
+        result = await client.call("conductor", "job_status", {"job_id": job_id})
+    if result.is_error:
+        raise ToolFailed("conductor", "job_status", result)
+    _print_result(result)
+    if console.is_terminal:  # piped, the output stays one JSON document
+        steps: list[dict[str, Any]] = (result.structured_content or {}).get("steps", [])
+        train: dict[str, Any] = next((s for s in steps if s.get("name") == "train"), {})
+        curve = (train.get("output") or {}).get("metrics", {}).get("loss_curve") or []
+        if curve:
+            chart = sparkline([loss for _, loss in curve])
+            console.print(f"training loss {chart} {curve[0][1]:.3f} -> {curve[-1][1]:.3f}")
 
 
 @app.command()

@@ -22,7 +22,7 @@ from protocol.agents.conductor import JobReport
 from protocol.agents.gpu_optimization import RecommendProviderOutput, TrainingPlan
 from protocol.agents.quality_assurance import ReportComparison
 
-__all__ = ["agents_table", "dead_letters_table", "event_line", "report_table", "tools_table"]
+__all__ = ["agents_table", "dead_letters_table", "event_line", "report_table", "sparkline", "tools_table"]
 
 
 def _ago(ts: float) -> str:
