@@ -142,13 +142,14 @@ class ConductorAgent(Agent):
                     await self.store.release(job.job_id, self._owner)
 
     async def _write_report(self, job: JobRecord) -> None:
-        """The finished job's report files (JSON, loss chart); a failure to write them is logged, not fatal."""
+        """The finished job's report files (JSON, loss chart); a failure to write them is logged, not fatal:
+        the job's end is announced after this, whatever happens here."""
         settings = self.ctx.settings
-        report = build_report(job, settings.models_dir)
         try:
+            report = build_report(job, settings.models_dir)
             await anyio.to_thread.run_sync(write_report_files, report, report_folder(settings.data_dir, job.job_id))
-        except OSError as exc:
-            self.log.warning("job report not written", job=job.job_id, error=str(exc))
+        except Exception as exc:
+            self.log.warning("job report not written", job=job.job_id, error=repr(exc))
 
     async def _job(self, job_id: str) -> JobRecord:
         job = await self.store.load(job_id)

@@ -7,6 +7,7 @@ from pathlib import Path
 from agents.conductor.loss_chart import loss_svg
 from agents.conductor.steps import CONVERT, DATA, DEPLOY, KNOWLEDGE_TRANSFER, MODEL_QA, TRAIN
 from protocol.agents.conductor import (
+    TERMINAL_STATES,
     DeployedModel,
     JobRecord,
     JobReport,
@@ -89,7 +90,8 @@ def build_report(job: JobRecord, models_dir: Path, data_dir: Path | None = None)
     ]
     end = job.finished_at or job.updated_at
     warm = KNOWLEDGE_TRANSFER.result(job) if trained and trained.warm_started else None
-    written = report_folder(data_dir, job.job_id) / REPORT if data_dir else None
+    finished = job.state in TERMINAL_STATES  # a resumed job's earlier report is not its report
+    written = report_folder(data_dir, job.job_id) / REPORT if data_dir and finished else None
     return JobReport(
         job_id=job.job_id,
         state=job.state,

@@ -55,6 +55,13 @@ def _run(metadata: ModelMetadata, files: list[GgufFile], modelfiles: dict[str, s
             lines += ["With Ollama:", "", "```", f"ollama create {metadata.model_id} -f {name}", "```", ""]
         else:
             lines += [f"No `{name}` was written: {problem}.", ""]
+    if any(problem is None and name != "Modelfile" for name, problem in modelfiles.items()):
+        lines += [
+            f"The adapter's Modelfile names the base model by its path where it was built "
+            f"(`{metadata.base_model_path}`); on another machine, point `FROM` at your copy of that GGUF "
+            f"(sha256 in the metadata).",
+            "",
+        ]
     return lines
 
 

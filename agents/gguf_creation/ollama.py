@@ -13,13 +13,9 @@ sampling QA measured the model at becomes its ``PARAMETER``s.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
 
 from agents.llm.chat_template import render_chat
 from agents.llm.gguf_fields import read_gguf
@@ -29,16 +25,23 @@ from runtime import atomic_write
 
 __all__ = [
     "ChatMarkup",
-    "Modelfile",
     "UnsupportedTemplate",
     "chat_markup",
     "markup_of_gguf",
     "modelfile_text",
-    "parse_modelfile",
     "write_modelfiles",
 ]
 
 _ROLES = ("system", "user", "assistant")
+_OLLAMA_NAMES = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "max_tokens": "num_predict",
+}
+"""QA's sampling settings by the name of Ollama's parameter for each."""
 _CONTROL = 3
 """``tokenizer.ggml.token_type`` of a control token (``<|im_end|>``, ``<|eot_id|>``...)."""
 
@@ -85,10 +88,10 @@ def _probe(tag: str) -> list[dict[str, str]]:
 
 def _split(gap: str, controls: Sequence[str]) -> tuple[str, str]:
     """``gap`` (one turn's end and the next one's start) as (end, start)."""
-    first = min(((gap.find(c), c) for c in controls if c and gap.find(c) >= 0), default=None)
-    if first is None or first[0] != 0:
+    opening = max((c for c in controls if c and gap.startswith(c)), key=len, default=None)
+    if opening is None:
         return "", gap
-    end = len(first[1])
+    end = len(opening)
     while end < len(gap) and gap[end].isspace():
         end += 1
     return gap[:end], gap[end:]
@@ -123,6 +126,12 @@ def chat_markup(template: str, controls: Sequence[str], *, eos: str = "") -> Cha
         generation=tail[len(user_end) :],
         stops=stops,
     )
+    _reproduces(template, markup, eos)
+    return markup
+
+
+def _reproduces(template: str, markup: ChatMarkup, eos: str) -> None:
+    """Refuses ``markup`` unless it renders a longer conversation exactly as ``template`` does."""
     check = [
         {"role": "system", "content": "Be brief.\nAnswer kindly."},
         {"role": "user", "content": "Hi there"},
@@ -131,11 +140,14 @@ def chat_markup(template: str, controls: Sequence[str], *, eos: str = "") -> Cha
         {"role": "assistant", "content": "First.\nSecond."},
         {"role": "user", "content": "Thanks"},
     ]
-    if render_chat(template, check, eos=eos) != markup.render(check):
+    try:
+        expected = render_chat(template, check, eos=eos)
+    except Exception as exc:  # Jinja raises its own errors, whatever the template says
+        raise UnsupportedTemplate(f"the chat template cannot render a longer conversation: {exc}") from exc
+    if expected != markup.render(check):
         raise UnsupportedTemplate("the chat template's rendering depends on more than each turn's role and content")
     if any("{{" in text or '"""' in text for text in (*markup.prefix.values(), *markup.suffix.values())):
         raise UnsupportedTemplate("the chat markup holds text a Modelfile cannot quote")
-    return markup
 
 
 def markup_of_gguf(path: Path) -> ChatMarkup:
@@ -181,55 +193,12 @@ def modelfile_text(
     lines.append(f"TEMPLATE {_quoted(markup.go_template())}")
     if system is not None:
         lines.append(f"SYSTEM {_quoted(system)}")
-    lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in markup.stops]
-    lines += [f"PARAMETER {name} {value}" for name, value in parameters.items()]
+    for stop in markup.stops:  # Ollama strips the quotes and reads no escapes
+        if '"' in stop or "\n" in stop:
+            raise InvalidParams(f"a Modelfile cannot quote the stop {stop!r}")
+        lines.append(f'PARAMETER stop "{stop}"')
+    lines += [f"PARAMETER {name} {value:g}" for name, value in parameters.items()]  # 320, not 320.0
     return "\n".join(lines) + "\n"
-
-
-class Modelfile(BaseModel):
-    """A parsed Modelfile: what ``ollama create`` reads from it."""
-
-    model_config = ConfigDict(frozen=True)
-    source: str
-    adapter: str | None = None
-    template: str | None = None
-    system: str | None = None
-    parameters: list[tuple[str, str]] = []
-
-
-_INSTRUCTION = re.compile(r'(?is)^(FROM|ADAPTER|TEMPLATE|SYSTEM|PARAMETER|LICENSE|MESSAGE)\s+("""(.*?)"""|[^\n]*)\s*')
-
-
-def parse_modelfile(text: str) -> Modelfile:
-    """Ollama's Modelfile syntax: one instruction a line, ``\"\"\"``-quoted values across lines, ``#`` comments."""
-    found: dict[str, str] = {}
-    parameters: list[tuple[str, str]] = []
-    rest = text
-    while rest := rest.lstrip():
-        if rest.startswith("#"):
-            rest = rest.partition("\n")[2]
-            continue
-        match = _INSTRUCTION.match(rest)
-        if match is None:
-            raise InvalidParams(f"not a Modelfile instruction: {rest.splitlines()[0]!r}")
-        name, raw, quoted = match.group(1).upper(), match.group(2), match.group(3)
-        value = quoted if quoted is not None else raw.strip()
-        if name == "PARAMETER":
-            key, _, argument = value.partition(" ")
-            argument = argument.strip()
-            parameters.append((key, json.loads(argument) if argument.startswith('"') else argument))
-        else:
-            found[name] = value
-        rest = rest[match.end() :]
-    if "FROM" not in found:
-        raise InvalidParams("a Modelfile needs a FROM line")
-    return Modelfile(
-        source=found["FROM"],
-        adapter=found.get("ADAPTER"),
-        template=found.get("TEMPLATE"),
-        system=found.get("SYSTEM"),
-        parameters=parameters,
-    )
 
 
 def write_modelfiles(
@@ -252,7 +221,7 @@ def write_modelfiles(
     except (InvalidParams, OSError, ValueError) as exc:
         reason = f"the chat template could not be read as turns ({exc})"
         return {merged_name: reason, adapter_name: reason}
-    parameters = {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "repeat_penalty")}
+    parameters = {_OLLAMA_NAMES[k]: v for k, v in sampling.items() if k in _OLLAMA_NAMES}
     comment = f"{metadata.model_id} {metadata.version or ''}: ollama create {metadata.model_id} -f {{name}}"
     plans = {
         merged_name: (f"./{merged}", None, None if merged else "the version has no merged model"),
@@ -263,16 +232,20 @@ def write_modelfiles(
         ),
     }
     for name, (source, lora, problem) in plans.items():
-        problems[name] = problem
         if problem is None:
-            text = modelfile_text(
-                source,
-                markup,
-                system=metadata.system_prompt,
-                parameters=parameters,
-                adapter=lora,
-                comment=comment.format(name=name),
-            )
-            with atomic_write(folder / name) as f:
-                f.write(text)
+            try:
+                text = modelfile_text(
+                    source,
+                    markup,
+                    system=metadata.system_prompt,
+                    parameters=parameters,
+                    adapter=lora,
+                    comment=comment.format(name=name),
+                )
+            except InvalidParams as exc:
+                problem = str(exc)
+            else:
+                with atomic_write(folder / name) as f:
+                    f.write(text)
+        problems[name] = problem
     return problems

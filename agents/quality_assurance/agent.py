@@ -284,6 +284,8 @@ class QualityAssuranceAgent(Agent):
         reply as progress (``meta.text``). A crisis message gets real help first, whatever the model says."""
         routed = await self._route(params.text, params.domain)
         if routed.model_file is None:
+            if routed.crisis_help:  # the help does not wait for a model
+                return AskOutput(route=routed, reply="", answer=routed.crisis_help, tokens=0)
             raise InvalidParams(f"no model can answer: {routed.reason}")
         settings = self.ctx.settings
         router = await anyio.to_thread.run_sync(load_router_settings, settings.catalog_dir)
@@ -305,9 +307,15 @@ class QualityAssuranceAgent(Agent):
 
         messages = [t.model_dump() for t in params.history] + [{"role": "user", "content": params.text}]
         path = settings.models_dir / routed.model_file
-        reply, tokens = await anyio.to_thread.run_sync(lambda: chat.reply(path, messages, sampling, limit, on_text))
+        try:
+            reply, tokens = await anyio.to_thread.run_sync(lambda: chat.reply(path, messages, sampling, limit, on_text))
+        except (InvalidParams, ValueError, RuntimeError) as exc:
+            if not routed.crisis_help:
+                raise InvalidParams(f"{routed.model_id} could not answer: {exc}") from exc
+            self.log.warning("model failed on a crisis message; answered with the help alone", error=str(exc))
+            reply, tokens = "", 0
         if pending:  # the tail the last quarter second brought (back on the event loop here)
             await ctx.progress(tokens, limit, None, meta={"text": "".join(pending)})
-        answer = f"{routed.crisis_help}\n\n{reply}" if routed.crisis_help else reply
+        answer = "\n\n".join(part for part in (routed.crisis_help, reply) if part)
         self.log.info("answered", model=routed.model_id, domain=routed.domain, crisis=routed.crisis, tokens=tokens)
         return AskOutput(route=routed, reply=reply, answer=answer, tokens=tokens)

@@ -20,6 +20,28 @@ __all__ = ["ChatModel"]
 _N_CTX = 4096
 
 
+_TURN_OVERHEAD = 8
+"""Tokens a turn's markup adds around its content (role header, end of turn), a generous count."""
+
+
+def _fitting(llm: Any, messages: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
+    """``messages`` without the oldest turns that do not fit in ``budget`` tokens (the last one always stays)."""
+
+    def tokens(m: dict[str, str]) -> int:
+        return len(llm.tokenize(m["content"].encode(), add_bos=False, special=False)) + _TURN_OVERHEAD
+
+    kept: list[dict[str, str]] = []
+    used = 0
+    for message in reversed(messages):
+        used += tokens(message)
+        if kept and used > budget:
+            break
+        kept.append(message)
+    if kept[-1]["role"] == "assistant":  # a conversation opens with the user
+        kept.pop()
+    return kept[::-1]
+
+
 class ChatModel:
     """One loaded GGUF at a time; one reply at a time (llama.cpp's context is not shared)."""
 
@@ -33,7 +55,7 @@ class ChatModel:
         from llama_cpp import Llama
 
         if self._path != path:
-            self._llm = None  # the previous model's memory goes before the next one loads
+            self._llm = self._path = None  # the previous model's memory goes before the next one loads
             try:
                 self._llm = Llama(model_path=str(path), n_ctx=_N_CTX, n_threads=self._threads, verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
@@ -53,11 +75,13 @@ class ChatModel:
         with self._lock:
             llm = self._load(path)
             stream = llm.create_chat_completion(
-                messages=messages,
+                messages=_fitting(llm, messages, _N_CTX - max_tokens),
                 stream=True,
                 max_tokens=max_tokens,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                min_p=sampling.min_p,
                 repeat_penalty=sampling.repeat_penalty,
             )
             pieces: list[str] = []

@@ -34,6 +34,8 @@ class GenerationSettings(BaseModel):
     max_tokens: int = Field(ge=8)
     temperature: float = Field(ge=0)
     top_p: float = Field(gt=0, le=1)
+    top_k: int = Field(ge=0)
+    min_p: float = Field(ge=0, le=1)
     repeat_penalty: float = Field(ge=1)
     seed: int
 
@@ -139,6 +141,8 @@ class ModelChecker:
             max_tokens=g.max_tokens,
             temperature=g.temperature,
             top_p=g.top_p,
+            top_k=g.top_k,
+            min_p=g.min_p,
             repeat_penalty=g.repeat_penalty,
             seed=g.seed + seed_offset,
             stream=True,

@@ -290,7 +290,10 @@ def validate_model_files(
         sampling={
             "temperature": settings.generation.temperature,
             "top_p": settings.generation.top_p,
+            "top_k": settings.generation.top_k,
+            "min_p": settings.generation.min_p,
             "repeat_penalty": settings.generation.repeat_penalty,
+            "max_tokens": settings.generation.max_tokens,
         },
         evaluation=EvaluationReport(
             category=model.eval_set.category,

@@ -241,7 +241,8 @@ class ModelQAReport(ToolModel):
     evaluation: EvaluationReport | None = None
     """Replies to the category's hand-written evaluation set (absent in reports before it existed)."""
     sampling: dict[str, float] = Field(default_factory=dict)
-    """The sampling the replies were measured at (``temperature``, ``top_p``, ``repeat_penalty``):
+    """The sampling the replies were measured at (``temperature``, ``top_p``, ``top_k``, ``min_p``,
+    ``repeat_penalty``, ``max_tokens``):
     what the deployed model's Modelfile sets (empty in reports before it was recorded)."""
     created_at: str
     """ISO 8601 UTC."""

@@ -9,7 +9,7 @@ import anyio
 import typer
 from rich.markup import escape
 
-from protocol import ProgressNotification
+from protocol import MeetaraError, ProgressNotification
 from protocol.agents.quality_assurance import AskOutput, RouteOutput
 from runtime._client import SwarmClient
 from runtime.cli._app import app, console, run_async, state
@@ -41,18 +41,26 @@ async def _ask(client: SwarmClient, arguments: dict[str, Any]) -> AskOutput:
                     console.print(escape(text), end="", highlight=False, soft_wrap=True)
                     shown.append(text)
 
+    # The route (and a crisis's help) comes first; the reply streams after it.
+    where = {k: v for k, v in arguments.items() if k in ("text", "domain")}
+    routed = await client.call_model("quality_assurance", "route", where, RouteOutput)
+    console.print(_route_line(routed), highlight=False)
+    if routed.crisis_help:
+        console.print(f"[bold red]{escape(routed.crisis_help)}[/]\n", highlight=False)
+    if routed.model_file is None and not routed.crisis_help:
+        raise MeetaraError(f"no model can answer: {routed.reason}")
+    failure: Exception | None = None
     async with anyio.create_task_group() as group:
-        # The route (and a crisis's help) comes first; the reply streams after it.
-        where = {k: v for k, v in arguments.items() if k in ("text", "domain")}
-        routed = await client.call_model("quality_assurance", "route", where, RouteOutput)
-        console.print(_route_line(routed), highlight=False)
-        if routed.crisis_help:
-            console.print(f"[bold red]{escape(routed.crisis_help)}[/]\n", highlight=False)
         group.start_soon(stream)
-        result = await client.call_model(
-            "quality_assurance", "ask", arguments, AskOutput, progress_token=token, timeout=_ASK_TIMEOUT_S
-        )
+        try:
+            result = await client.call_model(
+                "quality_assurance", "ask", arguments, AskOutput, progress_token=token, timeout=_ASK_TIMEOUT_S
+            )
+        except Exception as exc:  # raised outside the group: one clear line, not an exception group
+            failure = exc
         group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     streamed = "".join(shown)
     rest = result.reply[len(streamed) :] if result.reply.startswith(streamed) else "\n" + result.reply
     console.print(escape(rest), highlight=False, soft_wrap=True)
@@ -88,4 +96,6 @@ async def chat(domain: Annotated[str, typer.Argument(help="The domain whose depl
             if not text:
                 break
             result = await _ask(client, {"text": text, "domain": domain, "history": history})
-            history += [{"role": "user", "content": text}, {"role": "assistant", "content": result.reply}]
+            # the model sees what fits its context (the tool drops older turns); the tool takes 64
+            turn = [{"role": "user", "content": text}, {"role": "assistant", "content": result.reply}]
+            history = [*history, *turn][-64:]

@@ -53,13 +53,15 @@ def _staging(to: Path) -> Path:
     if to.exists():
         raise InvalidParams(f"{to} already exists; export into a new folder")
     to.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}-"))
+    staging = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}-"))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from everyone else
+    return staging
 
 
 def _finish(staging: Path, documents: dict[str, str], to: Path) -> dict[str, str]:
     """The text records and checksums beside the fetched model files, then the folder renamed into place."""
     for name, text in documents.items():
-        (staging / name).write_text(text)
+        (staging / Path(name).name).write_text(text)  # a bare file name, whatever the server sent
     sums = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
     (staging / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
     os.rename(staging, to)

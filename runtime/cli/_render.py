@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ _BARS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: list[float], width: int = 40) -> str:
     """``values`` as one line of block characters (averaged into ``width`` columns), low to high."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return ""
     n = min(width, len(values))

@@ -475,3 +475,25 @@ def test_export_copies_a_version_with_its_card_modelfiles_and_checksums(
     corrupt = meetara("export", "meetara_general_health", "--to", str(tmp_path / "y"), env=env, timeout=300)
     assert corrupt.returncode == 1 and "corrupt" in corrupt.stderr
     assert not (tmp_path / "y").exists() and not list(tmp_path.glob(".y-*"))
+
+
+def test_ask_answers_with_the_deployed_model_and_says_in_one_line_when_none_can(
+    embedded_env: dict[str, str], tmp_path: Path, tiny_gguf: Path, crisis_cache: None, model_cache: Path
+) -> None:
+    from tests.models.test_model_card import deploy_tiny_version
+
+    models, _ = deploy_tiny_version(tmp_path, tiny_gguf)
+    env = {**embedded_env, "MEETARA_MODELS_DIR": str(models), "MEETARA_MODEL_CACHE_DIR": str(model_cache)}
+    asked = meetara("ask", "Is coffee in the afternoon bad for me?", "--domain", "general_health", env=env, timeout=600)
+    assert asked.returncode == 0, asked.stderr
+    assert "meetara_general_health v1 · asked for general_health" in asked.stdout
+    none = meetara("ask", "How do I start running?", "--domain", "fitness", env=env, timeout=600)
+    assert none.returncode == 1 and "Traceback" not in none.stderr
+    assert [line for line in none.stderr.splitlines() if line.startswith("error:")] == [
+        "error: no model can answer: no deployed model for fitness, and no healthcare category or universal "
+        "model is deployed"
+    ]
+    # a crisis gets the help whether or not a model can answer
+    crisis = meetara("ask", "My dad collapsed and he isn't breathing", "--domain", "fitness", env=env, timeout=600)
+    assert crisis.returncode == 0, crisis.stderr
+    assert "call your local emergency number" in " ".join(crisis.stdout.split())

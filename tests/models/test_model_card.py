@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from agents.gguf_creation.deploy import Deployment, deploy_version
-from agents.gguf_creation.ollama import UnsupportedTemplate, chat_markup, markup_of_gguf, parse_modelfile
+from agents.gguf_creation.ollama import UnsupportedTemplate, chat_markup, markup_of_gguf
 from agents.llm.chat_template import render_chat, with_default_system
 from agents.llm.gguf_fields import read_gguf
 from protocol import ArtifactRef
@@ -25,6 +26,40 @@ CONVERSATION = [
     {"role": "assistant", "content": "I'm sorry. Drink water and rest."},
     {"role": "user", "content": "Should I see someone?"},
 ]
+
+
+@dataclass
+class Modelfile:
+    source: str = ""
+    adapter: str | None = None
+    template: str | None = None
+    system: str | None = None
+    parameters: list[tuple[str, str]] = field(default_factory=list)
+
+
+_INSTRUCTION = re.compile(r'(?is)^(FROM|ADAPTER|TEMPLATE|SYSTEM|PARAMETER)\s+("""(.*?)"""|[^\n]*)')
+
+
+def parse_modelfile(text: str) -> Modelfile:
+    """Read as Ollama's parser reads a Modelfile: an instruction per line, ``\"\"\"`` around values
+    that span lines, ``#`` comments; a quoted parameter has its quotes stripped and no escapes read."""
+    parsed, rest = Modelfile(), text
+    while rest := rest.lstrip():
+        if rest.startswith("#"):
+            rest = rest.partition("\n")[2]
+            continue
+        match = _INSTRUCTION.match(rest)
+        assert match is not None, f"not a Modelfile instruction: {rest.splitlines()[0]!r}"
+        name, raw, quoted = match.group(1).upper(), match.group(2), match.group(3)
+        value = quoted if quoted is not None else raw.strip()
+        if name == "PARAMETER":
+            key, _, argument = value.partition(" ")
+            parsed.parameters.append((key, argument.strip().removeprefix('"').removesuffix('"')))
+        else:
+            setattr(parsed, {"FROM": "source"}.get(name, name.lower()), value)
+        rest = rest[match.end() :]
+    assert parsed.source, "a Modelfile needs a FROM line"
+    return parsed
 
 
 def go_render(template: str, messages: list[dict[str, str]]) -> str:
@@ -80,12 +115,12 @@ def _report(files: list[GgufFile]) -> ModelQAReport:
             crisis_help_by_kind={"suicide": 0.967},
             reference_perplexity={},
         ),
-        sampling={"temperature": 0.7, "top_p": 0.9, "repeat_penalty": 1.1},
+        sampling={"temperature": 0.7, "top_p": 0.9, "min_p": 0.05, "repeat_penalty": 1.1, "max_tokens": 320},
         created_at=NOW,
     )
 
 
-def deploy_tiny_version(tmp_path: Path, tiny_gguf: Path) -> tuple[Path, Deployment]:
+def deploy_tiny_version(tmp_path: Path, tiny_gguf: Path, system: str = SYSTEM) -> tuple[Path, Deployment]:
     """The tiny GGUF deployed as general_health v1 (a merged model, an adapter, a passed QA report)."""
     built = tmp_path / "built"
     built.mkdir()
@@ -107,7 +142,7 @@ def deploy_tiny_version(tmp_path: Path, tiny_gguf: Path) -> tuple[Path, Deployme
         base_model_path=str(tiny_gguf),
         base_sha256=None,
         lora={"r": 8, "alpha": 16},
-        system_prompt=SYSTEM,
+        system_prompt=system,
         data_stats={"samples": 281, "crisis": 70},
         training=None,
         qa=None,
@@ -148,6 +183,7 @@ def test_a_deployed_version_has_a_card_and_modelfiles_that_match_its_gguf(tmp_pa
     parameters = dict(ollama.parameters)
     assert [v for k, v in ollama.parameters if k == "stop"] == [eos]
     assert float(parameters["temperature"]) == 0.7 and float(parameters["top_p"]) == 0.9
+    assert parameters["num_predict"] == "320" and float(parameters["min_p"]) == 0.05
 
     with_adapter = parse_modelfile((folder / "Modelfile.adapter").read_text())
     assert with_adapter.source == str(tiny_gguf) and (folder / str(with_adapter.adapter)).is_file()
@@ -207,3 +243,25 @@ def test_a_template_that_is_not_turn_by_turn_gets_no_modelfile() -> None:
     odd = "{% for m in messages %}{{ loop.index|string + '. ' + m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
     with pytest.raises(UnsupportedTemplate):
         chat_markup(odd, [])
+
+
+def test_a_modelfile_that_cannot_be_written_leaves_the_deploy_and_the_card_saying_why(
+    tmp_path: Path, tiny_gguf: Path
+) -> None:
+    models, deployment = deploy_tiny_version(tmp_path, tiny_gguf, system='Say """hello""" first.')
+    folder = models / deployment.entry.path
+    assert not (folder / "Modelfile").exists() and not (folder / "Modelfile.adapter").exists()
+    assert 'No `Modelfile` was written: a Modelfile cannot quote text holding """' in (folder / "README.md").read_text()
+
+
+def test_a_long_conversation_is_cut_from_its_oldest_turns_to_fit_the_context(tiny_gguf: Path) -> None:
+    from llama_cpp import Llama
+
+    from agents.quality_assurance.chat import _fitting
+
+    llm = Llama(model_path=str(tiny_gguf), n_ctx=512, verbose=False)
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "word " * 40} for i in range(40)]
+    kept = _fitting(llm, [*turns, {"role": "user", "content": "last"}], 400)
+    assert kept[-1]["content"] == "last" and kept[0]["role"] == "user" and len(kept) < 20
+    assert kept[:-1] == turns[len(turns) - len(kept) + 1 :]  # the newest turns, in order
+    assert _fitting(llm, [{"role": "user", "content": "word " * 2000}], 400)[0]["content"].startswith("word")

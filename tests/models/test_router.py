@@ -64,6 +64,7 @@ def test_the_domain_model_answers_else_its_category_else_the_universal_one() -> 
 
 @pytest.mark.slow
 @pytest.mark.anyio
+@pytest.mark.timeout(900)  # the crisis detector's first training and a model load, on a busy machine
 async def test_ask_streams_the_deployed_models_reply_and_a_crisis_gets_real_help_first(  # type: ignore[no-untyped-def]
     settings_factory, memory_url: str, tmp_path: Path, tiny_gguf: Path, model_cache: Path, crisis_cache: None
 ) -> None:
@@ -109,4 +110,11 @@ async def test_ask_streams_the_deployed_models_reply_and_a_crisis_gets_real_help
         assert crisis.answer.startswith(crisis.route.crisis_help) and crisis.answer.endswith(crisis.reply)
 
         with pytest.raises(InvalidParams, match="no deployed model for fitness, and no healthcare category"):
-            await swarm.client.call("quality_assurance", "ask", {"text": "hello", "domain": "fitness"})
+            await swarm.client.call(
+                "quality_assurance", "ask", {"text": "How do I start running?", "domain": "fitness"}
+            )
+        # a crisis gets the help even where no model can answer
+        helped = await swarm.client.call_model(
+            "quality_assurance", "ask", {"text": CRISIS, "domain": "fitness"}, AskOutput
+        )
+        assert helped.route.model_id is None and helped.answer == helped.route.crisis_help and helped.reply == ""
