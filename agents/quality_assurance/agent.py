@@ -20,7 +20,7 @@ from agents.quality_assurance.evaluation import EvalJudges
 from agents.quality_assurance.model_checks import load_model_quality
 from agents.quality_assurance.model_validation import ModelUnderTest, validate_model_files
 from agents.quality_assurance.relevance import DomainReferences, Embedder, default_embedder
-from agents.quality_assurance.router import load_router_settings, rank, route_request
+from agents.quality_assurance.router import RouterSettings, load_router_settings, rank, route_request
 from agents.quality_assurance.thresholds import load_thresholds
 from agents.text.crisis import CrisisDetector, default_detector
 from agents.text.signals import load_signals
@@ -254,13 +254,12 @@ class QualityAssuranceAgent(Agent):
         )
         return ValidateModelOutput(report=report, report_path=str(report_path), report_artifact=ref)
 
-    async def _route(self, text: str, domain: str | None) -> RouteOutput:
+    async def _route(self, text: str, domain: str | None, settings: RouterSettings) -> RouteOutput:
         catalog = self.ctx.catalog
         # (an unknown domain is refused here, with the catalogue's message)
         forced = (
             DomainMatch(domain=domain, category=catalog.domain(domain).category, similarity=1.0) if domain else None
         )
-        settings = await anyio.to_thread.run_sync(load_router_settings, self.ctx.settings.catalog_dir)
         embedder, references = await self._relevance_model()
         detector = await self._crisis_detector()
         deployed = await self.ctx.client.call_model(
@@ -276,19 +275,20 @@ class QualityAssuranceAgent(Agent):
         """Which deployed model answers a request: the closest domains (embedding ranking over the
         catalogue) with a confidence, the model picked (the domain's, else its category's or the
         universal one), and the real help a crisis message gets first (the crisis detector's)."""
-        return await self._route(params.text, params.domain)
+        settings = await anyio.to_thread.run_sync(load_router_settings, self.ctx.settings.catalog_dir)
+        return await self._route(params.text, params.domain, settings)
 
     @tool(read_only=True)
     async def ask(self, params: AskInput, ctx: CallContext) -> AskOutput:
         """Answer a message with the deployed model the router picks (or ``domain``'s), streaming the
         reply as progress (``meta.text``). A crisis message gets real help first, whatever the model says."""
-        routed = await self._route(params.text, params.domain)
+        settings = self.ctx.settings
+        router = await anyio.to_thread.run_sync(load_router_settings, settings.catalog_dir)
+        routed = await self._route(params.text, params.domain, router)
         if routed.model_file is None:
             if routed.crisis_help:  # the help does not wait for a model
                 return AskOutput(route=routed, reply="", answer=routed.crisis_help, tokens=0)
             raise InvalidParams(f"no model can answer: {routed.reason}")
-        settings = self.ctx.settings
-        router = await anyio.to_thread.run_sync(load_router_settings, settings.catalog_dir)
         sampling = (await anyio.to_thread.run_sync(load_model_quality, settings.catalog_dir)).generation
         if self._chat is None:
             self._chat = ChatModel(threads=os.cpu_count())

@@ -23,14 +23,6 @@ CHECKSUMS = "SHA256SUMS"
 """``sha256sum -c SHA256SUMS`` checks every exported file."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 async def export_version(version: VersionFilesOutput, artifacts: ArtifactStore, to: Path) -> dict[str, str]:
     """Copies the version into ``to`` (which must not exist yet); every file's SHA-256 by name.
 
@@ -43,7 +35,9 @@ async def export_version(version: VersionFilesOutput, artifacts: ArtifactStore, 
             if file.artifact is None:
                 raise InvalidParams(f"{Path(file.path).name} has no artifact reference to export from")
             await artifacts.fetch(file.artifact, staging / Path(file.path).name)
-        return await anyio.to_thread.run_sync(_finish, staging, version.documents, to)
+        # the fetch verified each model file against its hash: no need to read them again
+        verified = {Path(f.path).name: f.sha256 for f in version.entry.files}
+        return await anyio.to_thread.run_sync(_finish, staging, version.documents, verified, to)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -58,11 +52,14 @@ def _staging(to: Path) -> Path:
     return staging
 
 
-def _finish(staging: Path, documents: dict[str, str], to: Path) -> dict[str, str]:
+def _finish(staging: Path, documents: dict[str, str], verified: dict[str, str], to: Path) -> dict[str, str]:
     """The text records and checksums beside the fetched model files, then the folder renamed into place."""
+    sums = dict(verified)
     for name, text in documents.items():
-        (staging / Path(name).name).write_text(text)  # a bare file name, whatever the server sent
-    sums = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+        data = text.encode()
+        (staging / Path(name).name).write_bytes(data)  # a bare file name, whatever the server sent
+        sums[Path(name).name] = hashlib.sha256(data).hexdigest()
+    sums = dict(sorted(sums.items()))
     (staging / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
     os.rename(staging, to)
     return sums
