@@ -63,6 +63,8 @@ bench: install
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# docker compose reads REDIS_PASSWORD from .env; an existing .env is left alone.
+# Secrets docker compose reads: a random Redis password and dashboard token, each added once.
 env:
-	@test -f .env || { python3 -c "import secrets; print('REDIS_PASSWORD=' + secrets.token_hex(24))" > .env && chmod 600 .env && echo "wrote .env with a random REDIS_PASSWORD"; }
+	@test -f .env || { touch .env && chmod 600 .env; }
+	@grep -q '^REDIS_PASSWORD=.' .env || { python3 -c "import secrets; print('REDIS_PASSWORD=' + secrets.token_hex(24))" >> .env && echo "added a random REDIS_PASSWORD to .env"; }
+	@grep -q '^MEETARA_MCP_TOKEN=.' .env || { python3 -c "import secrets; print('MEETARA_MCP_TOKEN=' + secrets.token_urlsafe(24))" >> .env && echo "added a random MEETARA_MCP_TOKEN to .env (the dashboard's token)"; }

@@ -25,6 +25,7 @@ from runtime._job_events import job_events
 from runtime._lifecycle import stop_on_signal
 from runtime._liveness import LivenessRegistry
 from runtime._logging import configure_logging
+from runtime._loss_chart import loss_svg
 from runtime._progress import OnProgress, follow_progress
 from runtime._records import (
     Collection,
@@ -89,6 +90,7 @@ __all__ = [
     "load_agent_class",
     "load_catalog",
     "load_config",
+    "loss_svg",
     "open_swarm",
     "read_config",
     "stop_on_signal",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.conductor.loss_chart import loss_svg
 from agents.conductor.steps import CONVERT, DATA, DEPLOY, KNOWLEDGE_TRANSFER, MODEL_QA, TRAIN
 from protocol.agents.conductor import (
     TERMINAL_STATES,
@@ -17,7 +16,7 @@ from protocol.agents.conductor import (
     ValidatedModel,
 )
 from protocol.agents.gguf_creation import BuiltModel, GgufFile
-from runtime import atomic_write
+from runtime import atomic_write, loss_svg
 
 __all__ = ["build_report", "report_folder", "write_report_files"]
 

@@ -235,7 +235,10 @@ class GgufCreationAgent(Agent):
                 layout.qa_report_path,
             )
             documents = {p.name: (models_dir / p).read_text() for p in records if (models_dir / p).is_file()}
-            return VersionFilesOutput(entry=entry, documents=documents)
+            qa_report = layout.qa_report_path.name
+            return VersionFilesOutput(
+                entry=entry, documents=documents, qa_report=qa_report if qa_report in documents else None
+            )
 
         return await anyio.to_thread.run_sync(load)
 

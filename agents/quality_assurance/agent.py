@@ -281,7 +281,8 @@ class QualityAssuranceAgent(Agent):
     @tool(read_only=True)
     async def ask(self, params: AskInput, ctx: CallContext) -> AskOutput:
         """Answer a message with the deployed model the router picks (or ``domain``'s), streaming the
-        reply as progress (``meta.text``). A crisis message gets real help first, whatever the model says."""
+        reply as progress (each new piece as the message and ``meta.text``). A crisis message gets real
+        help first, whatever the model says."""
         settings = self.ctx.settings
         router = await anyio.to_thread.run_sync(load_router_settings, settings.catalog_dir)
         routed = await self._route(params.text, params.domain, router)
@@ -301,7 +302,8 @@ class QualityAssuranceAgent(Agent):
             pending.append(text)
             flushed[1] += 1
             if time.monotonic() - flushed[0] >= 0.25:
-                report(flushed[1], limit, None, meta={"text": "".join(pending)})
+                chunk = "".join(pending)  # as the message too: MCP clients get progress messages only
+                report(flushed[1], limit, chunk, meta={"text": chunk})
                 pending.clear()
                 flushed[0] = time.monotonic()
 
@@ -315,7 +317,8 @@ class QualityAssuranceAgent(Agent):
             self.log.warning("model failed on a crisis message; answered with the help alone", error=str(exc))
             reply, tokens = "", 0
         if pending:  # the tail the last quarter second brought (back on the event loop here)
-            await ctx.progress(tokens, limit, None, meta={"text": "".join(pending)})
+            chunk = "".join(pending)
+            await ctx.progress(tokens, limit, chunk, meta={"text": chunk})
         answer = "\n\n".join(part for part in (routed.crisis_help, reply) if part)
         self.log.info("answered", model=routed.model_id, domain=routed.domain, crisis=routed.crisis, tokens=tokens)
         return AskOutput(route=routed, reply=reply, answer=answer, tokens=tokens)

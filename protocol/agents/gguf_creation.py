@@ -244,3 +244,5 @@ class VersionFilesOutput(ToolModel):
     """The version, with its model files (by artifact reference, to fetch and verify)."""
     documents: dict[str, str]
     """Its text records by file name: model card, Ollama Modelfiles, metadata, QA report."""
+    qa_report: str | None = None
+    """Which of ``documents`` is the QA report the version was deployed on."""

@@ -3,6 +3,7 @@
 from runtime.cli import (  # noqa: F401  (register commands)
     _ask_cmds,
     _client_cmds,
+    _dashboard_cmds,
     _dlq_cmds,
     _export_cmds,
     _mcp_cmds,

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
-import anyio.abc
 import typer
 
-from runtime._lifecycle import stop_on_signal
 from runtime.cli._app import app, run_async, state
-from runtime.cli._session import client_session
+from runtime.cli._session import client_session, serve_until_signal
 from runtime.mcp_gateway import (
     Gateway,
     GatewayConfigError,
@@ -20,13 +17,6 @@ from runtime.mcp_gateway import (
     parse_host_port,
     serve_stdio,
 )
-
-
-async def _serve_http(http: HttpGateway) -> None:
-    async with anyio.create_task_group() as tg:
-        await tg.start(stop_on_signal, http.stop)
-        await http.serve()
-        tg.cancel_scope.cancel()
 
 
 @app.command("mcp")
@@ -66,4 +56,4 @@ async def mcp_command(
             server = HttpGateway(gateway.server, host=binding[0], port=binding[1], options=options)
         except GatewayConfigError as exc:
             raise typer.BadParameter(str(exc), param_hint="--http") from None
-        await _serve_http(server)
+        await serve_until_signal(server)

@@ -1,16 +1,20 @@
-"""How client commands reach the swarm: over Redis, or by starting an embedded one."""
+"""How client commands reach the swarm (over Redis, or by starting an embedded one) and serve HTTP."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
 
+import anyio
+
 from runtime._client import SwarmClient
 from runtime._discovery import agent_names, load_agent_class
+from runtime._lifecycle import stop_on_signal
 from runtime._settings import Settings
 from runtime._swarm import connect, open_swarm
+from runtime.mcp_gateway import HttpServer
 
-__all__ = ["client_session", "is_embedded"]
+__all__ = ["client_session", "is_embedded", "serve_until_signal"]
 
 
 def is_embedded(settings: Settings) -> bool:
@@ -27,3 +31,11 @@ async def client_session(settings: Settings) -> AsyncIterator[SwarmClient]:
         return
     async with connect(settings, sender="cli") as bus:
         yield SwarmClient(bus, timeout=settings.request_timeout_s)
+
+
+async def serve_until_signal(server: HttpServer) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(stop_on_signal, server.stop)
+        await server.serve()
+        tg.cancel_scope.cancel()

@@ -1,11 +1,14 @@
-"""Streamable HTTP: the SDK's session manager behind a bearer-token check and Host/Origin checks."""
+"""HTTP serving for the swarm's faces: MCP over streamable HTTP, and the dashboard.
+
+Both share one set of rules: a bearer token (required off loopback) and Host/Origin allow-lists.
+"""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +29,15 @@ from starlette.types import ASGIApp
 
 from runtime.mcp_gateway._options import GatewayConfigError, GatewayOptions
 
-__all__ = ["HttpGateway", "StaticTokenVerifier", "build_http_app", "check_http_binding", "parse_host_port"]
+__all__ = [
+    "HttpGateway",
+    "HttpServer",
+    "StaticTokenVerifier",
+    "build_http_app",
+    "check_http_binding",
+    "parse_host_port",
+    "transport_security",
+]
 
 log = structlog.get_logger("runtime.mcp_gateway")
 
@@ -61,11 +72,11 @@ def check_http_binding(host: str, options: GatewayOptions) -> None:
     """Refuse what would expose the swarm: no token off loopback, or a wildcard bind with no host names."""
     if _is_loopback(host):
         if options.token is None:
-            log.warning("serving MCP over HTTP without a bearer token (loopback only); set MEETARA_MCP_TOKEN")
+            log.warning("serving HTTP without a bearer token (loopback only); set MEETARA_MCP_TOKEN")
         return
     if options.token is None:
         raise GatewayConfigError(
-            f"refusing to serve MCP on {host}, a non-loopback address, without a bearer token: set MEETARA_MCP_TOKEN"
+            f"refusing to serve on {host}, a non-loopback address, without a bearer token: set MEETARA_MCP_TOKEN"
         )
     if _is_wildcard(host) and not options.allowed_hosts:
         raise GatewayConfigError(
@@ -74,7 +85,7 @@ def check_http_binding(host: str, options: GatewayOptions) -> None:
         )
 
 
-def _security(host: str, port: int, options: GatewayOptions) -> TransportSecuritySettings:
+def transport_security(host: str, port: int, options: GatewayOptions) -> TransportSecuritySettings:
     """Host and Origin allow-lists against DNS rebinding: the bound address, loopback names, configured ones."""
     hosts, origins = list(options.allowed_hosts), list(options.allowed_origins)
     if not _is_wildcard(host):
@@ -99,7 +110,7 @@ class StaticTokenVerifier:
 
 def build_http_app(server: Server[Any], *, host: str, port: int, options: GatewayOptions) -> Starlette:
     """The ASGI app serving ``server`` at ``/mcp``; with a token, requests without it get 401."""
-    manager = StreamableHTTPSessionManager(app=server, security_settings=_security(host, port, options))
+    manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(host, port, options))
     endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
     middleware: list[Middleware] = []
     if options.token is not None:
@@ -134,10 +145,16 @@ class _Server(uvicorn.Server):
         yield
 
 
-class HttpGateway:
-    """Serves an MCP server over streamable HTTP with uvicorn until ``stop()``."""
+class HttpServer:
+    """Serves an ASGI app with uvicorn until ``stop()``; the socket is bound on construction.
 
-    def __init__(self, server: Server[Any], *, host: str, port: int, options: GatewayOptions) -> None:
+    ``make_app`` gets the bound port (the Host allow-list needs it when port 0 picked one).
+    """
+
+    path = ""
+    """Appended to the server's address in ``url``."""
+
+    def __init__(self, make_app: Callable[[int], ASGIApp], *, host: str, port: int) -> None:
         self.host = host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -146,14 +163,15 @@ class HttpGateway:
         except OSError as exc:
             raise GatewayConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.port: int = self._socket.getsockname()[1]
-        app = build_http_app(server, host=host, port=self.port, options=options)
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            make_app(self.port), log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        )
         self._uvicorn = _Server(config)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{MCP_PATH}"
+        return f"http://{host}:{self.port}{self.path}"
 
     def stop(self) -> None:
         self._uvicorn.should_exit = True
@@ -171,5 +189,16 @@ class HttpGateway:
             tg.start_soon(run)
             await self._uvicorn.settled.wait()
             if self._uvicorn.started:
-                log.info("MCP gateway listening", url=self.url)
+                log.info("listening", url=self.url)
                 task_status.started()
+
+
+class HttpGateway(HttpServer):
+    """Serves an MCP server over streamable HTTP at ``/mcp``."""
+
+    path = MCP_PATH
+
+    def __init__(self, server: Server[Any], *, host: str, port: int, options: GatewayOptions) -> None:
+        super().__init__(
+            lambda bound: build_http_app(server, host=host, port=bound, options=options), host=host, port=port
+        )

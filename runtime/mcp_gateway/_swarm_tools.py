@@ -13,6 +13,7 @@ import anyio
 import structlog
 from pydantic import Field
 
+from bus import Bus
 from protocol import AgentInstance, RpcError, ToolModel
 from protocol.agents.conductor import TERMINAL_STATES, JobIdInput, JobRecord, JobReport, JobSpec, SubmitJobOutput
 from runtime._client import SwarmClient
@@ -20,7 +21,7 @@ from runtime._errors import ToolError
 from runtime._tools import ToolRegistry, tool
 from runtime.mcp_gateway._progress import ReportProgress, follow_job
 
-__all__ = ["SWARM", "SWARM_TOOLS", "GatewayCall", "SwarmTools"]
+__all__ = ["SWARM", "SWARM_TOOLS", "DeadLetterInfo", "GatewayCall", "SwarmTools", "dead_letters"]
 
 log = structlog.get_logger("runtime.mcp_gateway")
 
@@ -114,6 +115,21 @@ def _describe(original: dict[str, str]) -> str:
     if what == "tools/call":
         what += f" {message.get('params', {}).get('name', '?')}"
     return what
+
+
+async def dead_letters(bus: Bus, *, count: int) -> list[DeadLetterInfo]:
+    """The oldest ``count`` dead letters, each with its source, reason and what it was."""
+    return [
+        DeadLetterInfo(
+            id=d.id,
+            source=d.stream.rsplit(":", 1)[-1],
+            deliveries=d.deliveries,
+            failed_at=d.failed_at,
+            error=f"[{d.error.code}] {d.error.message}",
+            message=_describe(d.original),
+        )
+        for d in await bus.dead_letters(count=count)
+    ]
 
 
 def _ids(params: DeadLetterIdsInput) -> list[str] | None:
@@ -217,20 +233,7 @@ class SwarmTools:
     @tool(read_only=True)
     async def dlq_list(self, params: DeadLettersInput) -> DeadLettersOutput:
         """Messages the swarm gave up on (dead letters), oldest first, with the reason for each."""
-        letters = await self.client.bus.dead_letters(count=params.count)
-        return DeadLettersOutput(
-            letters=[
-                DeadLetterInfo(
-                    id=d.id,
-                    source=d.stream.rsplit(":", 1)[-1],
-                    deliveries=d.deliveries,
-                    failed_at=d.failed_at,
-                    error=f"[{d.error.code}] {d.error.message}",
-                    message=_describe(d.original),
-                )
-                for d in letters
-            ]
-        )
+        return DeadLettersOutput(letters=await dead_letters(self.client.bus, count=params.count))
 
     @tool
     async def dlq_replay(self, params: DeadLetterIdsInput) -> ReplayOutput:

@@ -8,9 +8,9 @@ from xml.etree import ElementTree
 
 import pytest
 
-from agents.conductor.loss_chart import loss_svg
 from agents.conductor.report import report_folder, write_report_files
 from protocol.agents.conductor import JobReport, JobSpec
+from runtime import loss_svg
 from runtime.cli import sparkline
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from runtime import agent_names
+from runtime.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -25,7 +27,7 @@ def services() -> dict[str, Any]:
 
 
 def agent_services() -> dict[str, Any]:
-    return {name: svc for name, svc in services().items() if name != "redis"}
+    return {name: svc for name, svc in services().items() if name not in ("redis", "dashboard")}
 
 
 def test_compose_config_is_accepted_by_docker_compose_and_requires_a_redis_password(tmp_path: Path) -> None:
@@ -37,12 +39,16 @@ def test_compose_config_is_accepted_by_docker_compose_and_requires_a_redis_passw
     no_env_file = tmp_path / "empty.env"  # a developer's own .env must not decide the outcome
     no_env_file.write_text("")
     command = [binary, "-f", str(COMPOSE), "--env-file", str(no_env_file), "config", "-q"]
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}
-    out = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**env, "REDIS_PASSWORD": "pw"})
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "MEETARA_MCP_TOKEN")}
+    secrets = {"REDIS_PASSWORD": "pw", "MEETARA_MCP_TOKEN": "tok"}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**env, **secrets})
     assert out.returncode == 0, out.stderr
-    # Authentication is not optional: without a password Compose refuses, saying what to do.
-    out = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode != 0 and "set REDIS_PASSWORD in .env (run make env)" in out.stderr
+    # Authentication is not optional: without a password or the dashboard's token Compose refuses,
+    # saying what to do.
+    for missing in secrets:
+        partial = {k: v for k, v in secrets.items() if k != missing}
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**env, **partial})
+        assert out.returncode != 0 and f"set {missing} in .env (run make env)" in out.stderr
 
 
 def test_one_service_per_installed_agent() -> None:
@@ -112,3 +118,44 @@ def test_each_service_command_runs_as_a_local_process(service: str, child_env: d
     assert proc.returncode == 0, stderr
     first = stderr.splitlines()[0]
     assert first.startswith("{") and '"level": "info"' in first  # JSON log lines, as in containers
+
+
+def test_the_dashboard_is_published_on_loopback_only_and_needs_the_token() -> None:
+    dashboard = services()["dashboard"]
+    assert dashboard["ports"] == ["127.0.0.1:8780:8780"]
+    assert dashboard["environment"]["MEETARA_MCP_TOKEN"].startswith("${MEETARA_MCP_TOKEN:?")
+    assert dashboard["command"][:2] == ["meetara", "dashboard"]
+
+
+@pytest.mark.redis
+def test_the_dashboard_service_command_serves_the_page_to_token_holders_only(
+    child_env: dict[str, str], tmp_path: Path
+) -> None:
+    svc = services()["dashboard"]
+    port = free_port()
+    command = [*svc["command"][:-1], f"127.0.0.1:{port}"]  # the container's command on a free local port
+    env = {**child_env, **{k: str(v) for k, v in svc["environment"].items()}}
+    env.update(
+        MEETARA_BUS_URL=child_env["MEETARA_BUS_URL"],
+        MEETARA_MCP_TOKEN="compose-token",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                refused = httpx.get(url, timeout=30)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the dashboard never answered")
+                time.sleep(0.3)
+        assert refused.status_code == 401
+        page = httpx.get(url, headers={"Authorization": "Bearer compose-token"}, timeout=30)
+        assert page.status_code == 200 and "<h2>Jobs</h2>" in page.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr

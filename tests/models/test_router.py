@@ -83,7 +83,9 @@ async def test_ask_streams_the_deployed_models_reply_and_a_crisis_gets_real_help
             async for record in swarm.bus.events(since=since):
                 message = record.envelope.message
                 if isinstance(message, ProgressNotification) and message.params.progress_token == "ask-1":
-                    streamed.append(str((message.params.meta or {})["text"]))
+                    text = str((message.params.meta or {})["text"])
+                    assert message.params.message == text  # what an MCP client sees
+                    streamed.append(text)
 
         async with anyio.create_task_group() as group:
             group.start_soon(listen)

@@ -1,4 +1,4 @@
-"""A training run's loss curve as a standalone SVG (no plotting stack needed to read a job report)."""
+"""A training run's loss curve as a standalone SVG: job reports and the dashboard draw it (no plotting stack needed)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,160 @@
+"""The dashboard in a real browser: headless Chromium against a swarm that finished a job.
+
+Chromium and chromedriver come from Debian's packages (`.ci/run` installs them); selenium drives
+them. The screenshot is kept as a test artifact under ``$MEETARA_TEST_ARTIFACTS`` (default
+``test-artifacts/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from xml.etree import ElementTree
+
+import anyio
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from agents.conductor import ConductorAgent
+from agents.cost_monitor import CostMonitorAgent
+from agents.data_generation import DataGenerationAgent
+from agents.gguf_creation import GgufCreationAgent
+from agents.gpu_optimization import GpuOptimizationAgent
+from agents.knowledge_transfer import KnowledgeTransferAgent
+from agents.quality_assurance import QualityAssuranceAgent
+from agents.testing import tiny_catalog
+from protocol import AgentEvent, AgentEventNotification
+from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
+from runtime import Settings, open_swarm
+from runtime.dashboard import dashboard_server
+from runtime.mcp_gateway import GatewayOptions
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("MEETARA_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+TOKEN = "browser-token-2b9d"
+AGENTS = [
+    ConductorAgent,
+    DataGenerationAgent,
+    GpuOptimizationAgent,
+    GgufCreationAgent,
+    QualityAssuranceAgent,
+    CostMonitorAgent,
+    KnowledgeTransferAgent,
+]
+
+
+BROWSER_ARGUMENTS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+"""``--no-sandbox``: CI runs as root."""
+
+
+def browser() -> webdriver.Chrome:
+    """Debian's headless Chromium through its own chromedriver (nothing is downloaded)."""
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver is None:
+        if os.environ.get("MEETARA_REQUIRE_BROWSER"):
+            pytest.fail("chromium and chromedriver are required here (MEETARA_REQUIRE_BROWSER is set)")
+        pytest.skip("chromium and chromium-driver (Debian's packages) are not installed")
+    options = Options()
+    options.binary_location = binary
+    for argument in [*BROWSER_ARGUMENTS, "--window-size=1400,1800"]:
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def until(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], bool], horizon_s: float) -> None:
+    WebDriverWait(driver, horizon_s, poll_frequency=0.2).until(condition)
+
+
+async def test_chromium_shows_the_finished_job_its_loss_curve_and_the_deployed_model(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str, tmp_path: Path, tiny_gguf: Path, crisis_cache: Path
+) -> None:
+    settings: Settings = settings_factory(
+        memory_url, model_cache_dir=crisis_cache, catalog_dir=tiny_catalog(tmp_path / "catalog")
+    )
+    job = {
+        "target": "general_health",
+        "base_model": str(tiny_gguf),
+        "samples": 40,
+        "training": {"max_steps": 6, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 2},
+    }
+    async with open_swarm(settings, AGENTS) as swarm:
+        submitted = await swarm.client.call_model("conductor", "submit_job", job, SubmitJobOutput)
+        with anyio.fail_after(600):
+            while True:
+                record = await swarm.client.call_model(
+                    "conductor", "job_status", {"job_id": submitted.job_id}, JobRecord
+                )
+                if record.state in ("done", "failed"):
+                    break
+                await anyio.sleep(0.5)
+        assert record.state == "done", record.error
+        report = await swarm.client.call_model("conductor", "job_report", {"job_id": submitted.job_id}, JobReport)
+        assert len(report.loss_curve) >= 2
+
+        server = dashboard_server(swarm.client, host="127.0.0.1", port=0, options=GatewayOptions(token=TOKEN))
+        screenshot = ARTIFACTS / "dashboard.png"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+        async def agent_event() -> None:
+            event = AgentEvent(kind="agent_started", agent="conductor", instance_id="browser-test")
+            await swarm.bus.publish_event(AgentEventNotification(params=event))
+
+        def look(url: str) -> tuple[str, str]:
+            """The page as the browser shows it once its events stream is open, and after live events."""
+            driver = browser()
+            try:
+                # The token in the URL once, as a user opens it; the cookie carries it afterwards,
+                # including on the events stream the page's script opens.
+                driver.get(url)
+                until(driver, lambda d: d.find_element(By.ID, "live").text == "live", 60)
+                dom = driver.page_source
+                driver.save_screenshot(str(screenshot))
+                # An event re-renders the page from the server (the clock says when it was drawn).
+                drawn = driver.find_element(By.ID, "as-of").text
+                deadline = time.monotonic() + 60
+                while driver.find_element(By.ID, "as-of").text == drawn:
+                    assert time.monotonic() < deadline, "no live event re-rendered the page"
+                    anyio.from_thread.run(agent_event)
+                    with contextlib.suppress(TimeoutException):
+                        until(driver, lambda d: d.find_element(By.ID, "as-of").text != drawn, 2)
+                return dom, driver.page_source
+            finally:
+                driver.quit()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            # The browser blocks: it runs in a thread while this event loop serves the page.
+            dom, redrawn = await anyio.to_thread.run_sync(look, f"{server.url}/?token={TOKEN}")
+            server.stop()
+
+    assert f'data-job="{submitted.job_id}"' in redrawn and 'id="live">live<' in redrawn
+    job_at = dom.index(f'data-job="{submitted.job_id}"')
+    article = dom[job_at : dom.index("</article>", job_at)]
+    assert 'data-state="done"' in article and "general_health" in article
+    (model,) = report.models
+    assert f">{model.qa_score:.1f}%<" in article and f"<td>{model.deployed_version}</td>" in article
+    assert all(f'data-step="{s}"' in article for s in ("data", "train", "convert", "model_qa", "deploy"))
+    # The loss curve: an SVG with the run's points, drawn in the job's figure.
+    svg_text = article[article.index("<svg") : article.index("</svg>") + len("</svg>")]
+    svg = ElementTree.fromstring(svg_text)
+    (line,) = [el for el in svg.iter() if el.tag.endswith("polyline")]
+    assert len(line.attrib["points"].split()) == len(report.loss_curve)
+    assert "training loss" in svg_text
+    # The deployed model with its QA report: every check and evaluation reply with its verdict.
+    models = dom[dom.index('id="models"') : dom.index('id="agents"')]
+    assert 'data-model="meetara_general_health"' in models and "v1" in models
+    assert "evaluation replies" in models and ("passed</td>" in models or "failed<div" in models)
+    agents = dom[dom.index('id="agents"') : dom.index('id="dead-letters"')]
+    assert all(f'data-agent="{a.name}"' in agents for a in AGENTS)
+    assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
