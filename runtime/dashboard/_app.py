@@ -133,7 +133,9 @@ def build_dashboard_app(source: ViewSource, bus: Bus, *, host: str, port: int, o
     async def events(request: Request) -> EventSourceResponse:
         # A reconnecting EventSource sends the last id it saw: it misses nothing in between.
         last = request.headers.get("last-event-id", "")
-        since = last if _EVENT_ID.match(last) else "$"
+        # Pinned before the response opens: an event published once the browser sees the stream
+        # open is never missed.
+        since = last if _EVENT_ID.match(last) else await bus.transport.last_id(bus.keys.events)
 
         async def stream() -> AsyncIterator[dict[str, Any]]:
             async for record in bus.events(since=since):

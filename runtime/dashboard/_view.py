@@ -62,24 +62,26 @@ class DashboardView(_View):
 
 
 class ViewSource:
-    """Builds ``DashboardView``s; reports of ended jobs are kept, since they no longer change."""
+    """Builds ``DashboardView``s; an ended job's report is asked for once per change of its record."""
 
     def __init__(self, client: SwarmClient, *, jobs: int = 20, timeout: float = 10.0) -> None:
         self.client = client
         self.jobs = jobs
         self.timeout = timeout
-        self._reports: dict[str, JobReport] = {}
+        self._reports: dict[str, tuple[float, JobReport]] = {}
 
     async def _call(self, agent: str, tool: str, arguments: dict[str, Any], model: type[M]) -> M:
         return await self.client.call_model(agent, tool, arguments, model, timeout=self.timeout)
 
     async def _job(self, job_id: str) -> JobView:
         record = await self._call("conductor", "job_status", {"job_id": job_id}, JobRecord)
-        report = self._reports.get(job_id)
-        if report is None and (record.state in TERMINAL_STATES or record.state == "paused_budget"):
+        if record.state not in TERMINAL_STATES and record.state != "paused_budget":
+            return JobView(record=record)
+        # Kept while the record is unchanged: a failed or paused job can be resumed.
+        updated, report = self._reports.get(job_id, (None, None))
+        if report is None or updated != record.updated_at:
             report = await self._call("conductor", "job_report", {"job_id": job_id}, JobReport)
-            if record.state in TERMINAL_STATES:
-                self._reports[job_id] = report
+            self._reports[job_id] = (record.updated_at, report)
         return JobView(record=record, report=report)
 
     async def _jobs(self) -> list[JobView]:
@@ -92,6 +94,7 @@ class ViewSource:
         async with anyio.create_task_group() as tg:
             for summary in listed.jobs:
                 tg.start_soon(one, summary.job_id)
+        self._reports = {k: v for k, v in self._reports.items() if k in views}  # only what the page shows
         return sorted(views.values(), key=lambda v: v.record.created_at, reverse=True)
 
     async def _model(self, entry: ManifestEntry) -> ModelView:

@@ -32,7 +32,7 @@ from agents.gpu_optimization import GpuOptimizationAgent
 from agents.knowledge_transfer import KnowledgeTransferAgent
 from agents.quality_assurance import QualityAssuranceAgent
 from agents.testing import tiny_catalog
-from protocol import AgentEvent, AgentEventNotification
+from protocol import AgentEvent, AgentEventNotification, JobEvent, JobEventNotification
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
 from runtime import Settings, open_swarm
 from runtime.dashboard import dashboard_server
@@ -158,3 +158,55 @@ async def test_chromium_shows_the_finished_job_its_loss_curve_and_the_deployed_m
     agents = dom[dom.index('id="agents"') : dom.index('id="dead-letters"')]
     assert all(f'data-agent="{a.name}"' in agents for a in AGENTS)
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_a_running_jobs_progress_and_loss_move_live_in_the_browser(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str, tmp_path: Path, tiny_gguf: Path
+) -> None:
+    """No Data Generation agent: the job is planned and waits at its data step, running, for good."""
+    settings: Settings = settings_factory(memory_url, catalog_dir=tiny_catalog(tmp_path / "catalog"))
+    job = {"target": "general_health", "base_model": str(tiny_gguf), "samples": 40}
+    async with open_swarm(settings, [ConductorAgent, CostMonitorAgent, GpuOptimizationAgent]) as swarm:
+        submitted = await swarm.client.call_model("conductor", "submit_job", job, SubmitJobOutput)
+        with anyio.fail_after(120):
+            while (
+                await swarm.client.call_model("conductor", "job_status", {"job_id": submitted.job_id}, JobRecord)
+            ).step("data").status != "running":
+                await anyio.sleep(0.2)
+
+        async def progress(step: str, done: float, total: float, **data: float) -> None:
+            event = JobEvent(job_id=submitted.job_id, kind="progress", step=step, progress=done, total=total, data=data)
+            await swarm.bus.publish_event(JobEventNotification(params=event))
+
+        def watch(url: str) -> tuple[str, str]:
+            driver = browser()
+            try:
+                driver.get(url)
+                until(driver, lambda d: d.find_element(By.ID, "live").text == "live", 60)
+                job = f'[data-job="{submitted.job_id}"]'
+
+                def attribute(selector: str, name: str) -> str:  # looked up afresh: a re-render replaces it
+                    return driver.find_element(By.CSS_SELECTOR, f"{job} {selector}").get_attribute(name) or ""
+
+                anyio.from_thread.run(lambda: progress("data", 3, 8))
+                bar = '.running[data-step="data"] progress'
+                until(driver, lambda d: (attribute(bar, "value"), attribute(bar, "max")) == ("3", "8"), 30)
+                message = driver.find_element(By.CSS_SELECTOR, f"{job} .progress-message").text
+                # Training's loss, as the GPU agent reports it, draws the live curve point by point.
+                for step, loss in enumerate([4.0, 3.1, 2.5, 2.2], start=1):
+                    anyio.from_thread.run(lambda s=step, v=loss: progress("train", s, 4, loss=v))
+                line = "svg.live-loss polyline"
+                until(driver, lambda d: len(attribute(line, "points").split()) == 4, 30)
+                return message, attribute(line, "points")
+            finally:
+                driver.quit()
+
+        server = dashboard_server(swarm.client, host="127.0.0.1", port=0, options=GatewayOptions())
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            message, points = await anyio.to_thread.run_sync(watch, f"{server.url}/")
+            server.stop()
+
+    assert message.startswith("data")
+    ys = [float(p.split(",")[1]) for p in points.split()]
+    assert ys == sorted(ys)  # the loss falls, so the line goes down the chart (SVG's y grows downwards)
