@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -26,15 +26,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from agents.conductor import ConductorAgent
 from agents.cost_monitor import CostMonitorAgent
-from agents.data_generation import DataGenerationAgent
-from agents.gguf_creation import GgufCreationAgent
 from agents.gpu_optimization import GpuOptimizationAgent
-from agents.knowledge_transfer import KnowledgeTransferAgent
-from agents.quality_assurance import QualityAssuranceAgent
 from agents.testing import tiny_catalog
 from protocol import AgentEvent, AgentEventNotification, JobEvent, JobEventNotification
 from protocol.agents.conductor import JobRecord, JobReport, SubmitJobOutput
-from runtime import Settings, open_swarm
+from runtime import Settings, agent_names, load_agent_class, open_swarm
 from runtime.dashboard import dashboard_server
 from runtime.mcp_gateway import GatewayOptions
 
@@ -43,15 +39,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("MEETARA_TEST_ARTIFACTS") or ROOT / "test-artifacts")
 TOKEN = "browser-token-2b9d"
-AGENTS = [
-    ConductorAgent,
-    DataGenerationAgent,
-    GpuOptimizationAgent,
-    GgufCreationAgent,
-    QualityAssuranceAgent,
-    CostMonitorAgent,
-    KnowledgeTransferAgent,
-]
+AGENTS = [load_agent_class(name) for name in agent_names()]
 
 
 BROWSER_ARGUMENTS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -74,6 +62,18 @@ def browser() -> webdriver.Chrome:
 
 def until(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], bool], horizon_s: float) -> None:
     WebDriverWait(driver, horizon_s, poll_frequency=0.2).until(condition)
+
+
+@contextlib.contextmanager
+def page(url: str) -> Iterator[webdriver.Chrome]:
+    """The page open in the browser, once its script has the events stream open."""
+    driver = browser()
+    try:
+        driver.get(url)
+        until(driver, lambda d: d.find_element(By.ID, "live").text == "live", 60)
+        yield driver
+    finally:
+        driver.quit()
 
 
 async def test_chromium_shows_the_finished_job_its_loss_curve_and_the_deployed_model(  # type: ignore[no-untyped-def]
@@ -112,12 +112,9 @@ async def test_chromium_shows_the_finished_job_its_loss_curve_and_the_deployed_m
 
         def look(url: str) -> tuple[str, str]:
             """The page as the browser shows it once its events stream is open, and after live events."""
-            driver = browser()
-            try:
-                # The token in the URL once, as a user opens it; the cookie carries it afterwards,
-                # including on the events stream the page's script opens.
-                driver.get(url)
-                until(driver, lambda d: d.find_element(By.ID, "live").text == "live", 60)
+            # The token in the URL once, as a user opens it; the cookie carries it afterwards,
+            # including on the events stream the page's script opens.
+            with page(url) as driver:
                 dom = driver.page_source
                 driver.save_screenshot(str(screenshot))
                 # An event re-renders the page from the server (the clock says when it was drawn).
@@ -129,8 +126,6 @@ async def test_chromium_shows_the_finished_job_its_loss_curve_and_the_deployed_m
                     with contextlib.suppress(TimeoutException):
                         until(driver, lambda d: d.find_element(By.ID, "as-of").text != drawn, 2)
                 return dom, driver.page_source
-            finally:
-                driver.quit()
 
         async with anyio.create_task_group() as tg:
             await tg.start(server.serve)
@@ -179,10 +174,7 @@ async def test_a_running_jobs_progress_and_loss_move_live_in_the_browser(  # typ
             await swarm.bus.publish_event(JobEventNotification(params=event))
 
         def watch(url: str) -> tuple[str, str]:
-            driver = browser()
-            try:
-                driver.get(url)
-                until(driver, lambda d: d.find_element(By.ID, "live").text == "live", 60)
+            with page(url) as driver:
                 job = f'[data-job="{submitted.job_id}"]'
 
                 def attribute(selector: str, name: str) -> str:  # looked up afresh: a re-render replaces it
@@ -198,8 +190,6 @@ async def test_a_running_jobs_progress_and_loss_move_live_in_the_browser(  # typ
                 line = "svg.live-loss polyline"
                 until(driver, lambda d: len(attribute(line, "points").split()) == 4, 30)
                 return message, attribute(line, "points")
-            finally:
-                driver.quit()
 
         server = dashboard_server(swarm.client, host="127.0.0.1", port=0, options=GatewayOptions())
         async with anyio.create_task_group() as tg:
