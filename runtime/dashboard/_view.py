@@ -14,7 +14,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol import AgentInstance, MeetaraError
-from protocol.agents.conductor import TERMINAL_STATES, JobRecord, JobReport, ListJobsOutput
+from protocol.agents.conductor import TERMINAL_STATES, JobRecord, JobReport, ListJobsOutput, ValidateOutputs
 from protocol.agents.cost_monitor import BudgetStatus, CostReportOutput
 from protocol.agents.gguf_creation import ListModelsOutput, ManifestEntry, VersionFilesOutput
 from protocol.agents.quality_assurance import ModelQAReport
@@ -32,10 +32,22 @@ class _View(BaseModel):
 
 
 class JobView(_View):
-    """One job: its record (steps, plan), and its report once it ended."""
+    """One job: its record (steps, plan), its report once it ended, its models' QA reports."""
 
     record: JobRecord
     report: JobReport | None = None
+    qa: list[ModelQAReport] = Field(default_factory=list)
+    """From the model QA step's record: a refused model's report too, which no deploy keeps."""
+
+
+def _qa_reports(record: JobRecord) -> list[ModelQAReport]:
+    output = next((s.output for s in record.steps if s.name == "model_qa"), None)
+    if not output:
+        return []
+    try:
+        return [m.report for m in ValidateOutputs.model_validate(output).models]
+    except ValidationError:
+        return []  # a record from an older version: the page does without
 
 
 class ModelView(_View):
@@ -76,13 +88,13 @@ class ViewSource:
     async def _job(self, job_id: str) -> JobView:
         record = await self._call("conductor", "job_status", {"job_id": job_id}, JobRecord)
         if record.state not in TERMINAL_STATES and record.state != "paused_budget":
-            return JobView(record=record)
+            return JobView(record=record, qa=_qa_reports(record))
         # Kept while the record is unchanged: a failed or paused job can be resumed.
         updated, report = self._reports.get(job_id, (None, None))
         if report is None or updated != record.updated_at:
             report = await self._call("conductor", "job_report", {"job_id": job_id}, JobReport)
             self._reports[job_id] = (record.updated_at, report)
-        return JobView(record=record, report=report)
+        return JobView(record=record, report=report, qa=_qa_reports(record))
 
     async def _jobs(self) -> list[JobView]:
         listed = await self._call("conductor", "list_jobs", {"limit": self.jobs}, ListJobsOutput)

@@ -139,6 +139,7 @@ async def test_chromium_shows_the_finished_job_its_loss_curve_and_the_deployed_m
     assert 'data-state="done"' in article and "general_health" in article
     (model,) = report.models
     assert f">{model.qa_score:.1f}%<" in article and f"<td>{model.deployed_version}</td>" in article
+    assert "QA report of meetara_general_health" in article  # from the job's own record
     assert all(f'data-step="{s}"' in article for s in ("data", "train", "convert", "model_qa", "deploy"))
     # The loss curve: an SVG with the run's points, drawn in the job's figure.
     svg_text = article[article.index("<svg") : article.index("</svg>") + len("</svg>")]
