@@ -136,7 +136,7 @@ class ViewSource:
         async def fill(section: str, get: Callable[[], Awaitable[T]], put: Callable[[T], None]) -> None:
             try:
                 put(await get())
-            except (MeetaraError, TimeoutError) as exc:
+            except (MeetaraError, TimeoutError, ValidationError) as exc:  # an agent down, slow, or of another version
                 view.problems[section] = str(exc) or type(exc).__name__
 
         def setter(name: str) -> Callable[[object], None]:
