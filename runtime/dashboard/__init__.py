@@ -6,11 +6,19 @@ Host/Origin rules as the MCP HTTP gateway.
 """
 
 from runtime._client import SwarmClient
-from runtime.dashboard._app import COOKIE, build_dashboard_app
+from runtime.dashboard._app import build_dashboard_app, token_cookie
 from runtime.dashboard._view import DashboardView, JobView, ModelView, ViewSource
 from runtime.mcp_gateway import GatewayOptions, HttpServer
 
-__all__ = ["COOKIE", "DashboardView", "JobView", "ModelView", "ViewSource", "build_dashboard_app", "dashboard_server"]
+__all__ = [
+    "DashboardView",
+    "JobView",
+    "ModelView",
+    "ViewSource",
+    "build_dashboard_app",
+    "dashboard_server",
+    "token_cookie",
+]
 
 
 def dashboard_server(client: SwarmClient, *, host: str, port: int, options: GatewayOptions) -> HttpServer:

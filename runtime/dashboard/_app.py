@@ -31,10 +31,14 @@ from runtime._loss_chart import loss_svg
 from runtime.dashboard._view import ViewSource
 from runtime.mcp_gateway import GatewayOptions, transport_security
 
-__all__ = ["COOKIE", "build_dashboard_app"]
+__all__ = ["build_dashboard_app", "token_cookie"]
 
-COOKIE = "meetara_token"
-"""The cookie a browser holds the token in after ``/?token=…``."""
+
+def token_cookie(port: int) -> str:
+    """The cookie a browser holds the token in after ``/?token=…``: one per port, because cookies
+    ignore ports and two dashboards on one host would otherwise overwrite each other's."""
+    return f"meetara_token_{port}"
+
 
 _EVENT_ID = re.compile(r"^\d+-\d+$")
 
@@ -71,10 +75,11 @@ _templates.globals.update(chart=_chart)
 class _Guard:
     """Host/Origin checks, then the token (header, cookie, or ``?token=`` once), then GET only."""
 
-    def __init__(self, app: ASGIApp, *, security: TransportSecurityMiddleware, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, security: TransportSecurityMiddleware, token: str | None, cookie: str) -> None:
         self.app = app
         self.security = security
         self.token = token
+        self.cookie = cookie
 
     def _valid(self, given: str | None) -> bool:
         return given is not None and self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
@@ -83,7 +88,7 @@ class _Guard:
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             return credential
-        return request.cookies.get(COOKIE)
+        return request.cookies.get(self.cookie)
 
     async def _answer(self, request: Request) -> Response | None:
         refused = await self.security.validate_request(request)
@@ -98,8 +103,12 @@ class _Guard:
             if not self._valid(given):
                 return PlainTextResponse("wrong token", status_code=401)
             query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
-            response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+            # One leading slash: "//host/" would send the browser to another site.
+            path = "/" + request.url.path.lstrip("/")
+            response = RedirectResponse(path + (f"?{query}" if query else ""), status_code=303)
+            # Lax, not strict: a link to the dashboard from elsewhere still brings the cookie, and
+            # the app has nothing a cross-site request could change (GET only).
+            response.set_cookie(self.cookie, given, httponly=True, samesite="lax")
             return response
         if not self._valid(self._presented(request)):
             return PlainTextResponse(
@@ -122,8 +131,11 @@ def build_dashboard_app(source: ViewSource, bus: Bus, *, host: str, port: int, o
     """The dashboard as an ASGI app, guarded by the gateway's token and Host/Origin rules."""
 
     async def page(request: Request) -> HTMLResponse:
+        # Where the page's events stream starts: before the view is gathered, so nothing that
+        # changes the page after it was drawn is missed.
+        since = await bus.transport.last_id(bus.keys.events)
         view = await source.view()
-        html = _templates.get_template("index.html").render(view=view, now=time.time())
+        html = _templates.get_template("index.html").render(view=view, now=time.time(), since=since)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     async def data(request: Request) -> JSONResponse:
@@ -131,11 +143,10 @@ def build_dashboard_app(source: ViewSource, bus: Bus, *, host: str, port: int, o
         return JSONResponse(view.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
     async def events(request: Request) -> EventSourceResponse:
-        # A reconnecting EventSource sends the last id it saw: it misses nothing in between.
-        last = request.headers.get("last-event-id", "")
-        # Pinned before the response opens: an event published once the browser sees the stream
-        # open is never missed.
-        since = last if _EVENT_ID.match(last) else await bus.transport.last_id(bus.keys.events)
+        # A reconnect resumes after the last event the browser saw; a first connection after the
+        # position its page was drawn at; otherwise from now, pinned before the response opens.
+        given = [request.headers.get("last-event-id", ""), request.query_params.get("since", "")]
+        since = next((g for g in given if _EVENT_ID.match(g)), None) or await bus.transport.last_id(bus.keys.events)
 
         async def stream() -> AsyncIterator[dict[str, Any]]:
             async for record in bus.events(since=since):
@@ -154,4 +165,4 @@ def build_dashboard_app(source: ViewSource, bus: Bus, *, host: str, port: int, o
         ]
     )
     security = TransportSecurityMiddleware(transport_security(host, port, options))
-    return _Guard(app, security=security, token=options.token)
+    return _Guard(app, security=security, token=options.token, cookie=token_cookie(port))

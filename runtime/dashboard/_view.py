@@ -24,6 +24,9 @@ from runtime.mcp_gateway import DeadLetterInfo, dead_letters
 __all__ = ["DashboardView", "JobView", "ModelView", "ViewSource"]
 
 T = TypeVar("T")
+
+_SECTION_ERRORS = (MeetaraError, TimeoutError, ValidationError)
+"""What an agent that is down, slow, or of another version raises: its part of the page says so."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -96,17 +99,23 @@ class ViewSource:
             self._reports[job_id] = (record.updated_at, report)
         return JobView(record=record, report=report, qa=_qa_reports(record))
 
-    async def _jobs(self) -> list[JobView]:
+    async def _jobs(self, problems: dict[str, str]) -> list[JobView]:
         listed = await self._call("conductor", "list_jobs", {"limit": self.jobs}, ListJobsOutput)
         views: dict[str, JobView] = {}
+        failed: list[str] = []
 
         async def one(job_id: str) -> None:
-            views[job_id] = await self._job(job_id)
+            try:
+                views[job_id] = await self._job(job_id)
+            except _SECTION_ERRORS as exc:  # the other jobs still show
+                failed.append(f"job {job_id}: {exc}")
 
         async with anyio.create_task_group() as tg:
             for summary in listed.jobs:
                 tg.start_soon(one, summary.job_id)
         self._reports = {k: v for k, v in self._reports.items() if k in views}  # only what the page shows
+        if failed:
+            problems["jobs"] = "; ".join(failed)
         return sorted(views.values(), key=lambda v: v.record.created_at, reverse=True)
 
     async def _model(self, entry: ManifestEntry) -> ModelView:
@@ -136,7 +145,7 @@ class ViewSource:
         async def fill(section: str, get: Callable[[], Awaitable[T]], put: Callable[[T], None]) -> None:
             try:
                 put(await get())
-            except (MeetaraError, TimeoutError, ValidationError) as exc:  # an agent down, slow, or of another version
+            except _SECTION_ERRORS as exc:
                 view.problems[section] = str(exc) or type(exc).__name__
 
         def setter(name: str) -> Callable[[object], None]:
@@ -144,7 +153,7 @@ class ViewSource:
 
         cost_args = {"period": "month", "by": "job"}
         async with anyio.create_task_group() as tg:
-            tg.start_soon(fill, "jobs", self._jobs, setter("jobs"))
+            tg.start_soon(fill, "jobs", lambda: self._jobs(view.problems), setter("jobs"))
             tg.start_soon(fill, "models", self._models, setter("models"))
             tg.start_soon(fill, "agents", self.client.agents, setter("agents"))
             tg.start_soon(fill, "dead letters", self._dead_letters, setter("dead_letters"))

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
 from agents.cost_monitor import CostMonitorAgent
-from protocol import JobEvent, JobEventNotification
+from protocol import AgentInstance, JobEvent, JobEventNotification, RequestTimeout
+from protocol.agents.conductor import JobSummary, ListJobsOutput
 from runtime import EmbeddedSwarm, Settings, open_swarm
-from runtime.dashboard import COOKIE, dashboard_server
+from runtime.dashboard import ViewSource, build_dashboard_app, dashboard_server, token_cookie
 from runtime.mcp_gateway import GatewayOptions, HttpServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -38,7 +40,8 @@ async def swarm(settings_factory, memory_url: str) -> AsyncIterator[EmbeddedSwar
 
 async def test_the_token_is_required_and_traded_for_an_http_only_cookie_once(swarm: EmbeddedSwarm) -> None:
     options = GatewayOptions(token=TOKEN)
-    async for url in serving(dashboard_server(swarm.client, host="127.0.0.1", port=0, options=options)):
+    server = dashboard_server(swarm.client, host="127.0.0.1", port=0, options=options)
+    async for url in serving(server):
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             missing = await http.get("/")
             assert missing.status_code == 401 and "?token=" in missing.text
@@ -50,9 +53,14 @@ async def test_the_token_is_required_and_traded_for_an_http_only_cookie_once(swa
             traded = await http.get("/?token=" + TOKEN + "&x=1")
             assert traded.status_code == 303 and traded.headers["location"] == "/?x=1"  # the token leaves the URL
             cookie = traded.headers["set-cookie"]
-            assert cookie.startswith(f"{COOKIE}={TOKEN}") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+            assert cookie.startswith(f"{token_cookie(server.port)}={TOKEN}")  # one per port: dashboards coexist
+            assert "HttpOnly" in cookie and "SameSite=lax" in cookie
             page = await http.get("/")  # the client kept the cookie
             assert page.status_code == 200 and "<h2>Jobs</h2>" in page.text
+            # The redirect stays on this site whatever the path looks like.
+            offsite = httpx.URL(url).copy_with(raw_path=f"//evil.example/?token={TOKEN}".encode())
+            redirected = await http.get(offsite)
+            assert redirected.status_code == 303 and redirected.headers["location"] == "/evil.example/"
 
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             view = await http.get("/api/view", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -134,3 +142,40 @@ async def test_job_events_stream_live_and_a_reconnect_resumes_after_the_last_eve
                 async with http.stream("GET", "/events", headers={"Last-Event-ID": first_id}) as response:
                     resumed = await read_events(response, job_id, published - int(first.progress))
             assert [e.progress for _, e in resumed] == list(range(int(first.progress) + 1, published + 1))
+
+
+class FailingJobCalls:
+    """A client whose Conductor lists two jobs and then fails to describe either."""
+
+    def __init__(self, swarm: EmbeddedSwarm) -> None:
+        self.bus = swarm.bus
+        self.real = swarm.client
+
+    async def agents(self) -> list[AgentInstance]:
+        return await self.real.agents()
+
+    async def call_model(self, agent: str, tool: str, arguments: dict[str, Any], output: type[Any], **_: Any) -> Any:
+        if tool == "list_jobs":
+            jobs = [
+                JobSummary(
+                    job_id=job_id, scope="domain", target="general_health", state="train", created_at=0, updated_at=0
+                )
+                for job_id in ("aaaa1111", "bbbb2222")
+            ]
+            return ListJobsOutput(jobs=jobs)
+        if tool == "job_status":
+            raise RequestTimeout(f"conductor did not answer about {arguments['job_id']}")
+        return await self.real.call_model(agent, tool, arguments, output)
+
+
+async def test_jobs_that_cannot_be_described_are_named_and_the_page_still_renders(swarm: EmbeddedSwarm) -> None:
+    source = ViewSource(FailingJobCalls(swarm))  # type: ignore[arg-type]
+    app = build_dashboard_app(source, swarm.bus, host="127.0.0.1", port=8000, options=GatewayOptions())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+        page = await http.get("/")
+        assert page.status_code == 200
+        view = (await http.get("/api/view")).json()
+    assert view["jobs"] == []
+    assert "job aaaa1111: conductor did not answer" in view["problems"]["jobs"]
+    assert "job bbbb2222: conductor did not answer" in view["problems"]["jobs"]
+    assert view["budgets"]["periods"]  # the other sections are filled as usual

@@ -150,7 +150,11 @@ async def test_chromium_shows_the_finished_job_its_loss_curve_and_the_deployed_m
     # The deployed model with its QA report: every check and evaluation reply with its verdict.
     models = dom[dom.index('id="models"') : dom.index('id="agents"')]
     assert 'data-model="meetara_general_health"' in models and "v1" in models
-    assert "evaluation replies" in models and ("passed</td>" in models or "failed<div" in models)
+    start = models.index('class="evaluation"')
+    evaluation = models[start : models.index("</details>", start)]
+    # Each reply's row ends in its verdict and why (the checks' rows have no "why" under them).
+    replies = evaluation.count("passed<div") + evaluation.count("failed<div")
+    assert replies >= 1 and f"{replies} evaluation replies" in evaluation
     agents = dom[dom.index('id="agents"') : dom.index('id="dead-letters"')]
     assert all(f'data-agent="{a.name}"' in agents for a in AGENTS)
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -170,8 +174,16 @@ async def test_a_running_jobs_progress_and_loss_move_live_in_the_browser(  # typ
             ).step("data").status != "running":
                 await anyio.sleep(0.2)
 
-        async def progress(step: str, done: float, total: float, **data: float) -> None:
-            event = JobEvent(job_id=submitted.job_id, kind="progress", step=step, progress=done, total=total, data=data)
+        async def progress(step: str, done: float, total: float, message: str | None = None, **data: float) -> None:
+            event = JobEvent(
+                job_id=submitted.job_id,
+                kind="progress",
+                step=step,
+                progress=done,
+                total=total,
+                message=message,
+                data=data,
+            )
             await swarm.bus.publish_event(JobEventNotification(params=event))
 
         def watch(url: str) -> tuple[str, str]:
@@ -181,7 +193,7 @@ async def test_a_running_jobs_progress_and_loss_move_live_in_the_browser(  # typ
                 def attribute(selector: str, name: str) -> str:  # looked up afresh: a re-render replaces it
                     return driver.find_element(By.CSS_SELECTOR, f"{job} {selector}").get_attribute(name) or ""
 
-                anyio.from_thread.run(lambda: progress("data", 3, 8))
+                anyio.from_thread.run(lambda: progress("data", 3, 8, "generated 3 of 8 batches"))
                 bar = '.running[data-step="data"] progress'
                 until(driver, lambda d: (attribute(bar, "value"), attribute(bar, "max")) == ("3", "8"), 30)
                 message = driver.find_element(By.CSS_SELECTOR, f"{job} .progress-message").text
@@ -198,6 +210,6 @@ async def test_a_running_jobs_progress_and_loss_move_live_in_the_browser(  # typ
             message, points = await anyio.to_thread.run_sync(watch, f"{server.url}/")
             server.stop()
 
-    assert message.startswith("data")
+    assert message == "data: generated 3 of 8 batches"
     ys = [float(p.split(",")[1]) for p in points.split()]
     assert ys == sorted(ys)  # the loss falls, so the line goes down the chart (SVG's y grows downwards)
