@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from runtime.cli._app import app, console, run_async, state
-from runtime.cli._session import client_session, serve_until_signal
+from runtime.cli._session import client_session, http_option_errors, serve_until_signal
 from runtime.dashboard import dashboard_server
-from runtime.mcp_gateway import GatewayConfigError, GatewayOptions, check_http_binding, parse_host_port
+from runtime.mcp_gateway import GatewayOptions, check_http_binding, parse_host_port
 
 DEFAULT_ADDRESS = "127.0.0.1:8780"
 
@@ -34,16 +34,12 @@ async def dashboard_command(
     """
     settings = state.settings
     options = GatewayOptions.from_settings(settings)
-    try:
+    with http_option_errors():
         host, port = parse_host_port(http)
         check_http_binding(host, options)
-    except GatewayConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--http") from None
     async with client_session(settings) as client:
-        try:
+        with http_option_errors():
             server = dashboard_server(client, host=host, port=port, options=options)
-        except GatewayConfigError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--http") from None
         hint = "/?token=<MEETARA_MCP_TOKEN>" if options.token else "/"
         console.print(f"dashboard: {server.url}{hint}  (Ctrl-C stops it)", highlight=False)
         await serve_until_signal(server)

@@ -7,10 +7,9 @@ from typing import Annotated
 import typer
 
 from runtime.cli._app import app, run_async, state
-from runtime.cli._session import client_session, serve_until_signal
+from runtime.cli._session import client_session, http_option_errors, serve_until_signal
 from runtime.mcp_gateway import (
     Gateway,
-    GatewayConfigError,
     GatewayOptions,
     HttpGateway,
     check_http_binding,
@@ -40,20 +39,16 @@ async def mcp_command(
     """
     settings = state.settings
     options = GatewayOptions.from_settings(settings)
-    try:
+    with http_option_errors():
         # Checked before the swarm starts: a refusal should cost nothing.
         binding = parse_host_port(http) if http is not None else None
         if binding is not None:
             check_http_binding(binding[0], options)
-    except GatewayConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--http") from None
     async with client_session(settings) as client:
         gateway = Gateway(client, options)
         if binding is None:
             await serve_stdio(gateway.server)
             return
-        try:
+        with http_option_errors():
             server = HttpGateway(gateway.server, host=binding[0], port=binding[1], options=options)
-        except GatewayConfigError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--http") from None
         await serve_until_signal(server)

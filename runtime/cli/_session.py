@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import typer
 
 from runtime._client import SwarmClient
 from runtime._discovery import agent_names, load_agent_class
 from runtime._lifecycle import stop_on_signal
 from runtime._settings import Settings
 from runtime._swarm import connect, open_swarm
-from runtime.mcp_gateway import HttpServer
+from runtime.mcp_gateway import GatewayConfigError, HttpServer
 
-__all__ = ["client_session", "is_embedded", "serve_until_signal"]
+__all__ = ["client_session", "http_option_errors", "is_embedded", "serve_until_signal"]
 
 
 def is_embedded(settings: Settings) -> bool:
@@ -39,3 +40,12 @@ async def serve_until_signal(server: HttpServer) -> None:
         await tg.start(stop_on_signal, server.stop)
         await server.serve()
         tg.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def http_option_errors() -> Iterator[None]:
+    """A refused ``--http`` binding (no token off loopback, a busy port…) as a usage error on it."""
+    try:
+        yield
+    except GatewayConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--http") from None
