@@ -22,9 +22,16 @@ class CpuHog:
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> CpuHog:
+        # A loop that ends once its parent is gone: a test process killed outright (a crashed
+        # pytest worker, a CI timeout) must not leave cores spinning under the rest of the suite.
+        loop = f"import os\nwhile os.getppid() == {os.getpid()}: pass"
         for _ in range(self.processes):
-            self._procs.append(subprocess.Popen([sys.executable, "-S", "-c", "while True: pass"]))
+            self._procs.append(subprocess.Popen([sys.executable, "-S", "-c", loop]))
         return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs]
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for proc in self._procs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -9,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["AGENTS", "START_DELAY_ENV", "ProcessSwarm"]
+__all__ = ["AGENTS", "PARENT_PID_ENV", "START_DELAY_ENV", "ProcessSwarm"]
 
 START_DELAY_ENV = "MEETARA_TEST_START_DELAY_S"
 """Seconds an agent process waits before it joins: a container restart that is slow (image pull, GPU reset)."""
+PARENT_PID_ENV = "MEETARA_TEST_PARENT_PID"
+"""The test process an agent process exits with (it may die before the child could ask for its parent)."""
 
 AGENTS = (
     "conductor",
@@ -69,7 +72,12 @@ class ProcessSwarm:
             env = {k: v for k, v in self.env.items() if k != "MEETARA_INSTANCE_ID"}
             command = ["-m", "runtime.cli", "agent", name]
         else:
-            env = {**self.env, "MEETARA_INSTANCE_ID": f"chaos-{name}", START_DELAY_ENV: str(start_delay_s)}
+            env = {
+                **self.env,
+                "MEETARA_INSTANCE_ID": f"chaos-{name}",
+                START_DELAY_ENV: str(start_delay_s),
+                PARENT_PID_ENV: str(os.getpid()),
+            }
             command = ["-m", "runtime.testing.agent_process", name, str(self.markers)]
         with open(self.logs / f"{name}.{self.starts[name]}.log", "wb") as log:  # a file: a full pipe would block it
             self.procs[name] = subprocess.Popen(

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from runtime import Agent, AgentHost, Settings, configure_logging, connect, load_agent_class, stop_on_signal
-from runtime.testing._process_swarm import START_DELAY_ENV
+from runtime.testing._process_swarm import PARENT_PID_ENV, START_DELAY_ENV
 
 
 def with_fault_hooks(klass: type[Agent], markers: Path) -> type[Agent]:
@@ -56,7 +56,23 @@ def with_fault_hooks(klass: type[Agent], markers: Path) -> type[Agent]:
     return type(f"Faulty{klass.__name__}", (klass,), overrides)
 
 
+async def _exit_with_parent() -> None:
+    """Exit once the test that started this process is gone (a crashed or killed pytest worker):
+    an orphaned agent would go on taking work and CPU under the rest of the suite."""
+    parent = int(os.environ.get(PARENT_PID_ENV) or os.getppid())
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event tells a process its parent died
+        await anyio.sleep(1)
+    os._exit(1)
+
+
 async def main(name: str, markers: Path) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_exit_with_parent)
+        await _serve(name, markers)
+        tg.cancel_scope.cancel()
+
+
+async def _serve(name: str, markers: Path) -> None:
     await anyio.sleep(float(os.environ.get(START_DELAY_ENV) or 0))
     settings = Settings.load()
     configure_logging(format=settings.log_format, level=settings.log_level)
