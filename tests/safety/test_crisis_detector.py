@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.text.crisis import CRISIS_KINDS, CrisisDetector, default_detector, sources_digest
+from agents.text.crisis import CRISIS_KINDS, CrisisDetector, default_detector, load_training_set, sources_digest
 from agents.text.crisis_measure import DetectorScores, load_heldout, measure
 from agents.text.signals import load_signals
 
@@ -131,3 +131,16 @@ def test_a_reply_must_give_something_concrete_to_do(detector: CrisisDetector) ->
         "Please take her to the nearest A&E now and bring the tablet packet with you.",
     ]
     assert detector.points_to_real_help(concrete) == [True] * len(concrete)
+
+
+SHORT_TURNS_CEILING = 0.10
+"""Share of short ordinary chat turns flagged (greetings, thanks, farewells, small complaints)."""
+
+
+def test_short_ordinary_chat_turns_are_rarely_flagged(detector: CrisisDetector) -> None:
+    """A bare greeting or "see you tomorrow" is not a crisis: the router would put crisis help first."""
+    turns = yaml.safe_load((Path(__file__).parent / "short_ordinary_turns.yaml").read_text(encoding="utf-8"))["turns"]
+    training = {t.casefold() for texts in load_training_set().messages.values() for t in texts}
+    assert not training & {t.casefold() for t in turns}, "a test turn is in the detector's training set"
+    flagged = [(t, v.kind) for t, v in zip(turns, detector.detect(turns), strict=True) if v.kind is not None]
+    assert len(flagged) / len(turns) <= SHORT_TURNS_CEILING, flagged
