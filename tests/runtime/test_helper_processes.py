@@ -11,7 +11,6 @@ from pathlib import Path
 
 HOLDER = """
 import time
-from pathlib import Path
 from runtime.testing import CpuHog
 with CpuHog(2) as hog:
     print(*hog.pids, flush=True)
