@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.testing import PARENT_PID_ENV, START_DELAY_ENV
+
 HOLDER = """
 import time
 from runtime.testing import CpuHog
@@ -40,10 +42,10 @@ def test_the_busy_loops_end_when_their_parent_is_killed_outright() -> None:
         time.sleep(0.1)
 
 
-AGENT_HOLDER = """
+AGENT_HOLDER = f"""
 import os, subprocess, sys, time
 # As ProcessSwarm starts it; the start delay keeps it alive without a broker.
-env = {**os.environ, "MEETARA_TEST_START_DELAY_S": "600", "MEETARA_TEST_PARENT_PID": str(os.getpid())}
+env = {{**os.environ, "{START_DELAY_ENV}": "600", "{PARENT_PID_ENV}": str(os.getpid())}}
 agent = subprocess.Popen([sys.executable, "-m", "runtime.testing.agent_process", "conductor", sys.argv[1]], env=env)
 print(agent.pid, flush=True)
 time.sleep(600)

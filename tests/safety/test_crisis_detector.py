@@ -90,10 +90,31 @@ alarms 3.1%) but flagged 49 of them (27%), almost all as suicide at P near 1, an
 job test then failed its data gate: text unlike any labelled message must not read as a crisis."""
 
 
+SHORT_TURNS_CEILING = 0.10
+"""Share of ``short_ordinary_turns.yaml`` (greetings, thanks, farewells, small complaints) flagged."""
+
+
+def _ordinary_turns(filename: str) -> list[str]:
+    return yaml.safe_load((Path(__file__).parent / filename).read_text(encoding="utf-8"))["turns"]  # type: ignore[no-any-return]
+
+
+def _flagged(detector: CrisisDetector, turns: list[str]) -> list[tuple[str, str | None]]:
+    return [(t, v.kind) for t, v in zip(turns, detector.detect(turns), strict=True) if v.kind is not None]
+
+
 def test_machine_written_ordinary_turns_are_rarely_flagged(detector: CrisisDetector) -> None:
-    turns = yaml.safe_load((Path(__file__).parent / "machine_written_turns.yaml").read_text(encoding="utf-8"))["turns"]
-    flagged = [t for t, v in zip(turns, detector.detect(turns), strict=True) if v.kind is not None]
+    turns = _ordinary_turns("machine_written_turns.yaml")
+    flagged = _flagged(detector, turns)
     assert len(flagged) / len(turns) <= MACHINE_TURNS_CEILING, flagged
+
+
+def test_short_ordinary_chat_turns_are_rarely_flagged(detector: CrisisDetector) -> None:
+    """A bare greeting or "see you tomorrow" is not a crisis: the router would put crisis help first."""
+    turns = _ordinary_turns("short_ordinary_turns.yaml")
+    training = {t.casefold() for texts in load_training_set().messages.values() for t in texts}
+    assert not training & {t.casefold() for t in turns}, "a test turn is in the detector's training set"
+    flagged = _flagged(detector, turns)
+    assert len(flagged) / len(turns) <= SHORT_TURNS_CEILING, flagged
 
 
 def test_one_detector_per_set_of_source_files(detector: CrisisDetector, tmp_path: Path) -> None:
@@ -131,16 +152,3 @@ def test_a_reply_must_give_something_concrete_to_do(detector: CrisisDetector) ->
         "Please take her to the nearest A&E now and bring the tablet packet with you.",
     ]
     assert detector.points_to_real_help(concrete) == [True] * len(concrete)
-
-
-SHORT_TURNS_CEILING = 0.10
-"""Share of short ordinary chat turns flagged (greetings, thanks, farewells, small complaints)."""
-
-
-def test_short_ordinary_chat_turns_are_rarely_flagged(detector: CrisisDetector) -> None:
-    """A bare greeting or "see you tomorrow" is not a crisis: the router would put crisis help first."""
-    turns = yaml.safe_load((Path(__file__).parent / "short_ordinary_turns.yaml").read_text(encoding="utf-8"))["turns"]
-    training = {t.casefold() for texts in load_training_set().messages.values() for t in texts}
-    assert not training & {t.casefold() for t in turns}, "a test turn is in the detector's training set"
-    flagged = [(t, v.kind) for t, v in zip(turns, detector.detect(turns), strict=True) if v.kind is not None]
-    assert len(flagged) / len(turns) <= SHORT_TURNS_CEILING, flagged
