@@ -65,6 +65,9 @@ class Supervisor:
         # its own pending messages at once and takes back its own leases, instead of waiting for
         # them to be reclaimed as a dead consumer's.
         env = {**self._env, "MEETARA_INSTANCE_ID": f"{socket.gethostname()}-{os.getpid()}-{name}-{index}"}
+        # The agents share this host's cores: torch's OpenMP threads sleep when idle instead of
+        # spinning on a core another agent needs (unless the caller chose otherwise).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         while not self._stopping:
             proc = await anyio.open_process(
                 [self._python, "-m", "runtime.cli", "agent", name], env=env, stdout=None, stderr=None

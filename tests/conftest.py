@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# Before anything loads torch (libgomp reads it once): the pytest workers and the processes they
+# start share two cores, and OpenMP threads that spin while idle take a core the other worker's
+# torch needs. Measured on 2 cores, MiniLM in two processes at once: 35 -> 47 texts/s together.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
