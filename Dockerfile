@@ -13,7 +13,7 @@ COPY bus ./bus
 COPY runtime ./runtime
 COPY agents ./agents
 COPY configs ./configs
-RUN pip install . && useradd --create-home --uid 1000 meetara \
+RUN pip install ".[s3]" && useradd --create-home --uid 1000 meetara \
     && mkdir -p /srv/meetara && chown meetara /srv/meetara
 
 USER meetara

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["AGENTS", "PARENT_PID_ENV", "START_DELAY_ENV", "ProcessSwarm"]
@@ -31,8 +32,17 @@ AGENTS = (
 class ProcessSwarm:
     """One process per agent, each with a stable instance id (as ``meetara up`` gives its children)."""
 
-    def __init__(self, env: dict[str, str], folder: Path, agents: tuple[str, ...] = AGENTS) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        folder: Path,
+        agents: tuple[str, ...] = AGENTS,
+        *,
+        agent_env: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.env = env
+        self.agent_env = agent_env or {}
+        """Per agent, what its environment sets differently (e.g. its own data folder: another host)."""
         self.markers = folder / "markers"
         self.logs = folder / "logs"
         self.markers.mkdir(parents=True, exist_ok=True)
@@ -68,12 +78,13 @@ class ProcessSwarm:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
         self.starts[name] = self.starts.get(name, 0) + 1
+        base = {**self.env, **self.agent_env.get(name, {})}
         if container:
-            env = {k: v for k, v in self.env.items() if k != "MEETARA_INSTANCE_ID"}
+            env = {k: v for k, v in base.items() if k != "MEETARA_INSTANCE_ID"}
             command = ["-m", "runtime.cli", "agent", name]
         else:
             env = {
-                **self.env,
+                **base,
                 "MEETARA_INSTANCE_ID": f"chaos-{name}",
                 START_DELAY_ENV: str(start_delay_s),
                 PARENT_PID_ENV: str(os.getpid()),
