@@ -41,11 +41,12 @@ __all__ = [
     "open_transport",
 ]
 
-_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+_REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}
 
 
 def open_transport(url: str) -> Transport:
-    """The transport for a URL: ``memory://NAME``, ``redis://``, ``rediss://`` (TLS) or ``unix://``.
+    """The transport for a URL: ``memory://NAME``, ``redis://``, ``rediss://`` (TLS), ``unix://``, or
+    ``redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]`` (``rediss+sentinel://`` with TLS).
 
     Redis credentials, database and TLS options are read from the URL itself.
     """
@@ -56,4 +57,6 @@ def open_transport(url: str) -> Transport:
         from bus._redis import RedisTransport
 
         return RedisTransport(url)
-    raise ValueError(f"unsupported bus URL {url!r}: use memory://NAME, redis://HOST:PORT/DB or rediss://…")
+    raise ValueError(
+        f"unsupported bus URL {url!r}: use memory://NAME, redis://HOST:PORT/DB, rediss://… or redis+sentinel://HOSTS/SERVICE"
+    )

@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEETARA_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     bus_url: str = "memory://default"
-    """``memory://NAME`` (one process) or ``redis://[user:password@]host:port/db`` / ``rediss://…``."""
+    """``memory://NAME`` (one process), ``redis://[user:password@]host:port/db`` / ``rediss://…``, or
+    ``redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]`` (Redis behind Sentinel)."""
     bus: BusOptions = Field(default_factory=BusOptions)
     """Delivery tuning and key namespace (``MEETARA_BUS__NAMESPACE``, ``MEETARA_BUS__MAX_DELIVERIES``…)."""
     instance_id: str = Field(default_factory=default_instance_id, pattern=r"^[A-Za-z0-9_.-]{1,120}$")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+import structlog
 from redis import exceptions as redis_errors
+from redis.asyncio.client import Pipeline
 
 from bus._redis._connection import (
     MAX_BLOCK_MS,
+    SENTINEL_SCHEMES,
     BlockingPool,
+    close_client,
     open_client,
     redact_url,
     translate_errors,
@@ -18,6 +24,13 @@ from bus._redis._scripts import COMPARE_AND_SET, COMPLETE, RECLAIM, TOUCH
 from bus._transport import AutoclaimResult, CompleteResult, Entry
 
 __all__ = ["RedisTransport"]
+
+log = structlog.get_logger("bus.redis")
+
+REPLICA_WAIT_MS = 2_000
+"""How long a write waits for a replica's acknowledgement behind Sentinel before going on without it."""
+REPLICA_CHECK_S = 5.0
+"""How often a Sentinel transport asks the primary how many replicas it has."""
 
 
 def _s(value: bytes | str) -> str:
@@ -50,6 +63,14 @@ class RedisTransport:
         self.url = redact_url(url)
         self._client = open_client(url)
         self._blocking = BlockingPool(url)
+        # Behind Sentinel a failover promotes a replica, and writes the old primary acknowledged but
+        # had not yet replicated are gone. Messages (XADD) and records (SET, compare-and-set) are
+        # written with WAIT, so what a caller was told is written is on a replica too: a job's
+        # submission and its record survive. Completions (reply + ack) are not: a request whose
+        # completion is lost is delivered again and runs again, as after a consumer's crash.
+        self._sentinel = urlsplit(url).scheme in SENTINEL_SCHEMES
+        self._replicas = 1  # until the primary says otherwise: a primary alone is reported once
+        self._replicas_checked = -REPLICA_CHECK_S
         self._touch = self._client.register_script(TOUCH)
         self._reclaim = self._client.register_script(RECLAIM)
         self._complete = self._client.register_script(COMPLETE)
@@ -61,12 +82,40 @@ class RedisTransport:
 
     async def close(self) -> None:
         await self._blocking.close()
-        await self._client.aclose()
+        await close_client(self._client)
 
     # -- streams -------------------------------------------------------------------------
+    async def _replicas_to_wait_for(self) -> int:
+        """1 while the primary has a replica (looked up every few seconds), else 0: a primary left
+        alone after a failover takes writes at full speed instead of waiting out every one."""
+        now = time.monotonic()
+        if now - self._replicas_checked >= REPLICA_CHECK_S:
+            info = await self._client.info("replication")
+            had, self._replicas = self._replicas, min(int(info.get("connected_slaves", 0)), 1)
+            self._replicas_checked = now
+            if had and not self._replicas:  # once per loss, not at every look
+                log.warning("the Redis primary has no replica: writes are not replicated", url=self.url)
+        return self._replicas
+
+    async def _replicated(self, write: Callable[[Any], Any]) -> Any:
+        """``write(client)``'s result; behind Sentinel, once a replica has it too (or the wait ran out)."""
+        if not self._sentinel or not (replicas := await self._replicas_to_wait_for()):
+            return await write(self._client)
+        pipe: Pipeline
+        async with self._client.pipeline(transaction=False) as pipe:  # WAIT counts this connection's writes
+            await write(pipe)  # queues the command (a script call needs awaiting to be queued)
+            pipe.wait(replicas, REPLICA_WAIT_MS)
+            result, acknowledged = await pipe.execute()
+        if acknowledged < replicas:
+            self._replicas_checked = -REPLICA_CHECK_S  # look again before the next write
+            log.warning("write not acknowledged by a replica", waited_ms=REPLICA_WAIT_MS, url=self.url)
+        return result
+
     async def add(self, stream: str, fields: Mapping[bytes, bytes], *, maxlen: int) -> str:
         with translate_errors(self._raw_url):
-            return _s(await self._client.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True))
+            return _s(
+                await self._replicated(lambda c: c.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True))
+            )
 
     async def ensure_group(self, stream: str, group: str) -> None:
         with translate_errors(self._raw_url):
@@ -265,7 +314,7 @@ class RedisTransport:
 
     async def set(self, key: str, value: bytes, *, ttl_ms: int | None = None, nx: bool = False) -> bool:
         with translate_errors(self._raw_url):
-            return bool(await self._client.set(key, value, px=ttl_ms or None, nx=nx))
+            return bool(await self._replicated(lambda c: c.set(key, value, px=ttl_ms or None, nx=nx)))
 
     async def compare_and_set(
         self, key: str, expected: bytes | None, value: bytes | None, *, ttl_ms: int | None = None
@@ -278,7 +327,7 @@ class RedisTransport:
             ttl_ms or 0,
         ]
         with translate_errors(self._raw_url):
-            return bool(await self._compare_and_set(keys=[key], args=args))
+            return bool(await self._replicated(lambda c: self._compare_and_set(keys=[key], args=args, client=c)))
 
     async def delete(self, keys: Sequence[str]) -> int:
         if not keys:

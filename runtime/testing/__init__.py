@@ -9,13 +9,14 @@ benchmarks share one harness.
 from runtime.testing._cpu_hog import CpuHog
 from runtime.testing._log_events import log_events
 from runtime.testing._process_swarm import AGENTS, PARENT_PID_ENV, START_DELAY_ENV, ProcessSwarm
-from runtime.testing._redis_server import RedisServer, TlsFiles, fast_options, free_port, make_tls
+from runtime.testing._redis_server import RedisSentinels, RedisServer, TlsFiles, fast_options, free_port, make_tls
 
 __all__ = [
     "AGENTS",
     "CpuHog",
     "PARENT_PID_ENV",
     "ProcessSwarm",
+    "RedisSentinels",
     "RedisServer",
     "START_DELAY_ENV",
     "TlsFiles",

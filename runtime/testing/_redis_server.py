@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.sentinel import Sentinel
 
 from bus import BusOptions
 
-__all__ = ["RedisServer", "TlsFiles", "fast_options", "free_port", "make_tls"]
+__all__ = ["RedisSentinels", "RedisServer", "TlsFiles", "fast_options", "free_port", "make_tls"]
 
 _START_TIMEOUT_S = 30.0
 """A busy machine can take seconds to start a process; a server that never answers is broken."""
@@ -30,7 +31,8 @@ class RedisServer:
 
     ``password``: the default user's password; ``user``: an ACL user (name, password) that
     replaces the default user; ``tls``: serve TLS only, with the certificates of ``make_tls``;
-    ``aof``: keep an append-only file in ``workdir`` (fsynced on every write) across restarts.
+    ``aof``: keep an append-only file in ``workdir`` (fsynced on every write) across restarts;
+    ``replica_of``: the port of a local server this one replicates.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class RedisServer:
         user: tuple[str, str] | None = None,
         tls: TlsFiles | None = None,
         aof: bool = False,
+        replica_of: int | None = None,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -66,6 +69,8 @@ class RedisServer:
                 "--tls-ca-cert-file",
                 str(tls.ca),
             ]
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
         if password is not None:
             args += ["--requirepass", password]
         if user is not None:
@@ -101,11 +106,94 @@ class RedisServer:
             client.close()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {_START_TIMEOUT_S:.0f} s")
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the server is not running"
+        return self._proc.pid
+
+    def wait_replicating(self) -> None:
+        """Until this replica has caught up with its primary (its link is up)."""
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        try:
+            while client.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica on port {self.port} did not sync within {_START_TIMEOUT_S:.0f} s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.terminate()
             self._proc.wait(10)
             self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the host is lost, with whatever the server had not replicated."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
+
+
+class RedisSentinels:
+    """Redis Sentinels (``redis-server --sentinel``) watching a local primary as ``service``.
+
+    They declare the primary down after ``down_after_ms`` without an answer and, agreeing by
+    ``quorum``, promote one of its replicas.
+    """
+
+    def __init__(
+        self, workdir: Path, primary_port: int, *, count: int = 3, service: str = "meetara", down_after_ms: int = 1000
+    ) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not installed; the redis tests need it (apt install redis-server)")
+        self.service = service
+        self.ports = [free_port() for _ in range(count)]
+        self._procs: list[subprocess.Popen[bytes]] = []
+        for port in self.ports:
+            folder = workdir / f"sentinel-{port}"
+            folder.mkdir(parents=True, exist_ok=True)
+            config = folder / "sentinel.conf"  # a Sentinel rewrites its config: a file of its own
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                f"sentinel monitor {service} 127.0.0.1 {primary_port} {count // 2 + 1}\n"
+                f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+                f"sentinel failover-timeout {service} 10000\n"
+            )
+            command = [binary, str(config), "--sentinel"]
+            self._procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        for port in self.ports:
+            while self.primary_port(port) is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis sentinel on port {port} did not answer within {_START_TIMEOUT_S:.0f} s")
+                time.sleep(0.05)
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"redis+sentinel://{hosts}/{self.service}/{db}"
+
+    def primary_port(self, port: int | None = None) -> int | None:
+        """The port of the primary that a client would be sent to now, as the Sentinels (or the one
+        on ``port``) judge it: none while they do not answer or hold it down."""
+        ports = [port] if port else self.ports
+        sentinel = Sentinel([("127.0.0.1", p) for p in ports], socket_timeout=2)  # type: ignore[no-untyped-call]
+        try:
+            return int(sentinel.discover_master(self.service)[1])  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return None
+        finally:
+            for client in sentinel.sentinels:
+                client.close()
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            proc.wait(10)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from protocol import RpcError
 from protocol.agents.conductor import JobRecord, SubmitJobOutput
 from runtime import SwarmClient, connect
-from runtime.testing import ProcessSwarm, RedisServer, free_port, log_events, make_tls
+from runtime.testing import ProcessSwarm, RedisSentinels, RedisServer, free_port, log_events, make_tls
 from tests.chaos.conftest import checkpoint_steps, settings_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -64,6 +65,46 @@ async def test_redis_over_tls_with_an_acl_user_restarted_mid_training_the_job_co
     quiet = [name for name, text in logs.items() if '"event": "broker unreachable, retrying"' not in text]
     assert quiet == [], quiet
     assert "s3cret-pass" not in "".join(logs.values())
+
+
+async def test_the_redis_primary_lost_mid_training_behind_sentinel_the_job_completes_once(
+    chaos_env: dict[str, str], tmp_path: Path, tiny_gguf: Path
+) -> None:
+    """A primary, a replica and three Sentinels; the primary is SIGKILLed mid-training and never returns."""
+    primary = RedisServer(tmp_path / "primary")
+    replica = RedisServer(tmp_path / "replica", replica_of=primary.port)
+    replica.wait_replicating()
+    sentinels = RedisSentinels(tmp_path, primary.port)
+    env = {**chaos_env, "MEETARA_BUS_URL": sentinels.url()}
+    data_dir = Path(env["MEETARA_DATA_DIR"])
+    try:
+        with ProcessSwarm(env, tmp_path / "swarm") as swarm:
+            async with connect(settings_of(env), sender="chaos-test") as bus:
+                client = SwarmClient(bus, timeout=30.0)
+                training = {"max_steps": 10, "effective_batch": 4, "learning_rate": 2e-3, "checkpoint_every": 2}
+                spec = {"target": "general_health", "base_model": str(tiny_gguf), "samples": 40, "training": training}
+                job_id = (await client.call_model("conductor", "submit_job", spec, SubmitJobOutput)).job_id
+                with anyio.fail_after(600):
+                    while not any(s >= 2 for s in checkpoint_steps(data_dir)):
+                        await anyio.sleep(0.05)
+                primary.kill()
+                with anyio.fail_after(600):
+                    while (state := await _poll_state(client, job_id)) not in {"done", "failed"}:
+                        await anyio.sleep(0.5)
+                job = await client.call_model("conductor", "job_status", {"job_id": job_id}, JobRecord)
+            logs = {name: swarm.log_text(name) for name in swarm.agents}
+            restarts = {name: n - 1 for name, n in swarm.starts.items() if n > 1}
+        promoted = sentinels.primary_port()
+    finally:
+        for server in (primary, replica):
+            server.stop()
+        sentinels.stop()
+    assert state == "done", f"{job.error}\n{ {name: text[-3000:] for name, text in logs.items()} }"
+    assert promoted == replica.port
+    assert restarts == {}
+    assert job.step("train").attempts == 1 and job.step("train").output["metrics"]["steps"] == 10
+    manifest = json.loads((Path(env["MEETARA_MODELS_DIR"]) / "manifest.json").read_text())
+    assert [(m["model_id"], m["version"]) for m in manifest["models"]] == [("meetara_general_health", "v1")]
 
 
 def test_an_agent_started_before_redis_waits_with_a_clear_line_and_joins_once_it_is_up(

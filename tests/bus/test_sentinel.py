@@ -1,0 +1,138 @@
+"""Redis behind Sentinel: ``redis+sentinel://`` URLs, and a failover that loses nothing a writer was told is written."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from bus import Bus, Delivery, open_transport
+from bus._redis._connection import SentinelTarget, redact_url
+from protocol import CallToolParams, CallToolRequest, Envelope, ResponseMessage, ResultResponse
+from runtime.testing import RedisSentinels, RedisServer, fast_options
+
+FAILOVER_S = 60.0
+"""Horizon for the Sentinels to agree the primary is gone and promote its replica (busy machine)."""
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "redis+sentinel://s1:26379,s2:26380,s3/meetara",
+            SentinelTarget([("s1", 26379), ("s2", 26380), ("s3", 26379)], "meetara"),
+        ),
+        (
+            "rediss+sentinel://app:p%40ss@s1:5000/primary/2?ssl_ca_certs=/ca.pem",
+            SentinelTarget([("s1", 5000)], "primary", 2, "app", "p@ss", tls=True, ssl_ca_certs="/ca.pem"),
+        ),
+    ],
+)
+def test_a_sentinel_url_names_its_sentinels_service_db_and_credentials(url: str, expected: SentinelTarget) -> None:
+    assert SentinelTarget.parse(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://s1:26379", "redis+sentinel://s1:26379/a/b", "redis+sentinel://s1:port/meetara"],
+)
+def test_a_sentinel_url_without_a_service_or_with_a_bad_address_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="Sentinel"):
+        SentinelTarget.parse(url)
+
+
+def test_a_sentinel_url_s_password_is_redacted() -> None:
+    url = "redis+sentinel://app:secret@s1:26379,s2:26379/meetara/0"
+    assert redact_url(url) == "redis+sentinel://app:***@s1:26379,s2:26379/meetara/0"
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, RedisSentinels]]:
+    """A primary, its replica (caught up) and three Sentinels watching them."""
+    primary = RedisServer(tmp_path / "primary")
+    replica = RedisServer(tmp_path / "replica", replica_of=primary.port)
+    sentinels: RedisSentinels | None = None
+    try:
+        replica.wait_replicating()
+        sentinels = RedisSentinels(tmp_path, primary.port)
+        yield primary, replica, sentinels
+    finally:
+        for server in (primary, replica):
+            server.stop()
+        if sentinels is not None:
+            sentinels.stop()
+
+
+async def wait_for_failover(sentinels: RedisSentinels, replica: RedisServer) -> None:
+    with anyio.fail_after(FAILOVER_S):
+        while sentinels.primary_port() != replica.port:
+            await anyio.sleep(0.1)
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+async def test_requests_written_before_the_primary_dies_are_served_once_after_failover(
+    sentinel_group: tuple[RedisServer, RedisServer, RedisSentinels], namespace: str
+) -> None:
+    """Requests queued on the primary, which is then SIGKILLed: the promoted replica has every one."""
+    primary, replica, sentinels = sentinel_group
+    served: list[int] = []
+
+    async def handler(envelope: Envelope, delivery: Delivery) -> ResponseMessage | None:
+        assert isinstance(envelope.message, CallToolRequest)
+        served.append(envelope.message.params.arguments["n"])
+        return ResultResponse(id=envelope.message.id, result={"n": envelope.message.params.arguments["n"]})
+
+    def request(n: int) -> CallToolRequest:
+        return CallToolRequest(params=CallToolParams(name="work", arguments={"n": n}))
+
+    options = fast_options(namespace)
+    async with Bus(open_transport(sentinels.url()), options=options, sender="caller") as bus:
+        with capture_logs() as logs:
+            for n in range(20):  # nobody consumes yet: they wait in the worker's inbox
+                await bus.send("worker", request(n))
+        assert not [e for e in logs if e["log_level"] == "warning"]  # each write reached the replica
+        primary.kill()  # nothing unreplicated may be lost with it: each XADD waited for the replica
+        await wait_for_failover(sentinels, replica)
+
+        async with Bus(open_transport(sentinels.url()), options=options, sender="worker") as worker:
+            subscription = worker.subscribe("worker", handler, consumer="w1")
+            async with anyio.create_task_group() as tg:
+                await tg.start(subscription.run)
+                with anyio.fail_after(FAILOVER_S):
+                    while len(served) < 20:
+                        await anyio.sleep(0.05)
+                # The caller's own client follows the failover too: a new request gets its answer.
+                reply = await bus.request("worker", request(20), timeout=FAILOVER_S)
+                tg.cancel_scope.cancel()
+
+    assert sorted(served) == list(range(21))  # every request once: none lost, none twice
+    assert isinstance(reply, ResultResponse) and reply.result == {"n": 20}
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+async def test_a_write_the_replica_does_not_acknowledge_is_reported_and_kept(
+    sentinel_group: tuple[RedisServer, RedisServer, RedisSentinels], namespace: str
+) -> None:
+    """WAIT runs on the writer's own connection: a frozen replica leaves the write unacknowledged."""
+    _, replica, sentinels = sentinel_group
+    transport = open_transport(sentinels.url())
+    try:
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            with capture_logs() as logs:
+                await transport.add(f"{namespace}:s", {b"n": b"1"}, maxlen=100)
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        assert await transport.length(f"{namespace}:s") == 1  # the primary has it all the same
+    finally:
+        await transport.close()
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["write not acknowledged by a replica"]
