@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import fsspec
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -79,6 +80,19 @@ class Settings(BaseSettings):
     """False hides and refuses the destructive tools (cancel a job, set a budget, deploy, purge dead letters)."""
     mcp_disabled_tools: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """MCP tool names the gateway hides and refuses (``conductor_cancel_job``…)."""
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        # At start, not at the first artifact: an s3:// store without s3fs is one clear line.
+        protocol, sep, _ = value.partition("://")
+        if sep and protocol not in ("file", "local"):
+            try:
+                fsspec.get_filesystem_class(protocol)
+            except (ImportError, ValueError) as exc:
+                extra = " (pip install 'meetara-lab[s3]')" if protocol in ("s3", "s3a") else ""
+                raise ValueError(f"artifact store {protocol}:// is not usable: {exc}{extra}") from None
+        return value
 
     @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", "mcp_disabled_tools", mode="before")
     @classmethod

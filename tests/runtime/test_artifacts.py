@@ -6,9 +6,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from protocol import ArtifactRef
-from runtime import ArtifactCorrupt, ArtifactMissing, ArtifactStore
+from runtime import ArtifactCorrupt, ArtifactMissing, ArtifactStore, Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +74,9 @@ async def test_a_reference_to_anything_but_a_file_of_its_size_is_refused_unread(
     with pytest.raises(ArtifactCorrupt, match="its reference says 10"):
         await store.fetch(ref, tmp_path / "out" / "x")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["nosuch://bucket/prefix", "ftp-ish://x"])
+def test_a_store_url_whose_filesystem_is_unknown_is_refused_when_settings_load(url: str) -> None:
+    with pytest.raises(ValidationError, match="is not usable"):
+        Settings.load(artifact_url=url)
