@@ -36,6 +36,7 @@ __all__ = [
     "MemoryTransport",
     "Subscription",
     "Transport",
+    "check_url",
     "decode_fields",
     "encode_fields",
     "open_transport",
@@ -44,19 +45,31 @@ __all__ = [
 _REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}
 
 
+def check_url(url: str) -> str:
+    """``url`` if ``open_transport`` takes it, else a ``ValueError`` saying why (nothing connects)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return url
+    from bus._redis._connection import SENTINEL_SCHEMES, SentinelTarget, redact_url
+
+    if scheme in SENTINEL_SCHEMES:
+        SentinelTarget.parse(url)
+    elif scheme not in _REDIS_SCHEMES:
+        raise ValueError(
+            f"unsupported bus URL {redact_url(url)!r}: use memory://NAME, redis://HOST:PORT/DB, rediss://… "
+            "or redis+sentinel://HOSTS/SERVICE"
+        )
+    return url
+
+
 def open_transport(url: str) -> Transport:
     """The transport for a URL: ``memory://NAME``, ``redis://``, ``rediss://`` (TLS), ``unix://``, or
     ``redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]`` (``rediss+sentinel://`` with TLS).
 
     Redis credentials, database and TLS options are read from the URL itself.
     """
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
+    if urlsplit(check_url(url)).scheme == "memory":
         return MemoryTransport(url)
-    if scheme in _REDIS_SCHEMES:
-        from bus._redis import RedisTransport
+    from bus._redis import RedisTransport
 
-        return RedisTransport(url)
-    raise ValueError(
-        f"unsupported bus URL {url!r}: use memory://NAME, redis://HOST:PORT/DB, rediss://… or redis+sentinel://HOSTS/SERVICE"
-    )
+    return RedisTransport(url)

@@ -23,7 +23,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from bus import BusOptions
+from bus import BusOptions, check_url
 
 __all__ = ["Settings", "default_instance_id"]
 
@@ -38,7 +38,9 @@ def default_instance_id() -> str:
 class Settings(BaseSettings):
     """Settings of one MeeTARA process (agent, swarm or CLI)."""
 
-    model_config = SettingsConfigDict(env_prefix="MEETARA_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MEETARA_", env_nested_delimiter="__", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     bus_url: str = "memory://default"
     """``memory://NAME`` (one process), ``redis://[user:password@]host:port/db`` / ``rediss://…``, or
@@ -81,12 +83,20 @@ class Settings(BaseSettings):
     mcp_disabled_tools: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """MCP tool names the gateway hides and refuses (``conductor_cancel_job``…)."""
 
+    @field_validator("bus_url")
+    @classmethod
+    def _usable_bus(cls, value: str) -> str:
+        return check_url(value)  # a malformed Sentinel URL is one clear error at start, not a traceback
+
     @field_validator("artifact_url")
     @classmethod
     def _known_store(cls, value: str) -> str:
-        # At start, not at the first artifact: an s3:// store without s3fs is one clear line.
-        protocol, sep, _ = value.partition("://")
-        if sep and protocol not in ("file", "local"):
+        # At start, not at the first artifact: an s3:// store without s3fs is one clear error.
+        if "://" not in value:
+            return value  # a folder
+        # Each layer of a chained URL (simplecache::s3://bucket/x) names a filesystem.
+        protocols = [part.partition("://")[0] for part in value.split("::")]
+        for protocol in protocols:
             try:
                 fsspec.get_filesystem_class(protocol)
             except (ImportError, ValueError) as exc:

@@ -48,7 +48,10 @@ def redact_url(url: str) -> str:
     """The URL with any password replaced, safe for logs and error messages."""
     parts = urlsplit(url)
     userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
+    if not at:
+        # An unescaped / ? or # in a password ends the host part early: then nothing of it is shown.
+        return url if "@" not in url.partition("://")[2] else f"{parts.scheme}://***"
+    if ":" not in userinfo:
         return url
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
@@ -56,9 +59,13 @@ def redact_url(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SentinelTarget:
-    """What a ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` URL names."""
+    """What a ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` URL names.
 
-    sentinels: list[tuple[str, int]]
+    ``rediss+sentinel://`` speaks TLS to the Sentinels and to the data nodes (whose certificates
+    must match the addresses the Sentinels announce); ``?ssl_ca_certs=`` is the only option read.
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
     service: str
     db: int = 0
     username: str | None = None
@@ -69,22 +76,29 @@ class SentinelTarget:
     @classmethod
     def parse(cls, url: str) -> SentinelTarget:
         parts = urlsplit(url)
+        shown = redact_url(url)
         if parts.scheme not in SENTINEL_SCHEMES:
-            raise ValueError(f"not a Sentinel URL: {redact_url(url)}")
+            raise ValueError(f"not a Sentinel URL: {shown}")
         userinfo, _, hosts = parts.netloc.rpartition("@")
         user, _, password = userinfo.partition(":")
         sentinels: list[tuple[str, int]] = []
-        for host in hosts.split(","):
-            name, _, port = host.strip().rpartition(":") if ":" in host else (host.strip(), "", "")
-            if not name or (port and not port.isdigit()):
-                raise ValueError(f"bad Sentinel address {host!r} in {redact_url(url)}: use HOST:PORT")
-            sentinels.append((name, int(port) if port else SENTINEL_PORT))
-        path = [p for p in parts.path.split("/") if p]
+        for number, host in enumerate(hosts.split(","), 1):
+            try:  # urlsplit reads [IPv6]:port and range-checks the port
+                address = urlsplit(f"//{host.strip()}")
+                name, port = address.hostname, address.port
+            except ValueError:
+                name = None
+            if not name:
+                raise ValueError(f"Sentinel address {number} of {shown} is not HOST[:PORT]")
+            sentinels.append((name, port or SENTINEL_PORT))
+        path = [unquote(p) for p in parts.path.split("/") if p]
         if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-            raise ValueError(f"a Sentinel URL names its service: {redact_url(url)} (…/SERVICE or …/SERVICE/DB)")
+            raise ValueError(f"a Sentinel URL names its service: {shown} (…/SERVICE or …/SERVICE/DB)")
         query = parse_qs(parts.query)
+        if unknown := sorted(set(query) - {"ssl_ca_certs"}):
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} in {shown} (only ssl_ca_certs is read)")
         return cls(
-            sentinels=sentinels,
+            sentinels=tuple(sentinels),
             service=path[0],
             db=int(path[1]) if len(path) == 2 else 0,
             username=unquote(user) or None,
@@ -98,7 +112,7 @@ class SentinelTarget:
         tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": self.ssl_ca_certs} if self.tls else {}
         timeouts = {k: connection[k] for k in ("socket_timeout", "socket_connect_timeout")}
         # The Sentinels are asked without the data nodes' credentials (they usually have none).
-        sentinel = Sentinel(self.sentinels, sentinel_kwargs={**timeouts, **tls}, **tls)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(self.sentinels), sentinel_kwargs={**timeouts, **tls}, **tls)  # type: ignore[no-untyped-call]
         return sentinel.master_for(  # type: ignore[no-any-return]
             self.service, db=self.db, username=self.username, password=self.password, **connection
         )
@@ -128,11 +142,13 @@ def open_client(url: str, *, blocking: bool = False) -> aioredis.Redis:
 
 async def close_client(client: aioredis.Redis) -> None:
     """Close a client of ``open_client``, with the connections to the Sentinels it asks."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
     with anyio.CancelScope(shield=True):  # a cancelled reader's client is closed all the same
-        await client.aclose()
-        manager = getattr(client.connection_pool, "sentinel_manager", None)
-        for sentinel in manager.sentinels if manager is not None else ():
-            await sentinel.aclose()
+        try:
+            await client.aclose()
+        finally:
+            for sentinel in manager.sentinels if manager is not None else ():
+                await sentinel.aclose()
 
 
 @contextlib.contextmanager

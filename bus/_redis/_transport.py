@@ -31,6 +31,8 @@ REPLICA_WAIT_MS = 2_000
 """How long a write waits for a replica's acknowledgement behind Sentinel before going on without it."""
 REPLICA_CHECK_S = 5.0
 """How often a Sentinel transport asks the primary how many replicas it has."""
+REPLICA_MAX_LAG_S = 1
+"""A replica whose last acknowledgement is older than this is not waited for."""
 
 
 def _s(value: bytes | str) -> str:
@@ -86,15 +88,25 @@ class RedisTransport:
 
     # -- streams -------------------------------------------------------------------------
     async def _replicas_to_wait_for(self) -> int:
-        """1 while the primary has a replica (looked up every few seconds), else 0: a primary left
-        alone after a failover takes writes at full speed instead of waiting out every one."""
+        """1 while the primary has a replica online that acknowledged within the last second (looked
+        up every few seconds and after any write it failed to acknowledge), else 0. A primary left
+        alone after a failover, or with a frozen replica, takes writes at full speed instead of
+        waiting out every one (lease refreshes among them)."""
         now = time.monotonic()
         if now - self._replicas_checked >= REPLICA_CHECK_S:
             info = await self._client.info("replication")
-            had, self._replicas = self._replicas, min(int(info.get("connected_slaves", 0)), 1)
+            healthy = [
+                value
+                for key, value in info.items()
+                if key.startswith("slave")
+                and isinstance(value, dict)
+                and value.get("state") == "online"
+                and int(value.get("lag", REPLICA_MAX_LAG_S + 1)) <= REPLICA_MAX_LAG_S
+            ]
+            had, self._replicas = self._replicas, min(len(healthy), 1)
             self._replicas_checked = now
             if had and not self._replicas:  # once per loss, not at every look
-                log.warning("the Redis primary has no replica: writes are not replicated", url=self.url)
+                log.warning("the Redis primary has no healthy replica: writes are not replicated", url=self.url)
         return self._replicas
 
     async def _replicated(self, write: Callable[[Any], Any]) -> Any:

@@ -141,11 +141,19 @@ class RedisSentinels:
     """Redis Sentinels (``redis-server --sentinel``) watching a local primary as ``service``.
 
     They declare the primary down after ``down_after_ms`` without an answer and, agreeing by
-    ``quorum``, promote one of its replicas.
+    ``quorum``, promote one of its replicas. Ready once each knows the primary's ``replicas`` and
+    the other Sentinels (they learn both from announcements, seconds after starting).
     """
 
     def __init__(
-        self, workdir: Path, primary_port: int, *, count: int = 3, service: str = "meetara", down_after_ms: int = 1000
+        self,
+        workdir: Path,
+        primary_port: int,
+        *,
+        replicas: int = 1,
+        count: int = 3,
+        service: str = "meetara",
+        down_after_ms: int = 1000,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -153,24 +161,39 @@ class RedisSentinels:
         self.service = service
         self.ports = [free_port() for _ in range(count)]
         self._procs: list[subprocess.Popen[bytes]] = []
-        for port in self.ports:
-            folder = workdir / f"sentinel-{port}"
-            folder.mkdir(parents=True, exist_ok=True)
-            config = folder / "sentinel.conf"  # a Sentinel rewrites its config: a file of its own
-            config.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
-                f"sentinel monitor {service} 127.0.0.1 {primary_port} {count // 2 + 1}\n"
-                f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
-                f"sentinel failover-timeout {service} 10000\n"
-            )
-            command = [binary, str(config), "--sentinel"]
-            self._procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        for port in self.ports:
-            while self.primary_port(port) is None:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis sentinel on port {port} did not answer within {_START_TIMEOUT_S:.0f} s")
-                time.sleep(0.05)
+        try:
+            for port in self.ports:
+                folder = workdir / f"sentinel-{port}"
+                folder.mkdir(parents=True, exist_ok=True)
+                config = folder / "sentinel.conf"  # a Sentinel rewrites its config: a file of its own
+                config.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                    f"sentinel monitor {service} 127.0.0.1 {primary_port} {count // 2 + 1}\n"
+                    f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+                    f"sentinel failover-timeout {service} 10000\n"
+                )
+                command = [binary, str(config), "--sentinel"]
+                self._procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            deadline = time.monotonic() + _START_TIMEOUT_S
+            for port in self.ports:
+                while not self._knows_everyone(port, replicas):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"redis sentinel on port {port} not ready within {_START_TIMEOUT_S:.0f} s")
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _knows_everyone(self, port: int, replicas: int) -> bool:
+        client = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+        try:
+            flat = client.execute_command("SENTINEL", "MASTER", self.service)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        state = dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else dict(flat)
+        return int(state["num-slaves"]) >= replicas and int(state["num-other-sentinels"]) == len(self.ports) - 1
 
     def url(self, db: int = 0) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from bus import Bus, Delivery, open_transport
 from bus._redis._connection import SentinelTarget, redact_url
 from protocol import CallToolParams, CallToolRequest, Envelope, ResponseMessage, ResultResponse
+from runtime import Settings
 from runtime.testing import RedisSentinels, RedisServer, fast_options
 
 FAILOVER_S = 60.0
@@ -25,11 +27,15 @@ FAILOVER_S = 60.0
     [
         (
             "redis+sentinel://s1:26379,s2:26380,s3/meetara",
-            SentinelTarget([("s1", 26379), ("s2", 26380), ("s3", 26379)], "meetara"),
+            SentinelTarget((("s1", 26379), ("s2", 26380), ("s3", 26379)), "meetara"),
         ),
         (
             "rediss+sentinel://app:p%40ss@s1:5000/primary/2?ssl_ca_certs=/ca.pem",
-            SentinelTarget([("s1", 5000)], "primary", 2, "app", "p@ss", tls=True, ssl_ca_certs="/ca.pem"),
+            SentinelTarget((("s1", 5000),), "primary", 2, "app", "p@ss", tls=True, ssl_ca_certs="/ca.pem"),
+        ),
+        (
+            "redis+sentinel://[::1]:5000,10.0.0.2/meetara",
+            SentinelTarget((("::1", 5000), ("10.0.0.2", 26379)), "meetara"),
         ),
     ],
 )
@@ -39,16 +45,27 @@ def test_a_sentinel_url_names_its_sentinels_service_db_and_credentials(url: str,
 
 @pytest.mark.parametrize(
     "url",
-    ["redis+sentinel://s1:26379", "redis+sentinel://s1:26379/a/b", "redis+sentinel://s1:port/meetara"],
+    [
+        "redis+sentinel://s1:26379",
+        "redis+sentinel://s1:26379/a/b",
+        "redis+sentinel://s1:port/meetara",
+        "redis+sentinel://s1:99999/meetara",
+        "redis+sentinel://s1/meetara?ssl_ca_cert=/ca.pem",  # a typo is not silently ignored
+    ],
 )
-def test_a_sentinel_url_without_a_service_or_with_a_bad_address_is_refused(url: str) -> None:
-    with pytest.raises(ValueError, match="Sentinel"):
+def test_a_sentinel_url_without_a_service_with_a_bad_address_or_an_unknown_option_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"Sentinel|unknown option"):
         SentinelTarget.parse(url)
 
 
-def test_a_sentinel_url_s_password_is_redacted() -> None:
+def test_a_sentinel_url_s_password_is_redacted_even_when_it_breaks_the_url() -> None:
     url = "redis+sentinel://app:secret@s1:26379,s2:26379/meetara/0"
     assert redact_url(url) == "redis+sentinel://app:***@s1:26379,s2:26379/meetara/0"
+    broken = "redis+sentinel://app:s3cr/et@s1/meetara"  # an unescaped / ends the host part early
+    assert redact_url(broken) == "redis+sentinel://***"
+    with pytest.raises(ValueError) as info:
+        SentinelTarget.parse(broken)
+    assert "s3cr" not in str(info.value)
 
 
 @pytest.fixture
@@ -97,8 +114,8 @@ async def test_requests_written_before_the_primary_dies_are_served_once_after_fa
         with capture_logs() as logs:
             for n in range(20):  # nobody consumes yet: they wait in the worker's inbox
                 await bus.send("worker", request(n))
-        assert not [e for e in logs if e["log_level"] == "warning"]  # each write reached the replica
-        primary.kill()  # nothing unreplicated may be lost with it: each XADD waited for the replica
+        assert not [e for e in logs if e["log_level"] == "warning"]  # a replica acknowledged each write
+        primary.kill()
         await wait_for_failover(sentinels, replica)
 
         async with Bus(open_transport(sentinels.url()), options=options, sender="worker") as worker:
@@ -136,3 +153,9 @@ async def test_a_write_the_replica_does_not_acknowledge_is_reported_and_kept(
     finally:
         await transport.close()
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["write not acknowledged by a replica"]
+
+
+def test_settings_refuse_a_malformed_sentinel_url_at_load_without_echoing_its_password() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings.load(bus_url="redis+sentinel://app:s3cret@s1:26379/")
+    assert "names its service" in str(info.value) and "s3cret" not in str(info.value)

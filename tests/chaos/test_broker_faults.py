@@ -95,21 +95,26 @@ async def test_the_redis_primary_lost_mid_training_behind_sentinel_the_job_compl
 ) -> None:
     """A primary, a replica and three Sentinels; the primary is SIGKILLed mid-training and never returns."""
     primary = RedisServer(tmp_path / "primary")
-    replica = RedisServer(tmp_path / "replica", replica_of=primary.port)
-    replica.wait_replicating()
-    sentinels = RedisSentinels(tmp_path, primary.port)
-    env = {**chaos_env, "MEETARA_BUS_URL": sentinels.url()}
+    replica: RedisServer | None = None
+    sentinels: RedisSentinels | None = None
 
     async def lose_the_primary() -> None:
+        assert sentinels is not None and sentinels.primary_port() == primary.port  # no failover before
         primary.kill()
 
     try:
+        replica = RedisServer(tmp_path / "replica", replica_of=primary.port)
+        replica.wait_replicating()
+        sentinels = RedisSentinels(tmp_path, primary.port)
+        env = {**chaos_env, "MEETARA_BUS_URL": sentinels.url()}
         out = await _job_through_a_broker_fault(env, tmp_path, tiny_gguf, lose_the_primary)
         promoted = sentinels.primary_port()
     finally:
         for server in (primary, replica):
-            server.stop()
-        sentinels.stop()
+            if server is not None:
+                server.stop()
+        if sentinels is not None:
+            sentinels.stop()
     assert promoted == replica.port
     assert out.restarts == {}
     assert out.job.step("train").attempts == 1 and out.job.step("train").output["metrics"]["steps"] == 10

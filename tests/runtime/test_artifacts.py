@@ -80,3 +80,8 @@ async def test_a_reference_to_anything_but_a_file_of_its_size_is_refused_unread(
 def test_a_store_url_whose_filesystem_is_unknown_is_refused_when_settings_load(url: str) -> None:
     with pytest.raises(ValidationError, match="is not usable"):
         Settings.load(artifact_url=url)
+
+
+@pytest.mark.parametrize("url", ["simplecache::memory://meetara/x", "file:///srv/meetara", "relative/folder"])
+def test_folders_and_chained_fsspec_urls_are_accepted(url: str) -> None:
+    assert Settings.load(artifact_url=url).artifact_url == url

@@ -61,14 +61,14 @@ def s3(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.mark.anyio
-async def test_a_host_with_an_empty_cache_fetches_what_another_host_stored(s3: str, tmp_path: Path) -> None:
+async def test_a_reader_with_nothing_on_its_disk_fetches_what_a_writer_stored(s3: str, tmp_path: Path) -> None:
     source = tmp_path / "writer" / "weights.bin"
     source.parent.mkdir()
     source.write_bytes(b"\x00\x01" * 300_000)
     ref = await ArtifactStore(f"{s3}/artifacts").put_file(source, media_type="application/octet-stream")
     assert ref.uri.startswith(f"s3://{BUCKET}/") and ref.size == 600_000
 
-    reader = ArtifactStore(f"{s3}/artifacts")  # another host: nothing of it is on the reader's disk
+    reader = ArtifactStore(f"{s3}/artifacts")  # its disk holds nothing: only the bucket has the bytes
     fetched = await reader.fetch(ref, tmp_path / "reader" / "weights.bin")
     assert fetched.read_bytes() == source.read_bytes()
     assert await reader.exists(ref)
