@@ -50,7 +50,7 @@ def check_url(url: str) -> str:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return url
-    from bus._redis._connection import SENTINEL_SCHEMES, SentinelTarget, redact_url
+    from bus._redis import SENTINEL_SCHEMES, SentinelTarget, redact_url
 
     if scheme in SENTINEL_SCHEMES:
         SentinelTarget.parse(url)
