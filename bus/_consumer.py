@@ -361,6 +361,7 @@ class Subscription:
             log.exception("unexpected error settling a message", agent=self.agent, entry_id=entry.id)
         finally:
             self.in_flight.pop(entry.id, None)
+            self._claims.pop(entry.id, None)
             self._settling.discard(entry.id)
             self._give_slots(1)
             if not self.in_flight:
@@ -401,7 +402,6 @@ class Subscription:
             claim = self._result_key(meta) + ":running"
             if not await self._claim_or_wait(claim, entry, meta, request_id):
                 return
-            self._claims[entry.id] = claim
             try:
                 await self._handle(entry, delivery, envelope, is_request, request_id)
             finally:
@@ -418,12 +418,18 @@ class Subscription:
         work a second time while the first copy still runs. Returns True when this copy should run.
         """
         ttl = self._opts.reclaim_idle_ms
-        while not await self._transport.set(claim, self.consumer.encode(), ttl_ms=ttl, nx=True):
+        # A twin of a request this consumer runs never takes its claim, even one that lapsed while a
+        # stalled event loop kept the heartbeat from refreshing it: the work is alive here.
+        while claim in self._claims.values() or not await self._transport.set(
+            claim, self.consumer.encode(), ttl_ms=ttl, nx=True
+        ):
             await anyio.sleep(_TWIN_POLL_S)
             if await self._answer_from_store(entry, meta, request_id):
                 return False
+        self._claims[entry.id] = claim
         # The claim was free (or its holder died and it expired): the stored result may have landed meanwhile.
         if await self._answer_from_store(entry, meta, request_id):
+            self._claims.pop(entry.id, None)
             await self._transport.delete([claim])
             return False
         return True

@@ -353,6 +353,37 @@ async def test_a_request_re_sent_while_its_twin_still_runs_waits_for_the_twin(bu
     assert results[0].result == results[1].result  # type: ignore[union-attr]
 
 
+async def test_a_starved_consumer_never_lets_a_twin_take_the_key_its_own_handler_holds(bus: Bus) -> None:
+    """The twin waits in the same consumer as the running copy, whose handler blocks the event loop
+    past the claim's lifetime (a busy host): when the loop wakes, the twin must not find the claim
+    lapsed and start the work a second time."""
+    calls: list[Delivery] = []
+
+    async def handler(envelope: Envelope, delivery: Delivery) -> ResponseMessage | None:
+        assert isinstance(envelope.message, CallToolRequest)
+        calls.append(delivery)
+        for _ in range(4):
+            time.sleep(bus.options.reclaim_idle_ms / 1000 * 2)  # noqa: ASYNC251 - the starvation itself
+            await anyio.sleep(0.6)  # past the twin's poll interval: it looks at the claim each time
+        return ResultResponse(id=envelope.message.id, result={"run": len(calls)})
+
+    results: list[ResponseMessage] = []
+
+    async def ask() -> None:
+        results.append(await bus.request("worker", call(7), timeout=60, idempotency_key="job-3:data:1"))
+
+    async with anyio.create_task_group() as tg:
+        await start(tg, bus, handler, "only")
+        tg.start_soon(ask)
+        tg.start_soon(ask)
+        with anyio.fail_after(60):
+            while len(results) < 2:
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert len(calls) == 1, calls
+    assert [r.result for r in results] == [{"run": 1}, {"run": 1}]  # type: ignore[union-attr]
+
+
 async def test_duplicate_delivery_of_an_answered_request_does_not_run_twice(bus: Bus) -> None:
     worker = Worker()
     await bus._ensure_replies()
