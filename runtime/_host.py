@@ -112,9 +112,10 @@ class AgentHost:
             self._done.set()
 
     async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        for agent in self.agents:
+            await agent.start()  # outside the task group: a refusal to start is its own clear error
         async with anyio.create_task_group() as tg:
             for agent in self.agents:
-                await agent.start()
                 sub = self.bus.subscribe(
                     agent.name,
                     agent.handle,

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     """Root of the deployed model layout."""
     model_cache_dir: Path | None = None
     """Converted base models (a GGUF base is dequantized once); ``None``: ``{data_dir}/cache/base_models``."""
+    provider: str = Field(default="local", pattern=r"^[a-z0-9_]{1,60}$")
+    """Price-table provider renting this host (``lambda_labs``…), so its training is priced at that
+    provider's rate; ``local``: own hardware at the configured local rate. Read by the GPU agent."""
+    gpu: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,60}$")
+    """Price-table GPU type a rented host is billed as (``H100``); ``None``: matched from the detected GPU."""
     log_format: Literal["auto", "json", "console"] = "auto"
     """``auto``: pretty on a terminal, one JSON object per line otherwise (containers)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -129,9 +129,9 @@ async def plan_job(
     reasons: list[str] = []
     try:
         device = await tools.PROFILE_DEVICE.call(client, ProfileDeviceInput(), timeout=_PROFILE_TIMEOUT_S)
-        device_name, kind = device.name, device.kind
+        device_name, kind, provider, gpu = device.name, device.kind, device.provider, device.gpu
     except RpcError as exc:
-        device_name, kind = "unknown", None
+        device_name, kind, provider, gpu = "unknown", None, "local", None
         reasons.append(f"GPU Optimization not reachable to profile its device ({exc.message}); tier sizes kept")
     base_model = spec.base_model
     if kind is not None:
@@ -170,6 +170,8 @@ async def plan_job(
     else:
         hours = per_step * steps / 3600
         reasons.append(f"estimated {hours:.2f} h from {per_step:.1f} s/step measured on this device")
+    if provider != "local":
+        reasons.append(f"{device_name} is rented from {provider} as {gpu}: its hours are priced at that rate")
     return JobPlan(
         samples=samples,
         crisis_fraction=crisis_fraction,
@@ -178,8 +180,8 @@ async def plan_job(
         training=training,
         base_model=base_model,
         device=device_name,
-        provider="local",
-        gpu=None,
+        provider=provider,
+        gpu=gpu,
         estimated_hours=round(hours, 4),
         estimated_usd=0.0,
         reasons=reasons,

@@ -13,11 +13,12 @@ import structlog
 from agents.gpu_optimization.device import profile_device
 from agents.gpu_optimization.memory import shape_of_base
 from agents.gpu_optimization.planning import plan_training, recommend_provider
+from agents.gpu_optimization.pricing import host_pricing
 from agents.gpu_optimization.trainer import TrainingProgress, TrainingRun, TrainingStopped, run_training
 from agents.llm.adapter_file import read_adapter
 from agents.llm.base_model import BaseModelSource, check_base_architecture, resolve_base_model
 from agents.llm.layout import domains_of, trained_dir
-from protocol import InvalidParams
+from protocol import InvalidParams, MeetaraError
 from protocol.agents.gpu_optimization import (
     CheckBaseInput,
     CheckBaseOutput,
@@ -73,6 +74,17 @@ class GpuOptimizationAgent(Agent):
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
         self._stopping = threading.Event()
+        self._pricing: tuple[str, str | None] = ("local", None)
+
+    async def start(self) -> None:
+        settings = self.ctx.settings
+        device = await anyio.to_thread.run_sync(profile_device)
+        # A host that would be priced wrongly refuses to start: budgets must bite on rented GPUs.
+        try:
+            self._pricing = host_pricing(settings.provider, settings.gpu, device, self.ctx.catalog)
+        except ValueError as exc:
+            raise MeetaraError(f"gpu_optimization cannot start: {exc}") from None
+        self.log.info("priced as", provider=self._pricing[0], gpu=self._pricing[1], device=device.name)
 
     def shutting_down(self) -> None:
         # A running training loop checkpoints at its next step and ends; the job can resume elsewhere.
@@ -82,7 +94,9 @@ class GpuOptimizationAgent(Agent):
     async def profile_device(self, params: ProfileDeviceInput) -> DeviceProfile:
         """Detect this instance's accelerator: kind, name, memory, compute capability, bf16, threads."""
         # Importing torch and querying CUDA can take seconds; keep the event loop free.
-        return await anyio.to_thread.run_sync(profile_device)
+        device = await anyio.to_thread.run_sync(profile_device)
+        provider, gpu = self._pricing
+        return device.model_copy(update={"provider": provider, "gpu": gpu})
 
     @tool(read_only=True)
     async def check_base_model(self, params: CheckBaseInput) -> CheckBaseOutput:

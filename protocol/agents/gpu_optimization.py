@@ -70,6 +70,10 @@ class DeviceProfile(ToolModel):
     """CPU threads available to this process."""
     torch_version: str | None
     """Installed PyTorch version; ``None`` when PyTorch is not installed."""
+    provider: str = "local"
+    """Price-table provider renting this host (``MEETARA_PROVIDER``); ``local``: own hardware at the local rate."""
+    gpu: str | None = None
+    """Price-table GPU type a rented host is billed as (``MEETARA_GPU``, else matched from ``name``)."""
 
 
 Scope = Literal["domain", "category", "universal"]

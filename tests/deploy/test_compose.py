@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,12 @@ COMPOSE = ROOT / "docker-compose.yml"
 
 def services() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())["services"]  # type: ignore[no-any-return]
+
+
+def service_env(svc: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as Compose reads it with no ``.env``: ``${VAR:-default}`` is the default
+    (the ``${SECRET:?…}`` values are overridden by each test)."""
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in svc["environment"].items()}
 
 
 def agent_services() -> dict[str, Any]:
@@ -82,7 +89,7 @@ def test_gpu_agents_reserve_a_gpu(service: str) -> None:
 @pytest.mark.parametrize("service", sorted(agent_services()))
 def test_each_service_command_runs_as_a_local_process(service: str, child_env: dict[str, str], tmp_path: Path) -> None:
     svc = agent_services()[service]
-    env = {**child_env, **{k: str(v) for k, v in svc["environment"].items()}}
+    env = {**child_env, **service_env(svc)}
     # Same command and settings as the container, pointed at the test Redis and a scratch folder.
     env.update(
         MEETARA_BUS_URL=child_env["MEETARA_BUS_URL"],
@@ -134,7 +141,7 @@ def test_the_dashboard_service_command_serves_the_page_to_token_holders_only(
     svc = services()["dashboard"]
     port = free_port()
     command = [*svc["command"][:-1], f"127.0.0.1:{port}"]  # the container's command on a free local port
-    env = {**child_env, **{k: str(v) for k, v in svc["environment"].items()}}
+    env = {**child_env, **service_env(svc)}
     env.update(
         MEETARA_BUS_URL=child_env["MEETARA_BUS_URL"],
         MEETARA_MCP_TOKEN="compose-token",
