@@ -9,6 +9,7 @@ import anyio
 import anyio.abc
 
 from agents.conductor import tools
+from agents.conductor.batches import batch_domains, batch_status, free_slots
 from agents.conductor.driver import JobDriver, LeaseLost
 from agents.conductor.job_store import JobStore
 from agents.conductor.planning import plan_job
@@ -19,9 +20,13 @@ from protocol import InvalidParams, JobEvent, JobEventNotification, RpcError, ne
 from protocol.agents.conductor import (
     STEPS,
     TERMINAL_STATES,
+    BatchIdInput,
+    BatchRecord,
+    BatchStatus,
     DescribeDomainInput,
     DomainInfo,
     JobIdInput,
+    JobPlan,
     JobRecord,
     JobReport,
     JobSpec,
@@ -30,7 +35,10 @@ from protocol.agents.conductor import (
     ListDomainsOutput,
     ListJobsInput,
     ListJobsOutput,
+    StepName,
     StepRecord,
+    SubmitBatchInput,
+    SubmitBatchOutput,
     SubmitJobOutput,
 )
 from protocol.agents.cost_monitor import BudgetStatusInput, EstimateInput
@@ -62,6 +70,7 @@ def _summary(job: JobRecord) -> JobSummary:
         created_at=job.created_at,
         updated_at=job.updated_at,
         error=job.error,
+        batch_id=job.batch_id,
     )
 
 
@@ -81,6 +90,7 @@ class ConductorAgent(Agent):
         self._owner = f"{ctx.instance_id}/{new_id()[:8]}"
         self._driving: set[str] = set()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._scan_lock = anyio.Lock()
 
     # -- driving ------------------------------------------------------------------------------
     async def background(self) -> None:
@@ -94,11 +104,31 @@ class ConductorAgent(Agent):
                 await anyio.sleep(SCAN_INTERVAL_S)
 
     async def _adopt_orphans(self) -> None:
-        for job in await self.store.all():
+        async with self._scan_lock:  # one scan at a time, or two could each fill a batch's free slots
+            await self._adopt_orphans_once()
+
+    async def _adopt_orphans_once(self) -> None:
+        jobs = await self.store.all()
+        queued = any(j.batch_id is not None and j.state == "planned" for j in jobs)
+        slots = free_slots(jobs, self._driving, await self._batch_limit()) if queued else {}
+        for job in reversed(jobs):  # oldest first: a batch starts in the order it was given
             if job.state in TERMINAL_STATES or job.state == "paused_budget" or job.job_id in self._driving:
                 continue
+            waits_for_slot = job.batch_id is not None and job.state == "planned"
+            if waits_for_slot and slots.get(job.batch_id or "", 0) <= 0:
+                continue
             if await self.store.acquire(job.job_id, self._owner):
+                if waits_for_slot:
+                    slots[job.batch_id or ""] -= 1
                 self._start(job)
+
+    async def _batch_limit(self) -> int:
+        """Jobs of one batch that run at once: a few per live GPU instance (at least one instance's worth)."""
+        try:
+            replicas = len(await self.ctx.client.agents("gpu_optimization"))
+        except RpcError:
+            replicas = 1
+        return self.job_settings.batch_jobs_per_gpu * max(replicas, 1)
 
     def _start(self, job: JobRecord) -> None:
         if self._tg is None or job.job_id in self._driving:
@@ -181,34 +211,137 @@ class ConductorAgent(Agent):
         if not estimate.fits:
             raise ToolError(f"job refused: {estimate.reason}", data={"estimated_usd": estimate.usd})
         plan.estimated_usd = estimate.usd
+        job = await self._create_job(params, domains, plan)
+        await self.store.acquire(job.job_id, self._owner)
+        self._start(job)
+        return SubmitJobOutput(job_id=job.job_id, state=job.state, domains=domains, estimated_usd=plan.estimated_usd)
+
+    async def _create_job(
+        self, spec: JobSpec, domains: list[str], plan: JobPlan, batch_id: str | None = None
+    ) -> JobRecord:
         now = time.time()
         job = JobRecord(
             job_id=new_id(),
-            spec=params,
+            spec=spec,
             domains=domains,
             plan=plan,
             state="planned",
             steps=[StepRecord(name=s) for s in STEPS],
             created_at=now,
             updated_at=now,
+            batch_id=batch_id,
         )
         await self.store.create(job)
-        await self.store.acquire(job.job_id, self._owner)
         await self.ctx.bus.publish_event(
             JobEventNotification(
                 params=JobEvent(
                     job_id=job.job_id,
                     kind="submitted",
                     state=job.state,
-                    message=f"{params.scope} {params.target}: " + "; ".join(plan.reasons),
-                    data={"estimated_usd": plan.estimated_usd, "samples": plan.samples},
+                    message=f"{spec.scope} {spec.target}: " + "; ".join(plan.reasons),
+                    data={"estimated_usd": plan.estimated_usd, "samples": plan.samples, "batch_id": batch_id},
                 )
             ),
             trace_id=job.job_id,
         )
-        self.log.info("job submitted", job=job.job_id, target=params.target, plan=plan.reasons)
-        self._start(job)
-        return SubmitJobOutput(job_id=job.job_id, state=job.state, domains=domains, estimated_usd=plan.estimated_usd)
+        self.log.info("job submitted", job=job.job_id, target=spec.target, batch=batch_id, plan=plan.reasons)
+        return job
+
+    @tool
+    async def submit_batch(self, params: SubmitBatchInput) -> SubmitBatchOutput:
+        """Queue one domain job per domain (a list, a category's, or all 62), each trained the same way.
+
+        The whole batch is priced first: one that would pass a budget is refused and no job is
+        created. Its jobs then run a few at a time per live GPU instance (``batch_jobs_per_gpu`` in
+        ``configs/jobs.yaml``), the rest queued; replicas share the training.
+        """
+        catalog = self.ctx.catalog
+        catalog.tier(params.job.tier)
+        domains = batch_domains(params, catalog)
+        options = params.job.model_dump(exclude_unset=True)
+        specs = [JobSpec.model_validate({**options, "scope": "domain", "target": d}) for d in domains]
+        # Every job of the batch is the same but for its domain: planned once, on the first.
+        history = await self.store.all()
+        plan = await plan_job(specs[0], domains[:1], self.ctx.client, catalog, self.job_settings, history)
+        asked = EstimateInput(hours=plan.estimated_hours * len(specs), provider=plan.provider, gpu=plan.gpu)
+        try:
+            estimate = await tools.ESTIMATE.call(self.ctx.client, asked)
+        except ToolFailed as exc:
+            raise ToolError(f"the Cost Monitor could not price the batch: {exc}") from exc
+        if not estimate.fits:
+            raise ToolError(
+                f"batch of {len(specs)} jobs refused: {estimate.reason}", data={"estimated_usd": estimate.usd}
+            )
+        plan.estimated_usd = round(plan.estimated_hours * estimate.usd_per_hour, 4)
+        batch_id = new_id()
+        jobs = [await self._create_job(spec, [spec.target], plan.model_copy(), batch_id) for spec in specs]
+        batch = BatchRecord(
+            batch_id=batch_id,
+            spec=params,
+            job_ids=[j.job_id for j in jobs],
+            domains=domains,
+            created_at=time.time(),
+            estimated_usd=estimate.usd,
+        )
+        await self.store.create_batch(batch)
+        self.log.info("batch submitted", batch=batch_id, jobs=len(jobs), estimated_usd=estimate.usd)
+        await self._adopt_orphans()  # its first jobs start now, not at the next scan
+        return SubmitBatchOutput(
+            batch_id=batch_id,
+            jobs=[
+                SubmitJobOutput(job_id=j.job_id, state=j.state, domains=j.domains, estimated_usd=j.plan.estimated_usd)
+                for j in jobs
+            ],
+            estimated_usd=estimate.usd,
+        )
+
+    async def _batch(self, batch_id: str) -> tuple[BatchRecord, dict[str, JobRecord]]:
+        batch = await self.store.load_batch(batch_id)
+        if batch is None:
+            raise InvalidParams(f"no batch {batch_id!r}")
+        jobs = {job_id: await self._job(job_id) for job_id in batch.job_ids}
+        return batch, jobs
+
+    @tool(read_only=True)
+    async def batch_status(self, params: BatchIdInput) -> BatchStatus:
+        """A batch's jobs by group (queued, running, paused, done, failed, cancelled), each job's state,
+        estimate and cost so far, the batch's cost so far and the training hours still ahead."""
+        batch, jobs = await self._batch(params.batch_id)
+        return batch_status(batch, jobs)
+
+    @tool(destructive=True, idempotent=True)
+    async def cancel_batch(self, params: BatchIdInput) -> BatchStatus:
+        """Cancel every job of a batch that has not ended; queued ones never start."""
+        batch, jobs = await self._batch(params.batch_id)
+        skipped = []
+        for job in jobs.values():
+            if job.state in TERMINAL_STATES:
+                skipped.append(f"{job.job_id} ({job.spec.target}) already {job.state}")
+                continue
+            await self._cancel(job)
+        batch, jobs = await self._batch(params.batch_id)
+        return batch_status(batch, jobs, skipped)
+
+    @tool(idempotent=True)
+    async def resume_batch(self, params: BatchIdInput) -> BatchStatus:
+        """Queue every failed or budget-paused job of a batch again, from its first unfinished step."""
+        batch, jobs = await self._batch(params.batch_id)
+        await self._check_budget_to_resume()
+        skipped = []
+        for job in jobs.values():
+            if job.state not in ("failed", "paused_budget"):
+                skipped.append(f"{job.job_id} ({job.spec.target}) is {job.state}")
+                continue
+            if not await self.store.acquire(job.job_id, self._owner):
+                skipped.append(f"{job.job_id} ({job.spec.target}) is being changed by another Conductor")
+                continue
+            self._reset_unfinished(job)
+            job.state = "planned"  # queued again: it waits for a slot of its batch
+            await self.store.save(job)
+            await self.store.release(job.job_id, self._owner)
+        await self._adopt_orphans()
+        batch, jobs = await self._batch(params.batch_id)
+        return batch_status(batch, jobs, skipped)
 
     @tool(read_only=True)
     async def job_status(self, params: JobIdInput) -> JobRecord:
@@ -221,7 +354,9 @@ class ConductorAgent(Agent):
         jobs = [
             _summary(j)
             for j in await self.store.all()
-            if (params.state is None or j.state == params.state) and (params.target in (None, j.spec.target))
+            if (params.state is None or j.state == params.state)
+            and (params.target in (None, j.spec.target))
+            and (params.batch_id in (None, j.batch_id))
         ]
         return ListJobsOutput(jobs=jobs[: params.limit])
 
@@ -233,13 +368,18 @@ class ConductorAgent(Agent):
             if job.state == "cancelled":
                 return _summary(job)
             raise InvalidParams(f"job {job.job_id} already ended ({job.state})")
+        await self._cancel(job)
+        return _summary(job)
+
+    async def _cancel(self, job: JobRecord) -> None:
+        """Ask the job's driver to stop; a job nobody drives (paused, or queued in a batch) ends here."""
         await self.store.request_cancel(job.job_id)
-        if job.state == "paused_budget" and await self.store.acquire(job.job_id, self._owner):
+        idle = job.state == "paused_budget" or (job.state == "planned" and job.job_id not in self._driving)
+        if idle and await self.store.acquire(job.job_id, self._owner):
             job.state, job.error = "cancelled", "cancelled by request"
             job.finished_at = job.updated_at = time.time()
             await self.store.save(job)
             await self.store.release(job.job_id, self._owner)
-        return _summary(job)
 
     @tool(idempotent=True)
     async def resume_job(self, params: JobIdInput) -> JobSummary:
@@ -247,21 +387,30 @@ class ConductorAgent(Agent):
         job = await self._job(params.job_id)
         if job.state not in ("failed", "paused_budget"):
             raise InvalidParams(f"job {job.job_id} is {job.state}; only failed or paused_budget jobs resume")
-        budget = await tools.BUDGET_STATUS.call(self.ctx.client, BudgetStatusInput())
-        if budget.stopped:
-            spent = ", ".join(f"{p.period} ${p.spent_usd:.2f} of ${p.limit_usd:.2f}" for p in budget.periods)
-            raise ToolError(f"no budget to resume with ({spent}); raise a budget with cost_monitor.set_budget")
+        await self._check_budget_to_resume()
         if not await self.store.acquire(job.job_id, self._owner):
             raise ToolError(f"job {job.job_id} is being changed by another Conductor; try again")
-        for step in job.steps:
-            if step.status != "done":
-                step.status, step.error, step.attempt_base = "pending", None, step.attempts
-        first = next(s.name for s in job.steps if s.status != "done")
-        job.state, job.error, job.finished_at, job.updated_at = first, None, None, time.time()
+        first = self._reset_unfinished(job)
+        job.state = first
         await self.store.save(job)
         self.log.info("job resumed", job=job.job_id, step=first)
         self._start(job)
         return _summary(job)
+
+    async def _check_budget_to_resume(self) -> None:
+        budget = await tools.BUDGET_STATUS.call(self.ctx.client, BudgetStatusInput())
+        if budget.stopped:
+            spent = ", ".join(f"{p.period} ${p.spent_usd:.2f} of ${p.limit_usd:.2f}" for p in budget.periods)
+            raise ToolError(f"no budget to resume with ({spent}); raise a budget with cost_monitor.set_budget")
+
+    @staticmethod
+    def _reset_unfinished(job: JobRecord) -> StepName:
+        """Unfinished steps back to pending with fresh attempts; returns the first of them."""
+        for step in job.steps:
+            if step.status != "done":
+                step.status, step.error, step.attempt_base = "pending", None, step.attempts
+        job.error, job.finished_at, job.updated_at = None, None, time.time()
+        return next(s.name for s in job.steps if s.status != "done")
 
     @tool(read_only=True)
     async def job_report(self, params: JobIdInput) -> JobReport:

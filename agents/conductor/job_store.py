@@ -1,4 +1,4 @@
-"""Jobs in the swarm's record store, and leases so one Conductor drives each.
+"""Jobs and batches in the swarm's record store, and leases so one Conductor drives each job.
 
 A job record is written after every change, so a restarted Conductor continues from the last
 recorded step. A lease has a time-to-live and is taken and renewed only by compare-and-set:
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import RootModel
 
-from protocol.agents.conductor import JobRecord
+from protocol.agents.conductor import BatchRecord, JobRecord
 from runtime import LeaseKind, RecordKind, RecordStore
 
 __all__ = ["JobStore"]
@@ -20,6 +20,7 @@ class CancelRequest(RootModel[bool]):
 
 
 JOBS = RecordKind("job", JobRecord)
+BATCHES = RecordKind("batch", BatchRecord)
 CANCELS = RecordKind("job-cancel", CancelRequest)
 LEASES = LeaseKind("job-lease")
 
@@ -29,6 +30,7 @@ class JobStore:
 
     def __init__(self, records: RecordStore, *, lease_ms: int) -> None:
         self._jobs = records.collection(JOBS)
+        self._batches = records.collection(BATCHES)
         self._cancels = records.collection(CANCELS)
         self._leases = records.leases(LEASES)
         self.lease_ms = lease_ms
@@ -49,6 +51,12 @@ class JobStore:
 
     async def load(self, job_id: str) -> JobRecord | None:
         return await self._jobs.get(job_id)
+
+    async def create_batch(self, batch: BatchRecord) -> bool:
+        return await self._batches.create(batch.batch_id, batch)
+
+    async def load_batch(self, batch_id: str) -> BatchRecord | None:
+        return await self._batches.get(batch_id)
 
     async def all(self) -> list[JobRecord]:
         jobs = list((await self._jobs.scan()).values())

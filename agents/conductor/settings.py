@@ -47,6 +47,9 @@ class JobSettings(BaseModel):
     budget_check_s: float = Field(gt=0)
     cpu_default: CpuDefault
     data: DataDefaults = Field(default_factory=DataDefaults)
+    batch_jobs_per_gpu: int = Field(default=2, ge=1, le=64)
+    """Jobs of one batch running at once per live GPU Optimization instance (one trains while the
+    next generates its data); the rest wait as ``queued``."""
 
     def wait_for_agent_s(self, step: str | None = None) -> float:
         """How long ``step`` (or a call outside any step) waits for its agent to be live or back."""

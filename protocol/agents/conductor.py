@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeAlias
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from protocol._base import CatalogName, ToolModel
 from protocol.agents.data_generation import GenerateOutput, GeneratorName, TeacherSettings
@@ -16,6 +16,11 @@ from protocol.agents.quality_assurance import ValidateModelOutput
 __all__ = [
     "STEPS",
     "TERMINAL_STATES",
+    "BatchGroup",
+    "BatchIdInput",
+    "BatchJob",
+    "BatchRecord",
+    "BatchStatus",
     "DataGate",
     "DataOutput",
     "DeployedModel",
@@ -24,6 +29,7 @@ __all__ = [
     "DomainData",
     "DomainInfo",
     "JobIdInput",
+    "JobOptions",
     "JobPlan",
     "JobRecord",
     "JobReport",
@@ -41,6 +47,8 @@ __all__ = [
     "StepName",
     "StepRecord",
     "StepStatus",
+    "SubmitBatchInput",
+    "SubmitBatchOutput",
     "SubmitJobOutput",
     "ValidatedModel",
     "ValidateOutputs",
@@ -118,13 +126,9 @@ TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 StepStatus: TypeAlias = Literal["pending", "running", "done", "failed"]
 
 
-class JobSpec(ToolModel):
-    """What to train; the arguments of ``conductor.submit_job``."""
+class JobOptions(ToolModel):
+    """How to train: everything of a job but what it trains (shared by a batch's jobs)."""
 
-    scope: JobScope = "domain"
-    """One domain, one category or the universal model."""
-    target: CatalogName
-    """Domain or category name; ``universal`` for the universal scope."""
     tier: CatalogName = "lightning"
     """Training tier (``configs/tiers.yaml``)."""
     base_model: str | None = Field(default=None, max_length=1024)
@@ -152,8 +156,17 @@ class JobSpec(ToolModel):
     fields given here override ``data.teacher`` in ``configs/jobs.yaml``."""
 
 
+class JobSpec(JobOptions):
+    """What to train; the arguments of ``conductor.submit_job``."""
+
+    scope: JobScope = "domain"
+    """One domain, one category or the universal model."""
+    target: CatalogName
+    """Domain or category name; ``universal`` for the universal scope."""
+
+
 class SubmitJobOutput(ToolModel):
-    """Result of ``conductor.submit_job``."""
+    """Result of ``conductor.submit_job`` (and of each job of ``submit_batch``)."""
 
     job_id: str
     """Identifier for ``job_status``, ``cancel_job``, ``job_report``."""
@@ -163,6 +176,16 @@ class SubmitJobOutput(ToolModel):
     """Domains whose data the model trains on."""
     estimated_usd: float
     """The Cost Monitor's estimate for the job."""
+
+
+class SubmitBatchOutput(ToolModel):
+    """Result of ``conductor.submit_batch``."""
+
+    batch_id: str
+    """Identifier for ``batch_status``, ``cancel_batch``, ``resume_batch``."""
+    jobs: list[SubmitJobOutput]
+    estimated_usd: float
+    """The Cost Monitor's estimate for the whole batch."""
 
 
 class StepRecord(ToolModel):
@@ -304,9 +327,87 @@ class JobRecord(ToolModel):
     finished_at: float | None = None
     error: str | None = None
     """Why the job failed, was cancelled or paused."""
+    batch_id: str | None = None
+    """The batch it belongs to (``submit_batch``), if any."""
 
     def step(self, name: StepName) -> StepRecord:
         return next(s for s in self.steps if s.name == name)
+
+
+class SubmitBatchInput(ToolModel):
+    """Arguments of ``conductor.submit_batch``: one domain job per domain, all trained the same way."""
+
+    domains: list[CatalogName] = Field(default_factory=list, max_length=1000)
+    """These domains."""
+    category: CatalogName | None = None
+    """Every domain of this category."""
+    all_domains: bool = False
+    """Every domain of the catalogue."""
+    job: JobOptions = Field(default_factory=JobOptions)
+    """How each domain is trained (tier, base model, samples…)."""
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> SubmitBatchInput:
+        chosen = [bool(self.domains), self.category is not None, self.all_domains]
+        if sum(chosen) != 1:
+            raise ValueError("give exactly one of domains, category or all_domains")
+        if len(set(self.domains)) != len(self.domains):
+            raise ValueError("a domain is listed twice")
+        return self
+
+
+class BatchRecord(ToolModel):
+    """A batch as the Conductor stores it: the jobs it made and what they were estimated to cost."""
+
+    batch_id: str
+    spec: SubmitBatchInput
+    job_ids: list[str]
+    """One job per domain, in the order of ``domains``."""
+    domains: list[str]
+    created_at: float
+    estimated_usd: float
+
+
+class BatchIdInput(ToolModel):
+    """Arguments of the tools that take one batch."""
+
+    batch_id: str = Field(min_length=8, max_length=64, pattern=r"^[0-9a-f]{8,64}$")
+    """Batch id from ``submit_batch``."""
+
+
+BatchGroup: TypeAlias = Literal["queued", "running", "paused", "done", "failed", "cancelled"]
+"""Where a batch's job is: ``queued`` (planned, waiting for a slot of its batch), ``running`` (in a
+step), ``paused`` (for budget), or how it ended."""
+
+
+class BatchJob(ToolModel):
+    """One job of a batch, as ``batch_status`` shows it."""
+
+    job_id: str
+    domain: str
+    state: JobState
+    group: BatchGroup
+    estimated_usd: float
+    spent_usd: float
+    """What its finished steps cost so far."""
+    error: str | None = None
+
+
+class BatchStatus(ToolModel):
+    """Result of the batch tools: where each job of the batch is and what the batch cost so far."""
+
+    batch_id: str
+    created_at: float
+    counts: dict[str, int]
+    """Jobs per group: queued, running, done, failed, cancelled, paused."""
+    estimated_usd: float
+    spent_usd: float
+    remaining_hours: float
+    """Estimated training hours of the jobs not yet done (hours measured per step on this device by
+    earlier jobs; 0 where nothing was measured yet)."""
+    jobs: list[BatchJob]
+    skipped: list[str] = Field(default_factory=list)
+    """What the tool left alone and why (a cancel of jobs that already ended, a resume of running ones)."""
 
 
 class JobIdInput(ToolModel):
@@ -323,6 +424,8 @@ class ListJobsInput(ToolModel):
     """Only jobs in this state."""
     target: CatalogName | None = None
     """Only jobs for this domain or category."""
+    batch_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,64}$")
+    """Only jobs of this batch."""
     limit: int = Field(default=50, ge=1, le=1000)
     """Newest first, at most this many."""
 
@@ -337,6 +440,7 @@ class JobSummary(ToolModel):
     created_at: float
     updated_at: float
     error: str | None = None
+    batch_id: str | None = None
 
 
 class ListJobsOutput(ToolModel):

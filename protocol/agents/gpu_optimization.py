@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from protocol._base import CatalogName, ToolModel
+from protocol._base import CatalogName, Label, ToolModel
 from protocol._tools import ArtifactRef, DatasetRef
 
 __all__ = [
@@ -70,9 +70,9 @@ class DeviceProfile(ToolModel):
     """CPU threads available to this process."""
     torch_version: str | None
     """Installed PyTorch version; ``None`` when PyTorch is not installed."""
-    provider: str = "local"
+    provider: Label = "local"
     """Price-table provider renting this host (``MEETARA_PROVIDER``); ``local``: own hardware at the local rate."""
-    gpu: str | None = None
+    gpu: Label | None = None
     """Price-table GPU type a rented host is billed as (``MEETARA_GPU``, else matched from ``name``)."""
 
 

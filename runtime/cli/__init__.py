@@ -2,6 +2,7 @@
 
 from runtime.cli import (  # noqa: F401  (register commands)
     _ask_cmds,
+    _batch_cmds,
     _client_cmds,
     _dashboard_cmds,
     _dlq_cmds,

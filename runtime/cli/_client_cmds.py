@@ -17,6 +17,7 @@ from runtime._catalog import load_catalog
 from runtime._client import SwarmClient, ToolFailed
 from runtime._job_events import job_events
 from runtime.cli._app import app, console, run_async, state
+from runtime.cli._batch_cmds import submit_batch_and_follow
 from runtime.cli._render import (
     agents_table,
     comparison_table,
@@ -256,6 +257,12 @@ async def submit(
     domain: Annotated[str | None, typer.Option(help="Train one domain (D model).")] = None,
     category: Annotated[str | None, typer.Option(help="Train one category (C model).")] = None,
     universal: Annotated[bool, typer.Option("--universal", help="Train on all 62 domains (A and B).")] = False,
+    domains: Annotated[
+        str | None, typer.Option(help="A batch of domain jobs: comma-separated domains, or `all` for all 62.")
+    ] = None,
+    per_domain: Annotated[
+        bool, typer.Option("--per-domain", help="With --category: a batch of one job per domain of the category.")
+    ] = False,
     tier: Annotated[str, typer.Option(help="lightning, fast, balanced or quality.")] = "lightning",
     base_model: Annotated[str | None, typer.Option(help="Base model path, hub id or GGUF file.")] = None,
     samples: Annotated[int | None, typer.Option(help="Training conversations per domain.")] = None,
@@ -266,14 +273,40 @@ async def submit(
     teacher_api_key_env: TeacherKeyEnv = None,
     allow_regression: AllowRegression = False,
 ) -> None:
-    """Submit a training job to the Conductor and print its id (with --wait: follow it to the end)."""
-    arguments = job_arguments(domain, category, universal, tier, base_model, samples)
+    """Submit a training job (or, with --domains / --per-domain, a batch of domain jobs) and print its id
+    (with --wait: follow it to the end)."""
+    batch = batch_selection(domains, per_domain, domain=domain, category=category, universal=universal)
+    arguments = job_arguments(domain, category, universal, tier, base_model, samples) if batch is None else {}
     arguments.update(data_arguments(generator, teacher_url, teacher_model, teacher_api_key_env))
     if allow_regression:
         arguments["allow_regression"] = True
+    # An embedded swarm lives only as long as this command, so it always waits.
+    follow = wait or is_embedded(state.settings)
     async with client_session(state.settings) as client:
-        # An embedded swarm lives only as long as this command, so it always waits.
-        await submit_and_follow(client, arguments, wait=wait or is_embedded(state.settings))
+        if batch is not None:
+            options = {"tier": tier, "base_model": base_model, "samples": samples, **arguments}
+            job = {k: v for k, v in options.items() if v is not None}
+            await submit_batch_and_follow(client, {**batch, "job": job}, wait=follow)
+        else:
+            await submit_and_follow(client, arguments, wait=follow)
+
+
+def batch_selection(
+    domains: str | None, per_domain: bool, *, domain: str | None, category: str | None, universal: bool
+) -> dict[str, Any] | None:
+    """``submit_batch``'s selection from ``--domains`` / ``--category --per-domain``; ``None``: one job."""
+    if domains is None and not per_domain:
+        return None
+    if per_domain and category is None:
+        raise InvalidParams("--per-domain needs --category")
+    if domain or universal or (domains is not None and (per_domain or category)):
+        raise InvalidParams("a batch takes --domains, or --category with --per-domain, and no other target")
+    if per_domain:
+        return {"category": category}
+    assert domains is not None
+    if domains.strip() == "all":
+        return {"all_domains": True}
+    return {"domains": [d.strip() for d in domains.split(",") if d.strip()]}
 
 
 async def _job_tool(client: SwarmClient, tool: str, arguments: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from protocol import (
     ProgressNotification,
     ToolSpec,
 )
-from protocol.agents.conductor import JobReport
+from protocol.agents.conductor import BatchStatus, JobReport
 from protocol.agents.gpu_optimization import RecommendProviderOutput, TrainingPlan
 from protocol.agents.quality_assurance import ReportComparison
 
@@ -210,3 +210,19 @@ def plan_table(tier: str, base: str, local: TrainingPlan, priced: RecommendProvi
 
 def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
+
+
+def batch_table(status: BatchStatus) -> Table:
+    counts = ", ".join(f"{n} {group}" for group, n in status.counts.items() if n)
+    title = (
+        f"batch {status.batch_id}: {counts}; ${status.spent_usd:.2f} spent of ${status.estimated_usd:.2f} estimated"
+        + (f"; {status.remaining_hours:.2f} h of training ahead" if status.remaining_hours else "")
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("domain", "job", "state", "estimated $", "spent $", "error"):
+        table.add_column(column, overflow="fold")
+    for job in status.jobs:
+        table.add_row(
+            job.domain, job.job_id, job.state, f"{job.estimated_usd:.2f}", f"{job.spent_usd:.2f}", job.error or ""
+        )
+    return table

@@ -19,6 +19,8 @@ from protocol.agents.conductor import JobRecord
 from protocol.agents.cost_monitor import (
     BudgetStatus,
     BudgetStatusInput,
+    EstimateInput,
+    EstimateOutput,
     RecordUsageInput,
     RecordUsageOutput,
     UsageEntry,
@@ -62,6 +64,8 @@ class Script:
     """Per tool, raised by its next calls in turn."""
     qa_passed: bool = True
     budget_stopped: bool = False
+    estimate_refused: str | None = None
+    """``estimate`` answers that the plan does not fit, for this reason."""
     hold_training: bool = False
     """``train`` runs until its caller cancels it or this is cleared."""
     training: anyio.Event = field(default_factory=anyio.Event)
@@ -183,6 +187,13 @@ class FakeCostMonitor(Fake):
     async def budget_status(self, params: BudgetStatusInput) -> BudgetStatus:
         """Stopped or not, as scripted."""
         return BudgetStatus(periods=[], stopped=self.script.budget_stopped, stop_threshold=1.0)
+
+    @tool(read_only=True)
+    async def estimate(self, params: EstimateInput) -> EstimateOutput:
+        """A dollar an hour; refused as scripted."""
+        self.script.ask("estimate", params)
+        refused = self.script.estimate_refused
+        return EstimateOutput(usd=params.hours, usd_per_hour=1.0, fits=refused is None, reason=refused)
 
     @tool(idempotent=True)
     async def record_usage(self, params: RecordUsageInput, ctx: CallContext) -> RecordUsageOutput:

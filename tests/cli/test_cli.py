@@ -109,6 +109,8 @@ def test_plan_shows_lora_or_qlora_per_tier_and_gpu(embedded_env: dict[str, str])
         (["call", "conductor", "describe_domain", "--args", "{oops"], "--args is not valid JSON", 1),
         (["call", "cost_monitor", "price_table", "--args", '{"gpu": "Z80"}'], "unknown GPU 'Z80'", 1),
         (["submit", "--domain", "a", "--category", "b"], "exactly one of --domain", 1),
+        (["submit", "--per-domain"], "--per-domain needs --category", 1),
+        (["submit", "--domains", "sleep", "--domain", "sleep"], "a batch takes --domains, or --category with", 1),
         (["submit", "--domain", "sleep", "--generator", "poetry"], "--generator must be compositional, teacher", 1),
         (["run", "--domain", "sleep", "--generator", "teacher"], "the teacher generator needs a teacher", 1),
         (
