@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import anyio
 import pytest
@@ -12,8 +13,9 @@ import agents.conductor.driver as driver_module
 from agents.conductor import ConductorAgent
 from protocol import InvalidParams
 from protocol.agents.conductor import BatchStatus, ListJobsOutput, SubmitBatchOutput
-from runtime import EmbeddedSwarm, Settings, ToolFailed, load_catalog, open_swarm
-from tests.agents.fake_agents import FAKES, Fake, Script
+from protocol.agents.gpu_optimization import TrainInput, TrainOutput
+from runtime import CallContext, EmbeddedSwarm, Settings, ToolFailed, load_catalog, open_swarm, tool
+from tests.agents.fake_agents import FAKES, Fake, FakeGpuOptimization, Script
 
 pytestmark = pytest.mark.anyio
 
@@ -147,3 +149,48 @@ async def test_a_batch_is_priced_whole_and_refused_before_any_job_exists(setting
             await swarm.client.call("conductor", "batch_status", {"batch_id": "0123456789abcdef"})
     assert listed.jobs == []
     assert len(load_catalog().category("healthcare").domains) == 12
+
+
+class GpuReplica(FakeGpuOptimization):
+    """One training at a time, as the real GPU agent; records which instance trained what."""
+
+    concurrency = 1
+    trained_by: ClassVar[list[tuple[str, str]]] = []
+
+    @tool(idempotent=True)
+    async def train(self, params: TrainInput, ctx: CallContext) -> TrainOutput:
+        """Held while the script holds training."""
+        self.trained_by.append((self.ctx.instance_id, params.target))
+        return await super().train(params, ctx)
+
+
+@pytest.mark.redis
+async def test_two_gpu_replicas_split_a_batch_and_let_twice_as_many_of_its_jobs_run(
+    settings_factory,
+    redis_url: str,
+    script: Script,  # type: ignore[no-untyped-def]
+) -> None:
+    domains = ["general_health", "nutrition", "fitness", "sleep", "programming", "shopping"]
+    others = [a for a in AGENTS if a is not FakeGpuOptimization]
+    script.hold_training = True
+    GpuReplica.trained_by = []
+    async with (
+        open_swarm(settings_factory(redis_url, instance_id="gpu-a"), [GpuReplica]),
+        open_swarm(settings_factory(redis_url, instance_id="gpu-b"), [GpuReplica]),
+        open_swarm(settings_factory(redis_url, instance_id="the-rest"), others) as swarm,
+    ):
+        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        batch_id, seen = submitted.batch_id, []
+        # Two live GPU instances: twice the slots; each instance trains one job at a time.
+        held = await until(swarm, batch_id, lambda s: s.counts["running"] == 2 * PER_GPU, seen)
+        with anyio.fail_after(30):
+            while len(GpuReplica.trained_by) < 2:
+                await anyio.sleep(0.02)
+        assert {instance for instance, _ in GpuReplica.trained_by} == {"gpu-a", "gpu-b"}
+        assert held.counts["queued"] == len(domains) - 2 * PER_GPU
+        script.hold_training = False
+        await until(swarm, batch_id, lambda s: s.counts["done"] == len(domains), seen)
+
+    assert max(s.counts["running"] for s in seen) == 2 * PER_GPU
+    assert sorted(target for _, target in GpuReplica.trained_by) == sorted(domains)
+    assert {instance for instance, _ in GpuReplica.trained_by} == {"gpu-a", "gpu-b"}
