@@ -66,10 +66,11 @@ class RedisTransport:
         self._client = open_client(url)
         self._blocking = BlockingPool(url)
         # Behind Sentinel a failover promotes a replica, and writes the old primary acknowledged but
-        # had not yet replicated are gone. Messages (XADD) and records (SET, compare-and-set) are
-        # written with WAIT, so what a caller was told is written is on a replica too: a job's
-        # submission and its record survive. Completions (reply + ack) are not: a request whose
-        # completion is lost is delivered again and runs again, as after a consumer's crash.
+        # had not yet replicated are gone. Messages (XADD), records (SET, compare-and-set) and
+        # completions (stored result + reply + ack) are written with WAIT, so what a caller was told
+        # is written is on a replica too: a job's submission and its record survive, and a request
+        # that finished is not delivered again to run a second time. Acks without a result (events,
+        # dead letters) are not waited for: one lost is a repeated notification, not repeated work.
         self._sentinel = urlsplit(url).scheme in SENTINEL_SCHEMES
         self._replicas = 1  # until the primary says otherwise: a primary alone is reported once
         self._replicas_checked = -REPLICA_CHECK_S
@@ -254,8 +255,9 @@ class RedisTransport:
         reply_ttl_ms: int,
     ) -> CompleteResult:
         args: list[Any] = [group, entry_id, result, result_ttl_ms, reply_maxlen, reply_ttl_ms, *_flat(reply)]
+        keys = [stream, result_key, reply_stream]
         with translate_errors(self._raw_url):
-            out = await self._complete(keys=[stream, result_key, reply_stream], args=args)
+            out = await self._replicated(lambda c: self._complete(keys=keys, args=args, client=c))
         stored = int(out[0]) == 1
         return CompleteResult(stored=stored, existing=None if stored else out[1])
 

@@ -136,20 +136,37 @@ async def test_requests_written_before_the_primary_dies_are_served_once_after_fa
 @pytest.mark.anyio
 @pytest.mark.redis
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("write", ["message", "completion"])
 async def test_a_write_the_replica_does_not_acknowledge_is_reported_and_kept(
-    sentinel_group: tuple[RedisServer, RedisServer, RedisSentinels], namespace: str
+    sentinel_group: tuple[RedisServer, RedisServer, RedisSentinels], namespace: str, write: str
 ) -> None:
-    """WAIT runs on the writer's own connection: a frozen replica leaves the write unacknowledged."""
+    """WAIT runs on the writer's own connection: a frozen replica leaves the write unacknowledged.
+
+    A completion (result, reply, ack) waits too: lost in a failover, its request would run again."""
     _, replica, sentinels = sentinel_group
     transport = open_transport(sentinels.url())
+    inbox, results = f"{namespace}:inbox", f"{namespace}:result"
     try:
+        await transport.ensure_group(inbox, "g")
+        entry = await transport.add(inbox, {b"n": b"1"}, maxlen=100)
+        await transport.read_group(inbox, "g", "c", pending=False, count=1, block_ms=0)
         os.kill(replica.pid, signal.SIGSTOP)
         try:
             with capture_logs() as logs:
-                await transport.add(f"{namespace}:s", {b"n": b"1"}, maxlen=100)
+                if write == "message":
+                    await transport.add(inbox, {b"n": b"2"}, maxlen=100)
+                else:
+                    await transport.complete(
+                        inbox, "g", entry, result_key=results, result=b"done", result_ttl_ms=60_000,
+                        reply_stream=f"{namespace}:replies", reply={b"r": b"1"}, reply_maxlen=100, reply_ttl_ms=60_000,
+                    )  # fmt: skip
         finally:
             os.kill(replica.pid, signal.SIGCONT)
-        assert await transport.length(f"{namespace}:s") == 1  # the primary has it all the same
+        # The primary has it all the same.
+        if write == "message":
+            assert await transport.length(inbox) == 2
+        else:
+            assert await transport.get(results) == b"done" and await transport.pending_count(inbox, "g") == 0
     finally:
         await transport.close()
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["write not acknowledged by a replica"]
