@@ -11,6 +11,7 @@ import anyio.to_thread
 import structlog
 
 from agents.gpu_optimization.device import profile_device
+from agents.gpu_optimization.distributed import train_distributed
 from agents.gpu_optimization.memory import shape_of_base
 from agents.gpu_optimization.planning import plan_training, recommend_provider
 from agents.gpu_optimization.pricing import host_pricing
@@ -150,7 +151,7 @@ class GpuOptimizationAgent(Agent):
         eval_path = (
             await self.ctx.artifacts.fetch(params.eval_dataset, inputs / "eval.jsonl") if params.eval_dataset else None
         )
-        warm = None
+        warm, warm_path = None, None
         if params.warm_start is not None:
             warm_path = await self.ctx.artifacts.fetch(params.warm_start, inputs / "warm_start.safetensors")
             warm = await anyio.to_thread.run_sync(read_adapter, warm_path)
@@ -191,9 +192,16 @@ class GpuOptimizationAgent(Agent):
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_cancel)
             try:
-                result = await anyio.to_thread.run_sync(
-                    lambda: run_training(run, on_progress=on_progress, should_stop=should_stop)
-                )
+                if plan.processes > 1:  # one process per GPU, started by torchrun; this one relays
+                    result = await anyio.to_thread.run_sync(
+                        lambda: train_distributed(
+                            run, plan.processes, warm_start=warm_path, on_progress=on_progress, should_stop=should_stop
+                        )
+                    )
+                else:
+                    result = await anyio.to_thread.run_sync(
+                        lambda: run_training(run, on_progress=on_progress, should_stop=should_stop)
+                    )
             except TrainingStopped as exc:  # caught here: leaving the task group would wrap it in a group
                 stopped = exc
             finally:

@@ -97,6 +97,7 @@ def plan_training(
     if shape is not None:
         memory = _memory_on_device(shape, device, precision, overrides.method, lora_r, micro, sequence_length, reasons)
         method = "qlora" if memory.base_format == "nf4" else "lora"
+    processes = _processes(device, overrides.processes, method, accumulation, reasons)
     return TrainingPlan(
         device=device,
         precision=precision,
@@ -106,6 +107,7 @@ def plan_training(
         probe_micro_batch=probe,
         grad_accumulation=accumulation,
         effective_batch=micro * accumulation,
+        processes=processes,
         sequence_length=sequence_length,
         max_steps=max_steps,
         learning_rate=overrides.learning_rate or defaults.learning_rate,
@@ -125,6 +127,29 @@ def plan_training(
         memory=memory,
         reasons=reasons,
     )
+
+
+def _processes(
+    device: DeviceProfile, requested: int | None, method: TrainingMethod, micro_batches: int, reasons: list[str]
+) -> int:
+    """Data-parallel processes: one per GPU of the host unless the job says how many."""
+    gpus = device.device_count if device.kind == "cuda" else 0
+    processes = requested or max(gpus, 1)
+    if gpus and processes > gpus:
+        reasons.append(f"warning: {processes} processes asked for, {gpus} GPU(s) here: {gpus} used")
+        processes = gpus
+    if processes > 1 and method == "qlora":
+        reasons.append("QLoRA trains in one process (its 4-bit base is placed on one GPU as it loads)")
+        return 1
+    if processes > 1 and device.kind == "mps":
+        reasons.append("Apple MPS trains in one process")
+        return 1
+    if processes > 1:
+        where = f"{processes} GPUs" if gpus else f"{processes} CPU processes (gloo; no faster on one CPU)"
+        reasons.append(f"data-parallel over {where}: each runs its share of a step's micro-batches")
+        if micro_batches < processes:
+            reasons.append(f"warning: {micro_batches} micro-batch(es) per step for {processes} processes: some idle")
+    return processes
 
 
 def _memory_on_device(

@@ -27,6 +27,7 @@ from agents.gpu_optimization.checkpoints import (
 )
 from agents.gpu_optimization.decisions import DecisionSet, crisis_opening, decision_loss
 from agents.gpu_optimization.packing import PackedBatch, collate_rows, pack_rows, padded_rows
+from agents.gpu_optimization.world import World, current_world
 from agents.llm.adapter_file import AdapterFile, apply_adapter, write_adapter
 from agents.llm.base_model import BaseModelSource, load_base_model, load_tokenizer
 from agents.llm.chat_format import IGNORE, EncodedSample, encode_conversation, load_labelled_conversations
@@ -182,6 +183,8 @@ class _Session:
     scaler: GradScaler
     decisions: DecisionSet | None = None
     """The crisis-decision prompts, when the plan weighs the decision."""
+    world: World = field(default_factory=World)
+    """The processes training this run together (data-parallel), or this one alone."""
 
     @property
     def plan(self) -> TrainingPlan:
@@ -401,6 +404,7 @@ def _prepare(run: TrainingRun) -> _Session:
         optimizer=torch.optim.AdamW(params, lr=plan.learning_rate, weight_decay=0.0),
         scaler=torch.amp.GradScaler(device, enabled=plan.loss_scaling),
         decisions=_decisions(tokenizer, run),
+        world=current_world(),
     )
 
 
@@ -440,7 +444,8 @@ def _micro_batch(session: _Session, state: TrainingState) -> int:
     """Rows per forward pass: a resumed run's, else probed on the device when the plan asks, else the plan's."""
     if state.micro_batch is None:
         start = session.plan.micro_batch
-        state.micro_batch = _probe(session, start) if session.plan.probe_micro_batch else start
+        probed = _probe(session, start) if session.plan.probe_micro_batch else start
+        state.micro_batch = session.world.min(probed)  # every process splits the steps the same way
     return state.micro_batch
 
 
@@ -448,23 +453,30 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
     """One optimizer step over ``rows``, ``micro`` rows per pass: its mean loss per loss token, and tokens fed."""
     import torch
 
-    plan, optimizer, scaler = session.plan, session.optimizer, session.scaler
-    torch.manual_seed(plan.seed * 1_000_003 + step)  # dropout masks independent of resumes
+    plan, optimizer, scaler, world = session.plan, session.optimizer, session.scaler, session.world
     for group in optimizer.param_groups:
         group["lr"] = _learning_rate(plan, step)
     batches = [session.batch(rows[i : i + micro]) for i in range(0, len(rows), micro)]
     targets = sum(int((b.labels[:, 1:] != IGNORE).sum()) for b in batches)
     weight = sum(b.loss_weight for b in batches)
-    step_loss, fed = 0.0, 0
-    for batch in batches:
+    step_loss, fed, computed = 0.0, 0, 0
+    for index in range(world.rank, len(batches), world.size):  # this process's share of the step
+        batch = batches[index]
+        # Dropout masks from the step and the micro-batch: the same whatever the resumes or processes.
+        torch.manual_seed(_seed(plan, step, index))
         loss = session.loss_sum(batch)
         scaler.scale(loss.weighted / max(weight, 1.0)).backward()
         step_loss += float(loss.plain)
         fed += batch.tokens
-        state.computed += int(batch.input_ids.numel())
+        computed += int(batch.input_ids.numel())
+    world.sum_gradients(session.params)
+    step_loss, fed_sum, computed_sum = world.sum(step_loss, fed, computed)
+    fed = int(fed_sum)
+    state.computed += int(computed_sum)
     # still scaled, so that the scaler sees an overflow in either gradient
     torch.nn.utils.clip_grad_norm_(session.params, MAX_GRAD_NORM * scaler.get_scale())
     if session.decisions is not None:
+        torch.manual_seed(_seed(plan, step, len(batches)))
         _add_decision_gradient(session, session.decisions, state, step)
     scaler.unscale_(optimizer)
     state.tokens += fed
@@ -477,6 +489,10 @@ def _step(session: _Session, state: TrainingState, step: int, rows: list[list[in
         raise MeetaraError(f"training diverged at step {step + 1} (loss {mean_loss}); lower the learning rate")
     state.curve.append((step + 1, round(mean_loss, 5)))
     return mean_loss, fed
+
+
+def _seed(plan: TrainingPlan, step: int, part: int) -> int:
+    return plan.seed * 1_000_003 + step * 4099 + part
 
 
 def _add_decision_gradient(session: _Session, decisions: DecisionSet, state: TrainingState, step: int) -> None:
@@ -506,6 +522,8 @@ def _add_decision_gradient(session: _Session, decisions: DecisionSet, state: Tra
 def _save(session: _Session, state: TrainingState, step: int, hooks: _Hooks) -> None:
     from peft import get_peft_model_state_dict
 
+    if not session.world.main:
+        return  # every process holds the same adapter and state; one writes them
     checkpoint = Checkpoint(
         step=step,
         adapter=get_peft_model_state_dict(session.model),
@@ -540,11 +558,12 @@ def _train(session: _Session, state: TrainingState, start_step: int, micro: int,
         pace.tokens += fed
         pace.first_loss = loss if pace.first_loss is None else pace.first_loss
         done = step + 1
-        if hooks.on_progress is not None:
+        if hooks.on_progress is not None and session.world.main:
             _report(pace, done, plan.max_steps, loss, hooks.on_progress)
         if done % plan.checkpoint_every == 0 or done == plan.max_steps:
             _save(session, state, done, hooks)
-        if hooks.should_stop is not None and hooks.should_stop() and done < plan.max_steps:
+        asked = hooks.should_stop is not None and hooks.should_stop()
+        if session.world.any(asked) and done < plan.max_steps:  # every process stops at the same step
             if done % plan.checkpoint_every:
                 _save(session, state, done, hooks)
             raise TrainingStopped(done)
@@ -581,11 +600,13 @@ def _finish(
 ) -> TrainingResult:
     """Evaluate, then write the adapter and the metrics file."""
     run = session.run
-    metrics = _metrics(run.plan, state, pace, session.evaluate(), micro)
+    main = session.world.main
+    metrics = _metrics(run.plan, state, pace, session.evaluate() if main else None, micro)
     adapter_path = run.run_dir / "adapter.safetensors"
-    write_adapter(session.model, adapter_path, base_model=run.base.location)
-    with atomic_write(run.run_dir / "training_metrics.json") as f:
-        f.write(metrics.model_dump_json(indent=2))
+    if main:  # the other processes hold the same adapter
+        write_adapter(session.model, adapter_path, base_model=run.base.location)
+        with atomic_write(run.run_dir / "training_metrics.json") as f:
+            f.write(metrics.model_dump_json(indent=2))
     return TrainingResult(metrics=metrics, adapter_path=adapter_path, resumed_from_step=resumed_from)
 
 
@@ -599,7 +620,7 @@ def run_training(
     """Train (or resume) the run and write its adapter; blocking, meant for a worker thread."""
     session = _prepare(run)
     state, resumed_from = _resume(session)
-    if state.eval_loss_base is None and session.eval_samples:
+    if state.eval_loss_base is None and session.eval_samples and session.world.main:
         with session.model.disable_adapter():
             state.eval_loss_base = session.evaluate()
     micro = _micro_batch(session, state)

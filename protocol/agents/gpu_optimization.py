@@ -115,6 +115,8 @@ class TrainingOverrides(ToolModel):
     fits. ``qlora`` on a device without CUDA is refused."""
     packing: bool = True
     """Pack conversations into rows (False: one padded conversation per row, for comparisons)."""
+    processes: int | None = Field(default=None, ge=1, le=64)
+    """Data-parallel processes training the run together; ``None``: one per GPU of the host (one on a CPU)."""
     checkpoint_every: int | None = Field(default=None, ge=1)
     """Steps between checkpoints."""
     warmup_steps: int | None = Field(default=None, ge=0)
@@ -178,6 +180,8 @@ class TrainingPlan(ToolModel):
     """Micro-batches per optimizer step."""
     effective_batch: int
     """Rows per optimizer step."""
+    processes: int = 1
+    """Data-parallel processes (one per GPU) sharing each step's micro-batches; gradients summed."""
     sequence_length: int
     """Row length in tokens."""
     max_steps: int
