@@ -132,9 +132,12 @@ def plan_training(
 def _processes(
     device: DeviceProfile, requested: int | None, method: TrainingMethod, micro_batches: int, reasons: list[str]
 ) -> int:
-    """Data-parallel processes: one per GPU of the host unless the job says how many."""
+    """Data-parallel processes: one unless the job asks for more (untried on several GPUs so far, so
+    never by default: two GPU agent replicas on one host would otherwise both take every GPU)."""
     gpus = device.device_count if device.kind == "cuda" else 0
-    processes = requested or max(gpus, 1)
+    processes = requested or 1
+    if requested is None and gpus > 1:
+        reasons.append(f"{gpus} GPUs here: training.processes={gpus} trains one run on all of them")
     if gpus and processes > gpus:
         reasons.append(f"warning: {processes} processes asked for, {gpus} GPU(s) here: {gpus} used")
         processes = gpus

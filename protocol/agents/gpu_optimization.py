@@ -116,7 +116,7 @@ class TrainingOverrides(ToolModel):
     packing: bool = True
     """Pack conversations into rows (False: one padded conversation per row, for comparisons)."""
     processes: int | None = Field(default=None, ge=1, le=64)
-    """Data-parallel processes training the run together; ``None``: one per GPU of the host (one on a CPU)."""
+    """Data-parallel processes training the run together (one per GPU; CPU processes use gloo); ``None``: one."""
     checkpoint_every: int | None = Field(default=None, ge=1)
     """Steps between checkpoints."""
     warmup_steps: int | None = Field(default=None, ge=0)
