@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     mcp_disabled_tools: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """MCP tool names the gateway hides and refuses (``conductor_cancel_job``…)."""
 
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _unset_gpu(cls, value: Any) -> Any:
+        return None if value == "" else value  # Compose passes an unset MEETARA_GPU as empty
+
     @field_validator("bus_url")
     @classmethod
     def _usable_bus(cls, value: str) -> str:

@@ -48,6 +48,8 @@ LEASE_MS = 15_000
 """A job whose Conductor died is taken over by another replica this long after its last renewal."""
 SCAN_INTERVAL_S = 2.0
 """How often each Conductor looks for jobs nobody drives."""
+MAX_ESTIMATE_HOURS = 10_000
+"""The Cost Monitor prices at most this many hours at once."""
 
 
 def _info(domain: Domain) -> DomainInfo:
@@ -109,18 +111,36 @@ class ConductorAgent(Agent):
 
     async def _adopt_orphans_once(self) -> None:
         jobs = await self.store.all()
-        queued = any(j.batch_id is not None and j.state == "planned" for j in jobs)
-        slots = free_slots(jobs, self._driving, await self._batch_limit()) if queued else {}
-        for job in reversed(jobs):  # oldest first: a batch starts in the order it was given
-            if job.state in TERMINAL_STATES or job.state == "paused_budget" or job.job_id in self._driving:
-                continue
-            waits_for_slot = job.batch_id is not None and job.state == "planned"
-            if waits_for_slot and slots.get(job.batch_id or "", 0) <= 0:
-                continue
-            if await self.store.acquire(job.job_id, self._owner):
-                if waits_for_slot:
-                    slots[job.batch_id or ""] -= 1
-                self._start(job)
+        queued = [j for j in jobs if j.batch_id is not None and j.state == "planned" and j.job_id not in self._driving]
+        # One Conductor at a time admits queued batch jobs, or two replicas could each fill the same free slots.
+        admitting = bool(queued) and await self.store.take_admission(self._owner)
+        try:
+            slots = await self._free_batch_slots(jobs, queued) if admitting else {}
+            for job in reversed(jobs):  # oldest first: a batch starts in the order it was given
+                if job.state in TERMINAL_STATES or job.state == "paused_budget" or job.job_id in self._driving:
+                    continue
+                waits_for_slot = job.batch_id is not None and job.state == "planned"
+                if waits_for_slot and slots.get(job.batch_id or "", 0) <= 0:
+                    continue
+                if await self.store.acquire(job.job_id, self._owner):
+                    if waits_for_slot:
+                        slots[job.batch_id or ""] -= 1
+                    self._start(job)
+        finally:
+            if admitting:
+                with anyio.CancelScope(shield=True), contextlib.suppress(RpcError):
+                    await self.store.release_admission(self._owner)
+
+    async def _free_batch_slots(self, jobs: list[JobRecord], queued: list[JobRecord]) -> dict[str, int]:
+        """Slots per batch; none while a budget is stopped (a job admitted then would only pause)."""
+        try:
+            if (await tools.BUDGET_STATUS.call(self.ctx.client, BudgetStatusInput())).stopped:
+                return {}
+        except (RpcError, ToolFailed) as exc:
+            self.log.warning("budget status unavailable; admitting batch jobs", error=str(exc))
+        # A planned job leased by another Conductor was admitted there and is about to run.
+        started = {j.job_id for j in queued if await self.store.leased(j.job_id)}
+        return free_slots(jobs, self._driving | started, await self._batch_limit())
 
     async def _batch_limit(self) -> int:
         """Jobs of one batch that run at once: a few per live GPU instance (at least one instance's worth)."""
@@ -217,11 +237,11 @@ class ConductorAgent(Agent):
         return SubmitJobOutput(job_id=job.job_id, state=job.state, domains=domains, estimated_usd=plan.estimated_usd)
 
     async def _create_job(
-        self, spec: JobSpec, domains: list[str], plan: JobPlan, batch_id: str | None = None
+        self, spec: JobSpec, domains: list[str], plan: JobPlan, batch_id: str | None = None, job_id: str | None = None
     ) -> JobRecord:
         now = time.time()
         job = JobRecord(
-            job_id=new_id(),
+            job_id=job_id or new_id(),
             spec=spec,
             domains=domains,
             plan=plan,
@@ -258,12 +278,19 @@ class ConductorAgent(Agent):
         catalog = self.ctx.catalog
         catalog.tier(params.job.tier)
         domains = batch_domains(params, catalog)
+        if not domains:
+            raise InvalidParams(f"category {params.category!r} has no domains to train")
         options = params.job.model_dump(exclude_unset=True)
         specs = [JobSpec.model_validate({**options, "scope": "domain", "target": d}) for d in domains]
         # Every job of the batch is the same but for its domain: planned once, on the first.
         history = await self.store.all()
         plan = await plan_job(specs[0], domains[:1], self.ctx.client, catalog, self.job_settings, history)
-        asked = EstimateInput(hours=plan.estimated_hours * len(specs), provider=plan.provider, gpu=plan.gpu)
+        hours = plan.estimated_hours * len(specs)
+        if hours > MAX_ESTIMATE_HOURS:
+            raise ToolError(
+                f"batch refused: an estimated {hours:.0f} training hours is more than any budget could hold"
+            )
+        asked = EstimateInput(hours=hours, provider=plan.provider, gpu=plan.gpu)
         try:
             estimate = await tools.ESTIMATE.call(self.ctx.client, asked)
         except ToolFailed as exc:
@@ -273,19 +300,32 @@ class ConductorAgent(Agent):
                 f"batch of {len(specs)} jobs refused: {estimate.reason}", data={"estimated_usd": estimate.usd}
             )
         plan.estimated_usd = round(plan.estimated_hours * estimate.usd_per_hour, 4)
-        batch_id = new_id()
-        jobs = [await self._create_job(spec, [spec.target], plan.model_copy(), batch_id) for spec in specs]
+        # The batch record first: every job that exists then belongs to a batch its owner can see and cancel.
         batch = BatchRecord(
-            batch_id=batch_id,
+            batch_id=new_id(),
             spec=params,
-            job_ids=[j.job_id for j in jobs],
+            job_ids=[new_id() for _ in specs],
             domains=domains,
             created_at=time.time(),
             estimated_usd=estimate.usd,
         )
         await self.store.create_batch(batch)
-        self.log.info("batch submitted", batch=batch_id, jobs=len(jobs), estimated_usd=estimate.usd)
-        await self._adopt_orphans()  # its first jobs start now, not at the next scan
+        jobs: list[JobRecord] = []
+        try:
+            for job_id, spec in zip(batch.job_ids, specs, strict=True):
+                jobs.append(await self._create_job(spec, [spec.target], plan.model_copy(), batch.batch_id, job_id))
+        except RpcError as exc:
+            with contextlib.suppress(RpcError):
+                for job in jobs:
+                    await self._cancel(job)
+            raise ToolError(
+                f"batch {batch.batch_id} not submitted ({exc.message}); the {len(jobs)} job(s) already made are "
+                "cancelled: submit it again"
+            ) from exc
+        self.log.info("batch submitted", batch=batch.batch_id, jobs=len(jobs), estimated_usd=estimate.usd)
+        with contextlib.suppress(RpcError):  # the scan admits them in any case
+            await self._adopt_orphans()  # its first jobs start now, not at the next scan
+        batch_id = batch.batch_id
         return SubmitBatchOutput(
             batch_id=batch_id,
             jobs=[
@@ -299,8 +339,8 @@ class ConductorAgent(Agent):
         batch = await self.store.load_batch(batch_id)
         if batch is None:
             raise InvalidParams(f"no batch {batch_id!r}")
-        jobs = {job_id: await self._job(job_id) for job_id in batch.job_ids}
-        return batch, jobs
+        found = {job_id: await self.store.load(job_id) for job_id in batch.job_ids}
+        return batch, {job_id: job for job_id, job in found.items() if job is not None}
 
     @tool(read_only=True)
     async def batch_status(self, params: BatchIdInput) -> BatchStatus:
@@ -332,13 +372,8 @@ class ConductorAgent(Agent):
             if job.state not in ("failed", "paused_budget"):
                 skipped.append(f"{job.job_id} ({job.spec.target}) is {job.state}")
                 continue
-            if not await self.store.acquire(job.job_id, self._owner):
+            if not await self._requeue(job.job_id):
                 skipped.append(f"{job.job_id} ({job.spec.target}) is being changed by another Conductor")
-                continue
-            self._reset_unfinished(job)
-            job.state = "planned"  # queued again: it waits for a slot of its batch
-            await self.store.save(job)
-            await self.store.release(job.job_id, self._owner)
         await self._adopt_orphans()
         batch, jobs = await self._batch(params.batch_id)
         return batch_status(batch, jobs, skipped)
@@ -374,12 +409,38 @@ class ConductorAgent(Agent):
     async def _cancel(self, job: JobRecord) -> None:
         """Ask the job's driver to stop; a job nobody drives (paused, or queued in a batch) ends here."""
         await self.store.request_cancel(job.job_id)
-        idle = job.state == "paused_budget" or (job.state == "planned" and job.job_id not in self._driving)
-        if idle and await self.store.acquire(job.job_id, self._owner):
-            job.state, job.error = "cancelled", "cancelled by request"
-            job.finished_at = job.updated_at = time.time()
-            await self.store.save(job)
-            await self.store.release(job.job_id, self._owner)
+        async with self._scan_lock:  # this Conductor's scan does not start it meanwhile
+            if job.job_id in self._driving or not await self.store.acquire(job.job_id, self._owner):
+                return  # its driver sees the request
+            try:
+                current = await self.store.load(job.job_id)  # as it is now, not as it was read
+                if current is not None and self._idle(current):
+                    current.state, current.error = "cancelled", "cancelled by request"
+                    current.finished_at = current.updated_at = time.time()
+                    await self.store.save(current)
+                    job.state = current.state
+            finally:
+                await self.store.release(job.job_id, self._owner)
+
+    def _idle(self, job: JobRecord) -> bool:
+        """Driven by nobody: paused for budget, or queued in a batch."""
+        return job.state == "paused_budget" or (job.state == "planned" and job.job_id not in self._driving)
+
+    async def _requeue(self, job_id: str) -> bool:
+        """A failed or paused batch job back in its batch's queue, from its first unfinished step."""
+        async with self._scan_lock:
+            if job_id in self._driving or not await self.store.acquire(job_id, self._owner):
+                return False
+            try:
+                job = await self.store.load(job_id)
+                if job is None or job.state not in ("failed", "paused_budget"):
+                    return job is not None  # changed meanwhile (resumed elsewhere): nothing to do
+                self._reset_unfinished(job)
+                job.state = "planned"  # queued again: it waits for a slot of its batch
+                await self.store.save(job)
+                return True
+            finally:
+                await self.store.release(job_id, self._owner)
 
     @tool(idempotent=True)
     async def resume_job(self, params: JobIdInput) -> JobSummary:
@@ -388,8 +449,16 @@ class ConductorAgent(Agent):
         if job.state not in ("failed", "paused_budget"):
             raise InvalidParams(f"job {job.job_id} is {job.state}; only failed or paused_budget jobs resume")
         await self._check_budget_to_resume()
+        if job.batch_id is not None:  # back in its batch's queue, not past it
+            if not await self._requeue(job.job_id):
+                raise ToolError(f"job {job.job_id} is being changed by another Conductor; try again")
+            await self._adopt_orphans()
+            return _summary(await self._job(job.job_id))
         if not await self.store.acquire(job.job_id, self._owner):
             raise ToolError(f"job {job.job_id} is being changed by another Conductor; try again")
+        job = await self._job(job.job_id)  # as it is now that we hold it
+        if job.state not in ("failed", "paused_budget"):
+            return _summary(job)  # resumed meanwhile
         first = self._reset_unfinished(job)
         job.state = first
         await self.store.save(job)

@@ -64,7 +64,16 @@ def batch_status(batch: BatchRecord, jobs: dict[str, JobRecord], skipped: list[s
     rows: list[BatchJob] = []
     remaining_hours = 0.0
     for job_id, domain in zip(batch.job_ids, batch.domains, strict=True):
-        job = jobs[job_id]
+        job = jobs.get(job_id)
+        if job is None:  # its submission failed before this job was made
+            error = "never created: the submission failed"
+            rows.append(
+                BatchJob(
+                    job_id=job_id, domain=domain, state="cancelled", group="cancelled",
+                    estimated_usd=0.0, spent_usd=0.0, error=error,
+                )
+            )  # fmt: skip
+            continue
         group = group_of(job)
         rows.append(
             BatchJob(

@@ -23,6 +23,7 @@ from agents.conductor.tools import AgentTool
 from protocol import CallToolResult, InvalidParams, JobEvent, MethodNotFound, ProgressParams, RpcError, ToolModel
 from protocol.agents.conductor import TERMINAL_STATES, JobRecord, JobState, StepName, StepRecord
 from protocol.agents.cost_monitor import BudgetStatusInput, RecordUsageInput, TokenUsage
+from protocol.agents.gpu_optimization import DeviceProfile, TrainOutput
 from runtime import Catalog, OnProgress, SwarmClient, ToolFailed, follow_progress
 
 __all__ = ["JobDriver", "LeaseLost"]
@@ -191,7 +192,9 @@ class JobDriver:
         if isinstance(step, ToolStep):
             # Usage first: a Conductor that dies before the save re-sends the step (answered from the
             # agent's stored result) and reports the same usage key again, which the ledger keeps once.
-            await self._report_usage(step, record, seconds=record.seconds or 0.0, tokens=step.tokens(output))
+            # Training is priced as the host that ran it says it is (replicas may be rented apiece).
+            host = output.plan.device if isinstance(output, TrainOutput) else None
+            await self._report_usage(step, record, seconds=record.seconds or 0.0, tokens=step.tokens(output), host=host)
         await self._save()
         message = verdict or f"{step.name} done in {seconds:.1f}s"
         await self._event("step_finished", step=step.name, message=message, ok=verdict is None)
@@ -412,17 +415,20 @@ class JobDriver:
         seconds: float,
         tokens: TokenUsage | None,
         final: bool = True,
+        host: DeviceProfile | None = None,
     ) -> None:
+        """``host``: the device that ran the step, when its output says (else the plan's)."""
         job, plan, on_device = self.job, self.job.plan, step.on_training_device
+        device, provider, gpu = (host.name, host.provider, host.gpu) if host else (plan.device, plan.provider, plan.gpu)
         usage = RecordUsageInput(
             job_id=job.job_id,
             step=record.name,
             attempt=record.attempts,
             agent=record.agent or "conductor",
             target=job.spec.target,
-            device=plan.device if on_device else "cpu",
-            provider=plan.provider if on_device else "local",
-            gpu=plan.gpu if on_device else None,
+            device=device if on_device else "cpu",
+            provider=provider if on_device else "local",
+            gpu=gpu if on_device else None,
             seconds=seconds,
             tokens=tokens,
         )

@@ -23,6 +23,9 @@ JOBS = RecordKind("job", JobRecord)
 BATCHES = RecordKind("batch", BatchRecord)
 CANCELS = RecordKind("job-cancel", CancelRequest)
 LEASES = LeaseKind("job-lease")
+ADMISSION = LeaseKind("batch-admission")
+ADMISSION_MS = 10_000
+"""Held by the Conductor admitting queued batch jobs; a dead holder's lapses after this long."""
 
 
 class JobStore:
@@ -33,6 +36,7 @@ class JobStore:
         self._batches = records.collection(BATCHES)
         self._cancels = records.collection(CANCELS)
         self._leases = records.leases(LEASES)
+        self._admission = records.leases(ADMISSION)
         self.lease_ms = lease_ms
 
     async def request_cancel(self, job_id: str) -> None:
@@ -84,3 +88,13 @@ class JobStore:
 
     async def release(self, job_id: str, owner: str) -> None:
         await self._leases.release(job_id, owner)
+
+    async def leased(self, job_id: str) -> bool:
+        """Whether some Conductor holds the job's lease."""
+        return await self._leases.holder(job_id) is not None
+
+    async def take_admission(self, owner: str) -> bool:
+        return await self._admission.acquire("batches", owner, ttl_ms=ADMISSION_MS)
+
+    async def release_admission(self, owner: str) -> None:
+        await self._admission.release("batches", owner)

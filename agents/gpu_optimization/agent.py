@@ -94,6 +94,10 @@ class GpuOptimizationAgent(Agent):
     @tool(read_only=True)
     async def profile_device(self, params: ProfileDeviceInput) -> DeviceProfile:
         """Detect this instance's accelerator: kind, name, memory, compute capability, bf16, threads."""
+        return await self._device()
+
+    async def _device(self) -> DeviceProfile:
+        """This host's device, priced as it is rented (or not)."""
         # Importing torch and querying CUDA can take seconds; keep the event loop free.
         device = await anyio.to_thread.run_sync(profile_device)
         provider, gpu = self._pricing
@@ -123,7 +127,7 @@ class GpuOptimizationAgent(Agent):
         base = resolve_base_model(params.base_model)
         architecture = await anyio.to_thread.run_sync(check_base_architecture, base)
         shape = await anyio.to_thread.run_sync(_shape_or_none, base)
-        device = await anyio.to_thread.run_sync(profile_device)
+        device = await self._device()
         return plan_training(params, device, self.ctx.catalog, architecture=architecture, shape=shape)
 
     @tool(read_only=True)
@@ -143,7 +147,7 @@ class GpuOptimizationAgent(Agent):
         base = resolve_base_model(params.base_model)
         architecture = await anyio.to_thread.run_sync(check_base_architecture, base)
         shape = await anyio.to_thread.run_sync(_shape_or_none, base)
-        device = await anyio.to_thread.run_sync(profile_device)
+        device = await self._device()
         plan = plan_training(params, device, catalog, architecture=architecture, shape=shape)
         run_dir = trained_dir(settings.data_dir, params.scope, params.target, catalog)
         inputs = run_dir / "inputs"

@@ -30,22 +30,24 @@ async def submit_batch_and_follow(client: SwarmClient, arguments: dict[str, Any]
     if not wait:
         return
     status = await follow_batch(client, submitted.batch_id)
-    console.print(batch_table(status))
+    _show(status)
     if status.counts["done"] != len(status.jobs):
         raise typer.Exit(1)
 
 
 async def follow_batch(client: SwarmClient, batch_id: str) -> BatchStatus:
-    """Poll the batch with a progress bar (jobs ended of all) until none is queued, running or paused."""
+    """Poll the batch with a progress bar (jobs ended of all) until every job ended, or none runs and
+    some wait for budget (queued ones cannot start then either)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bars:
         task = bars.add_task("batch", total=None)
         while True:
             status = await _status(client, batch_id)
-            ended = sum(status.counts[g] for g in ("done", "failed", "cancelled"))
-            running = ", ".join(f"{n} {g}" for g, n in status.counts.items() if n and g not in ("done",))
-            bars.update(task, total=len(status.jobs), completed=ended, description=f"batch: {running or 'done'}")
-            if ended == len(status.jobs):
+            counts = status.counts
+            ended = sum(counts[g] for g in ("done", "failed", "cancelled"))
+            waiting = ", ".join(f"{n} {g}" for g, n in counts.items() if n and g != "done")
+            bars.update(task, total=len(status.jobs), completed=ended, description=f"batch: {waiting or 'done'}")
+            if ended == len(status.jobs) or (counts["running"] == 0 and counts["paused"] > 0):
                 return status
             await anyio.sleep(_POLL_S)
 
@@ -58,6 +60,12 @@ def _show(status: BatchStatus) -> None:
     console.print(batch_table(status))
     for line in status.skipped:
         console.print(f"[dim]left alone: {line}[/]", highlight=False)
+    if status.counts["paused"]:
+        console.print(
+            f"{status.counts['paused']} job(s) paused for budget: raise the budget "
+            "(cost_monitor set_budget), then `meetara batch resume " + status.batch_id + "`",
+            highlight=False,
+        )
 
 
 @batch.command()
@@ -86,4 +94,7 @@ async def resume(
     async with client_session(state.settings) as client:
         _show(await _status(client, batch_id, "resume_batch"))
         if wait:
-            _show(await follow_batch(client, batch_id))
+            status = await follow_batch(client, batch_id)
+            _show(status)
+            if status.counts["done"] != len(status.jobs):
+                raise typer.Exit(1)

@@ -194,3 +194,50 @@ async def test_two_gpu_replicas_split_a_batch_and_let_twice_as_many_of_its_jobs_
     assert max(s.counts["running"] for s in seen) == 2 * PER_GPU
     assert sorted(target for _, target in GpuReplica.trained_by) == sorted(domains)
     assert {instance for instance, _ in GpuReplica.trained_by} == {"gpu-a", "gpu-b"}
+
+
+@pytest.mark.redis
+async def test_two_conductors_admit_a_batch_within_its_limit_together(  # type: ignore[no-untyped-def]
+    settings_factory, redis_url: str, script: Script
+) -> None:
+    """Both replicas scan for queued batch jobs; one admits at a time and counts what the other started."""
+    domains = ["general_health", "nutrition", "fitness", "sleep", "programming"]
+    script.hold_training = True
+    others = [a for a in AGENTS if a is not ConductorAgent]
+    async with (
+        open_swarm(settings_factory(redis_url, instance_id="conductor-a"), [ConductorAgent]),
+        open_swarm(settings_factory(redis_url, instance_id="conductor-b"), [ConductorAgent]),
+        open_swarm(settings_factory(redis_url, instance_id="the-rest"), others) as swarm,
+    ):
+        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        batch_id, seen = submitted.batch_id, []
+        await until(swarm, batch_id, lambda s: s.counts["running"] == PER_GPU, seen)
+        for _ in range(20):  # both replicas scan many times (every 0.05 s) while the two jobs hold
+            seen.append(await status(swarm, batch_id))
+            await anyio.sleep(0.05)
+        script.hold_training = False
+        await until(swarm, batch_id, lambda s: s.counts["done"] == len(domains), seen)
+    assert max(s.counts["running"] for s in seen) == PER_GPU
+
+
+async def test_no_batch_job_starts_while_a_budget_is_stopped_and_a_resumed_job_queues_with_its_batch(
+    settings: Settings, script: Script
+) -> None:
+    domains = ["general_health", "nutrition", "fitness"]
+    script.budget_stopped = True
+    async with open_swarm(settings, AGENTS) as swarm:
+        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        batch_id, seen = submitted.batch_id, []
+        queued = await status(swarm, batch_id)  # submit ran an admission pass: the budget said no
+        assert queued.counts["queued"] == len(domains) and script.arguments("generate") == []
+        script.budget_stopped = False
+        script.qa_passed = False
+        await until(swarm, batch_id, lambda s: s.counts["failed"] == len(domains), seen)
+        # A failed batch job resumed on its own goes back to its batch's queue, and on from model QA.
+        script.qa_passed = True
+        trained = len(script.arguments("train"))
+        first = submitted.jobs[0].job_id
+        await swarm.client.call("conductor", "resume_job", {"job_id": first})
+        final = await until(swarm, batch_id, lambda s: s.counts["done"] == 1 and s.counts["running"] == 0, seen)
+    assert [j.job_id for j in final.jobs if j.group == "done"] == [first] and final.counts["failed"] == 2
+    assert len(script.arguments("train")) == trained

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import agents.gpu_optimization.agent as gpu_agent_module
 from agents.conductor.planning import plan_job
 from agents.conductor.settings import load_job_settings
 from agents.cost_monitor import CostMonitorAgent
@@ -84,8 +85,12 @@ async def test_a_rented_host_plans_and_prices_its_jobs_at_its_providers_rate(set
     assert estimate.usd == pytest.approx(2 * 1.99)
 
 
-async def test_a_host_that_would_be_priced_wrongly_refuses_to_start(settings_factory, memory_url: str) -> None:  # type: ignore[no-untyped-def]
-    settings = settings_factory(memory_url, provider="vast_ai")  # this CPU names no GPU type
+async def test_a_host_that_would_be_priced_wrongly_refuses_to_start(  # type: ignore[no-untyped-def]
+    settings_factory, memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    epyc = _device("cpu", "EPYC")  # names no GPU type, whatever this machine has
+    monkeypatch.setattr(gpu_agent_module, "profile_device", lambda: epyc)
+    settings = settings_factory(memory_url, provider="vast_ai")
     with pytest.raises(MeetaraError, match=r"gpu_optimization cannot start: the device .* set MEETARA_GPU"):
         async with open_swarm(settings, [GpuOptimizationAgent]):
             pass

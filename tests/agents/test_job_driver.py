@@ -475,3 +475,19 @@ async def test_tokens_a_failed_teacher_generation_paid_for_are_priced_on_its_att
     reports = [a for a in asked(script, "record_usage", RecordUsageInput) if isinstance(a, RecordUsageInput)]
     data = [(r.attempt, r.tokens) for r in reports if r.step == "data"]
     assert data == [(1, TokenUsage(prompt_tokens=1000, completion_tokens=400, usd=0.0026)), (2, None)]
+
+
+async def test_training_is_priced_as_the_host_that_ran_it_not_as_the_plan_guessed(
+    settings: Settings, script: Script
+) -> None:
+    """GPU replicas may be rented apiece: the plan asked one, the training step says who trained."""
+    trained = TRAIN.read(script.done)
+    rented = trained.plan.device.model_copy(update={"provider": "lambda_labs", "gpu": "H100"})
+    output = trained.model_copy(update={"plan": trained.plan.model_copy(update={"device": rented})})
+    script.done.step("train").output = TRAIN.dump(output)
+    async with harness(settings) as h:
+        job = await h.drive(new_job(script.done))
+    assert job.state == "done" and job.plan.provider == "local"
+    usage = {u.step: (u.provider, u.gpu, u.device) for u in asked(script, "record_usage", RecordUsageInput)}  # type: ignore[attr-defined]
+    assert usage["train"] == ("lambda_labs", "H100", rented.name)
+    assert usage["data"] == ("local", None, "cpu")
