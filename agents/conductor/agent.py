@@ -90,7 +90,8 @@ class ConductorAgent(Agent):
         self.store = JobStore(ctx.records, lease_ms=LEASE_MS)
         self.job_settings: JobSettings = load_job_settings(ctx.settings.catalog_dir)
         self._owner = f"{ctx.instance_id}/{new_id()[:8]}"
-        self._driving: set[str] = set()
+        self._driving: dict[str, anyio.Event] = {}
+        """Jobs this Conductor drives now, each with the event set when its driver has let go of it."""
         self._tg: anyio.abc.TaskGroup | None = None
         self._scan_lock = anyio.Lock()
 
@@ -140,7 +141,7 @@ class ConductorAgent(Agent):
             self.log.warning("budget status unavailable; admitting batch jobs", error=str(exc))
         # A planned job leased by another Conductor was admitted there and is about to run.
         started = {j.job_id for j in queued if await self.store.leased(j.job_id)}
-        return free_slots(jobs, self._driving | started, await self._batch_limit())
+        return free_slots(jobs, set(self._driving) | started, await self._batch_limit())
 
     async def _batch_limit(self) -> int:
         """Jobs of one batch that run at once: a few per live GPU instance (at least one instance's worth)."""
@@ -153,7 +154,7 @@ class ConductorAgent(Agent):
     def _start(self, job: JobRecord) -> None:
         if self._tg is None or job.job_id in self._driving:
             return  # the scan loop picks it up once it runs
-        self._driving.add(job.job_id)
+        self._driving[job.job_id] = anyio.Event()
         self._tg.start_soon(self._drive, job)
 
     async def _drive(self, job: JobRecord) -> None:
@@ -186,10 +187,10 @@ class ConductorAgent(Agent):
                 job.state, job.error, job.finished_at = "failed", f"internal error: {exc!r}", time.time()
                 await self.store.save(job)
         finally:
-            self._driving.discard(job.job_id)
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(RpcError):  # else the lease expires by itself
                     await self.store.release(job.job_id, self._owner)
+            self._driving.pop(job.job_id).set()
 
     async def _write_report(self, job: JobRecord) -> None:
         """The finished job's report files (JSON, loss chart); a failure to write them is logged, not fatal:
@@ -428,6 +429,9 @@ class ConductorAgent(Agent):
 
     async def _requeue(self, job_id: str) -> bool:
         """A failed or paused batch job back in its batch's queue, from its first unfinished step."""
+        if (released := self._driving.get(job_id)) is not None:
+            with anyio.move_on_after(LEASE_MS / 1000):
+                await released.wait()  # its driver here recorded the end and is letting go of it
         async with self._scan_lock:
             if job_id in self._driving or not await self.store.acquire(job_id, self._owner):
                 return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar
 
 import anyio
@@ -15,7 +14,7 @@ from protocol import InvalidParams
 from protocol.agents.conductor import BatchStatus, ListJobsOutput, SubmitBatchOutput
 from protocol.agents.gpu_optimization import TrainInput, TrainOutput
 from runtime import CallContext, EmbeddedSwarm, Settings, ToolFailed, load_catalog, open_swarm, tool
-from tests.agents.fake_agents import FAKES, Fake, FakeGpuOptimization, Script
+from tests.agents.fake_agents import FAKES, FakeGpuOptimization, Script
 
 pytestmark = pytest.mark.anyio
 
@@ -29,16 +28,9 @@ def fast_scans(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(driver_module, "WATCH_INTERVAL_S", 0.02)
 
 
-@pytest.fixture
-def script() -> Iterator[Script]:
-    Fake.script = Script()
-    yield Fake.script
-    Fake.script.hold_training = False
-
-
-@pytest.fixture
-def settings(settings_factory, memory_url: str) -> Settings:  # type: ignore[no-untyped-def]
-    return settings_factory(memory_url)  # type: ignore[no-any-return]
+async def submit(swarm: EmbeddedSwarm, domains: list[str], **job: object) -> SubmitBatchOutput:
+    selection = {"domains": domains, "job": job}
+    return await swarm.client.call_model("conductor", "submit_batch", selection, SubmitBatchOutput)
 
 
 async def status(swarm: EmbeddedSwarm, batch_id: str) -> BatchStatus:
@@ -61,9 +53,7 @@ async def test_a_batch_runs_a_few_jobs_at_a_time_to_the_end_and_adds_up_its_cost
     domains = ["general_health", "nutrition", "fitness", "sleep", "programming"]
     script.hold_training = True
     async with open_swarm(settings, AGENTS) as swarm:
-        submitted = await swarm.client.call_model(
-            "conductor", "submit_batch", {"domains": domains, "job": {"samples": 40}}, SubmitBatchOutput
-        )
+        submitted = await submit(swarm, domains, samples=40)
         batch_id = submitted.batch_id
         seen: list[BatchStatus] = []
         held = await until(swarm, batch_id, lambda s: s.counts["running"] == PER_GPU, seen)
@@ -83,7 +73,7 @@ async def test_a_batch_runs_a_few_jobs_at_a_time_to_the_end_and_adds_up_its_cost
     assert all(j.batch_id == batch_id for j in listed.jobs)
     assert final.spent_usd == pytest.approx(sum(j.spent_usd for j in final.jobs)) and final.spent_usd > 0
     assert final.remaining_hours == 0
-    assert [a.domain for a in script.arguments("generate")] == domains  # type: ignore[attr-defined]
+    assert sorted(a.domain for a in script.arguments("generate")) == sorted(domains)  # type: ignore[attr-defined]
     assert {a.count for a in script.arguments("generate")} == {40}  # type: ignore[attr-defined]
 
 
@@ -93,13 +83,14 @@ async def test_a_cancelled_batch_stops_running_and_queued_jobs_and_resumes_from_
     domains = ["general_health", "nutrition", "fitness"]
     script.hold_training = True
     async with open_swarm(settings, AGENTS) as swarm:
-        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        submitted = await submit(swarm, domains)
         batch_id, seen = submitted.batch_id, []
         with anyio.fail_after(30):
             while len(script.arguments("train")) < PER_GPU:
                 await anyio.sleep(0.02)
         cancelled = await swarm.client.call_model("conductor", "cancel_batch", {"batch_id": batch_id}, BatchStatus)
-        assert cancelled.counts["cancelled"] == 1  # the queued job at once; the two training stop at their step
+        # The queued job ends at once; the two training stop at their step (by now, or soon).
+        assert [j.state for j in cancelled.jobs if j.domain == domains[2]] == ["cancelled"]
         ended = await until(swarm, batch_id, lambda s: s.counts["cancelled"] == len(domains), seen)
         assert ended.counts["running"] == 0 and len(script.arguments("train")) == PER_GPU
         again = await swarm.client.call_model("conductor", "cancel_batch", {"batch_id": batch_id}, BatchStatus)
@@ -118,7 +109,7 @@ async def test_a_failed_batch_job_resumes_with_its_batch_from_its_first_unfinish
     domains = ["general_health", "nutrition", "fitness"]
     script.qa_passed = False  # every model fails QA: each job fails at model_qa
     async with open_swarm(settings, AGENTS) as swarm:
-        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        submitted = await submit(swarm, domains)
         batch_id, seen = submitted.batch_id, []
         failed = await until(swarm, batch_id, lambda s: s.counts["failed"] == len(domains), seen)
         assert all("quality" in (j.error or "").lower() or "qa" in (j.error or "").lower() for j in failed.jobs), failed
@@ -179,7 +170,7 @@ async def test_two_gpu_replicas_split_a_batch_and_let_twice_as_many_of_its_jobs_
         open_swarm(settings_factory(redis_url, instance_id="gpu-b"), [GpuReplica]),
         open_swarm(settings_factory(redis_url, instance_id="the-rest"), others) as swarm,
     ):
-        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        submitted = await submit(swarm, domains)
         batch_id, seen = submitted.batch_id, []
         # Two live GPU instances: twice the slots; each instance trains one job at a time.
         held = await until(swarm, batch_id, lambda s: s.counts["running"] == 2 * PER_GPU, seen)
@@ -209,7 +200,7 @@ async def test_two_conductors_admit_a_batch_within_its_limit_together(  # type: 
         open_swarm(settings_factory(redis_url, instance_id="conductor-b"), [ConductorAgent]),
         open_swarm(settings_factory(redis_url, instance_id="the-rest"), others) as swarm,
     ):
-        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        submitted = await submit(swarm, domains)
         batch_id, seen = submitted.batch_id, []
         await until(swarm, batch_id, lambda s: s.counts["running"] == PER_GPU, seen)
         for _ in range(20):  # both replicas scan many times (every 0.05 s) while the two jobs hold
@@ -226,7 +217,7 @@ async def test_no_batch_job_starts_while_a_budget_is_stopped_and_a_resumed_job_q
     domains = ["general_health", "nutrition", "fitness"]
     script.budget_stopped = True
     async with open_swarm(settings, AGENTS) as swarm:
-        submitted = await swarm.client.call_model("conductor", "submit_batch", {"domains": domains}, SubmitBatchOutput)
+        submitted = await submit(swarm, domains)
         batch_id, seen = submitted.batch_id, []
         queued = await status(swarm, batch_id)  # submit ran an admission pass: the budget said no
         assert queued.counts["queued"] == len(domains) and script.arguments("generate") == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -33,7 +33,6 @@ from runtime import Agent, AgentHost, EmbeddedSwarm, Settings, ToolError, load_c
 from tests.agents.fake_agents import (
     FAKES,
     USD_PER_STEP,
-    Fake,
     FakeCostMonitor,
     FakeGpuOptimization,
     FakeKnowledgeTransfer,
@@ -50,18 +49,6 @@ SETTINGS = load_job_settings().model_copy(update={"backoff_s": 0.0, "budget_chec
 @pytest.fixture(autouse=True)
 def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(driver_module, "WATCH_INTERVAL_S", 0.02)
-
-
-@pytest.fixture
-def script() -> Iterator[Script]:
-    Fake.script = Script()
-    yield Fake.script
-    Fake.script.hold_training = False
-
-
-@pytest.fixture
-def settings(settings_factory, memory_url: str) -> Settings:  # type: ignore[no-untyped-def]
-    return settings_factory(memory_url)  # type: ignore[no-any-return]
 
 
 @dataclass

@@ -53,11 +53,6 @@ class GpuHost(Agent):
         return CheckBaseOutput(ok=False, reason=f"base model not found: {params.base_model}")
 
 
-@pytest.fixture
-def settings(settings_factory, memory_url: str) -> Settings:  # type: ignore[no-untyped-def]
-    return settings_factory(memory_url)  # type: ignore[no-any-return]
-
-
 async def _plan(settings: Settings, kind: str, present: set[str | None], broken: bool = False, **spec: object):  # type: ignore[no-untyped-def]
     GpuHost.kind, GpuHost.present, GpuHost.checked, GpuHost.broken = kind, present, [], broken
     job = JobSpec.model_validate({"scope": "domain", "target": "general_health", **spec})
