@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
@@ -407,44 +408,42 @@ class ConductorAgent(Agent):
         await self._cancel(job)
         return _summary(job)
 
+    @contextlib.asynccontextmanager
+    async def _held(self, job_id: str) -> AsyncIterator[JobRecord | None]:
+        """The job as it is now, while this Conductor's scan waits and the job's lease is ours; ``None``
+        when a driver has it (here or on another Conductor) or it is gone."""
+        async with self._scan_lock:
+            if job_id in self._driving or not await self.store.acquire(job_id, self._owner):
+                yield None
+                return
+            try:
+                yield await self.store.load(job_id)
+            finally:
+                await self.store.release(job_id, self._owner)
+
     async def _cancel(self, job: JobRecord) -> None:
         """Ask the job's driver to stop; a job nobody drives (paused, or queued in a batch) ends here."""
         await self.store.request_cancel(job.job_id)
-        async with self._scan_lock:  # this Conductor's scan does not start it meanwhile
-            if job.job_id in self._driving or not await self.store.acquire(job.job_id, self._owner):
-                return  # its driver sees the request
-            try:
-                current = await self.store.load(job.job_id)  # as it is now, not as it was read
-                if current is not None and self._idle(current):
-                    current.state, current.error = "cancelled", "cancelled by request"
-                    current.finished_at = current.updated_at = time.time()
-                    await self.store.save(current)
-                    job.state = current.state
-            finally:
-                await self.store.release(job.job_id, self._owner)
-
-    def _idle(self, job: JobRecord) -> bool:
-        """Driven by nobody: paused for budget, or queued in a batch."""
-        return job.state == "paused_budget" or (job.state == "planned" and job.job_id not in self._driving)
+        async with self._held(job.job_id) as current:
+            if current is not None and current.state in ("paused_budget", "planned"):
+                current.state, current.error = "cancelled", "cancelled by request"
+                current.finished_at = current.updated_at = time.time()
+                await self.store.save(current)
+                job.state = current.state
 
     async def _requeue(self, job_id: str) -> bool:
         """A failed or paused batch job back in its batch's queue, from its first unfinished step."""
         if (released := self._driving.get(job_id)) is not None:
             with anyio.move_on_after(LEASE_MS / 1000):
                 await released.wait()  # its driver here recorded the end and is letting go of it
-        async with self._scan_lock:
-            if job_id in self._driving or not await self.store.acquire(job_id, self._owner):
+        async with self._held(job_id) as job:
+            if job is None:
                 return False
-            try:
-                job = await self.store.load(job_id)
-                if job is None or job.state not in ("failed", "paused_budget"):
-                    return job is not None  # changed meanwhile (resumed elsewhere): nothing to do
+            if job.state in ("failed", "paused_budget"):  # else changed meanwhile (resumed elsewhere)
                 self._reset_unfinished(job)
                 job.state = "planned"  # queued again: it waits for a slot of its batch
                 await self.store.save(job)
-                return True
-            finally:
-                await self.store.release(job_id, self._owner)
+            return True
 
     @tool(idempotent=True)
     async def resume_job(self, params: JobIdInput) -> JobSummary:
